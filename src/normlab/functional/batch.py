@@ -1,0 +1,147 @@
+"""Batch normalization: training forward, eval forward, backward, running statistics.
+
+Ioffe & Szegedy 2015, "Batch Normalization: Accelerating Deep Network Training by Reducing
+Internal Covariate Shift". Statistics are per channel over every axis but C (sec. 3.2: for
+convolutions the mini-batch is all N*H*W positions of a feature map), matching torch.nn.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .._checks import as_float_array, check_ndim
+from .stats import compute_dtype, count, normalize
+
+
+class BatchNormCache(NamedTuple):
+    x_hat: np.ndarray           # normalised input, compute dtype, same shape as x
+    inv_std: np.ndarray         # keepdims per-channel 1/sqrt(var + eps)
+    weight: np.ndarray | None   # gamma, or None when affine=False
+    mean: np.ndarray            # (C,) batch mean
+    var: np.ndarray             # (C,) biased batch variance (what normalises, Alg. 1 line 2)
+    n: int                      # values per channel, the paper's m
+    dtype: np.dtype             # dtype of the input, for casting dx back
+
+
+def channel_axes(ndim: int) -> tuple[int, ...]:
+    """Every axis but the channel axis 1: (0,) for (N,C), (0,2,3) for (N,C,H,W), ..."""
+    return (0, *range(2, ndim))
+
+
+def per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """View a (C,) vector as (1, C, 1, ...) so it broadcasts against an ndim-D input."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def check_input(x, num_features: int | None = None, *, training: bool = False,
+                ndims: tuple[int, ...] = (2, 3, 4, 5), name: str = "x") -> np.ndarray:
+    """Validate a batch-norm input; raises before anything is computed or updated."""
+    x = as_float_array(name, x)
+    check_ndim(name, x, ndims, "(N, C, ...)")
+    if num_features is not None and x.shape[1] != num_features:
+        raise ValueError(f"{name}: expected {num_features} channels in dim 1, "
+                         f"got {x.shape[1]} (input shape {tuple(x.shape)})")
+    if training and count(x.shape, channel_axes(x.ndim)) <= 1:
+        raise ValueError(f"{name}: expected more than 1 value per channel when training, "
+                         f"got input size {tuple(x.shape)}")
+    return x
+
+
+def _affine(x_hat: np.ndarray, weight, bias) -> np.ndarray:
+    """y = gamma * x_hat + beta (Alg. 1, line 4), per channel."""
+    y = x_hat * per_channel(weight, x_hat.ndim) if weight is not None else x_hat.copy()
+    if bias is not None:
+        y += per_channel(bias, x_hat.ndim)
+    return y
+
+
+def batch_norm_train(x: np.ndarray, weight: np.ndarray | None = None,
+                     bias: np.ndarray | None = None,
+                     eps: float = 1e-5) -> tuple[np.ndarray, BatchNormCache]:
+    """Training-mode forward with mini-batch statistics (Alg. 1).
+
+    Normalises with the *biased* batch variance, as the paper and PyTorch do; the running
+    estimate gets the unbiased one (see :func:`update_running_stats`).
+    """
+    axes = channel_axes(x.ndim)
+    norm = normalize(x, axes, eps)
+    y = _affine(norm.x_hat, weight, bias)
+    cache = BatchNormCache(norm.x_hat, norm.inv_std, weight, norm.mean.ravel(), norm.var.ravel(),
+                           count(x.shape, axes), x.dtype)
+    return y.astype(x.dtype, copy=False), cache
+
+
+def eval_scale_shift(running_mean: np.ndarray, running_var: np.ndarray, weight, bias,
+                     eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fold the frozen normalisation and the affine map into one per-channel (scale, shift).
+
+    Alg. 2, line 11: y = gamma / sqrt(Var[x] + eps) * x + (beta - gamma * E[x] / sqrt(Var[x] +
+    eps)). Computed in float64 so that folding adds no rounding of its own.
+    """
+    scale = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -running_mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return scale, shift
+
+
+def batch_norm_eval(x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray,
+                    weight: np.ndarray | None = None, bias: np.ndarray | None = None,
+                    eps: float = 1e-5) -> np.ndarray:
+    """Inference forward: one multiply-add per element with the running statistics (Alg. 2)."""
+    acc = compute_dtype(x.dtype)
+    scale, shift = eval_scale_shift(running_mean, running_var, weight, bias, eps)
+    y = x * per_channel(scale.astype(acc), x.ndim)
+    y += per_channel(shift.astype(acc), x.ndim)
+    return y.astype(x.dtype, copy=False)
+
+
+def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients (dx, dweight, dbias) of the training forward, compact closed form.
+
+    With m values per channel, dbeta = sum(dy), dgamma = sum(dy * x_hat), and
+
+        dx = gamma * inv_std / m * (m * dy - dbeta - x_hat * dgamma)
+
+    (the chain rule of sec. 3 collapsed; the two sums double as the parameter gradients, so
+    the whole backward is one reduction pass and one elementwise pass).
+    """
+    x_hat, inv_std, weight = cache.x_hat, cache.inv_std, cache.weight
+    axes = channel_axes(x_hat.ndim)
+    dy = dy.astype(x_hat.dtype, copy=False)
+    dbias = dy.sum(axis=axes)
+    dweight = (dy * x_hat).sum(axis=axes)
+    scale = inv_std if weight is None else inv_std * per_channel(weight, dy.ndim)
+    dx = dy - per_channel(dbias / cache.n, dy.ndim)
+    dx -= x_hat * per_channel(dweight / cache.n, dy.ndim)
+    dx *= scale
+    return dx.astype(cache.dtype, copy=False), dweight, dbias
+
+
+def averaging_factor(momentum: float | None, num_batches_tracked: int) -> float:
+    """Weight of the new batch in the running average.
+
+    ``momentum`` follows PyTorch: running = (1 - momentum) * running + momentum * batch (the
+    opposite convention of the textbook's and Keras' 0.9/0.99 "decay"). ``None`` gives the
+    cumulative moving average 1/k, where k counts batches including the current one.
+    """
+    return 1.0 / num_batches_tracked if momentum is None else momentum
+
+
+def update_running_stats(running_mean: np.ndarray, running_var: np.ndarray,
+                         cache: BatchNormCache, factor: float
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """New (running_mean, running_var); running_var tracks the UNBIASED batch variance.
+
+    Alg. 2, line 10 uses Var[x] = m/(m-1) * E_B[sigma_B^2] for inference; the running average
+    estimates it with the Bessel-corrected variance of each batch.
+    """
+    unbiased = cache.var * (cache.n / (cache.n - 1))
+    new_mean = (1.0 - factor) * running_mean + factor * cache.mean
+    new_var = (1.0 - factor) * running_var + factor * unbiased
+    return new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype)

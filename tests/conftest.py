@@ -1,0 +1,42 @@
+"""Shared test fixtures and the optional-dependency policy.
+
+Tests that need torch, the Debian Fashion-MNIST package or Chromium skip locally with a reason;
+with NORMLAB_REQUIRE_ALL=1 (set by .ci/run) a missing dependency fails the test instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+REQUIRE_ALL = os.environ.get("NORMLAB_REQUIRE_ALL") == "1"
+
+
+def require(what: str, available: bool, hint: str = "") -> None:
+    """Skip (or, under NORMLAB_REQUIRE_ALL=1, fail) when ``what`` is unavailable."""
+    if available:
+        return
+    msg = f"{what} is not available" + (f" ({hint})" if hint else "")
+    if REQUIRE_ALL:
+        pytest.fail(msg + " and NORMLAB_REQUIRE_ALL=1 forbids skipping")
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def torch():
+    try:
+        import torch as _torch
+    except ImportError:
+        _torch = None
+    require("torch", _torch is not None, "pip install torch==2.13.0")
+    _torch.set_num_threads(1)
+    return _torch
+
+
+@pytest.fixture
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    require("chromium", path is not None, "apt-get install chromium")
+    return path
