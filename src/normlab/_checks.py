@@ -30,7 +30,8 @@ def as_float_array(name: str, x) -> np.ndarray:
 
 def check_ndim(name: str, x: np.ndarray, allowed: tuple[int, ...], what: str = "") -> None:
     if x.ndim not in allowed:
-        want = " or ".join(f"{d}D" for d in allowed)
+        names = [f"{d}D" for d in allowed]
+        want = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
         extra = f" {what}" if what else ""
         raise ValueError(f"{name}: expected {want} input{extra}, got {x.ndim}D input of shape "
                          f"{tuple(x.shape)}")

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, check_ndim
+from .._checks import as_float_array, check_eps, check_ndim, check_param
 from .stats import compute_dtype, count, normalize
 
 
@@ -49,6 +49,14 @@ def check_input(x, num_features: int | None = None, *, training: bool = False,
     return x
 
 
+def _num_channels(weight, bias) -> int | None:
+    """Channel count implied by the affine parameters (None when affine=False)."""
+    if weight is not None and bias is not None:
+        check_param("bias", bias, weight.shape)
+    p = weight if weight is not None else bias
+    return None if p is None else p.shape[0]
+
+
 def _affine(x_hat: np.ndarray, weight, bias) -> np.ndarray:
     """y = gamma * x_hat + beta (Alg. 1, line 4), per channel."""
     y = x_hat * per_channel(weight, x_hat.ndim) if weight is not None else x_hat.copy()
@@ -65,6 +73,8 @@ def batch_norm_train(x: np.ndarray, weight: np.ndarray | None = None,
     Normalises with the *biased* batch variance, as the paper and PyTorch do; the running
     estimate gets the unbiased one (see :func:`update_running_stats`).
     """
+    x = check_input(x, _num_channels(weight, bias), training=True)
+    eps = check_eps(eps)
     axes = channel_axes(x.ndim)
     norm = normalize(x, axes, eps)
     y = _affine(norm.x_hat, weight, bias)
@@ -93,6 +103,10 @@ def batch_norm_eval(x: np.ndarray, running_mean: np.ndarray, running_var: np.nda
                     weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                     eps: float = 1e-5) -> np.ndarray:
     """Inference forward: one multiply-add per element with the running statistics (Alg. 2)."""
+    x = check_input(x, running_mean.shape[0])
+    for name, p in (("running_var", running_var), ("weight", weight), ("bias", bias)):
+        check_param(name, p, running_mean.shape)
+    eps = check_eps(eps)
     acc = compute_dtype(x.dtype)
     scale, shift = eval_scale_shift(running_mean, running_var, weight, bias, eps)
     y = x * per_channel(scale.astype(acc), x.ndim)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, check_ndim
+from .._checks import as_float_array, check_eps, check_ndim, check_param, check_positive_int
 from .batch import per_channel
 from .stats import count, normalize, normalize_backward
 
@@ -27,10 +27,11 @@ class GroupNormCache(NamedTuple):
     dtype: np.dtype
 
 
-def check_input(x, num_channels: int, num_groups: int, *, min_ndim: int = 2,
+def check_input(x, num_channels: int | None, num_groups: int, *, min_ndim: int = 2,
                 name: str = "x") -> np.ndarray:
     x = as_float_array(name, x)
     check_ndim(name, x, tuple(range(min_ndim, 6)), "(N, C, ...)")
+    num_channels = x.shape[1] if num_channels is None else num_channels
     if x.shape[1] != num_channels:
         raise ValueError(f"{name}: expected {num_channels} channels in dim 1, got {x.shape[1]} "
                          f"(input shape {tuple(x.shape)})")
@@ -43,6 +44,14 @@ def check_input(x, num_channels: int, num_groups: int, *, min_ndim: int = 2,
 def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None = None,
                        bias: np.ndarray | None = None,
                        eps: float = 1e-5) -> tuple[np.ndarray, GroupNormCache]:
+    num_groups = check_positive_int("num_groups", num_groups)
+    x = check_input(x, None, num_groups)
+    for name, p in (("weight", weight), ("bias", bias)):
+        check_param(name, p, (x.shape[1],))
+    eps = check_eps(eps)
+    if count(x.shape, tuple(range(2, x.ndim))) * x.shape[1] // num_groups <= 1:
+        raise ValueError(f"x: expected more than 1 value per group, got input size "
+                         f"{tuple(x.shape)} with num_groups={num_groups}")
     n_batch = x.shape[0]
     grouped = x.reshape(n_batch, num_groups, -1)
     norm = normalize(grouped, (2,), eps)

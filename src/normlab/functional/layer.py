@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array
+from .._checks import as_float_array, check_eps, check_param
 from .stats import normalize, normalize_backward
 
 
@@ -35,6 +35,11 @@ def check_input(x, normalized_shape: tuple[int, ...], name: str = "x") -> np.nda
 def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...],
                        weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                        eps: float = 1e-5) -> tuple[np.ndarray, LayerNormCache]:
+    normalized_shape = tuple(normalized_shape)
+    x = check_input(x, normalized_shape)
+    check_param("weight", weight, normalized_shape)
+    check_param("bias", bias, normalized_shape)
+    eps = check_eps(eps)
     axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
     norm = normalize(x, axes, eps)
     y = norm.x_hat * weight if weight is not None else norm.x_hat.copy()
