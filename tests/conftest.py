@@ -24,7 +24,7 @@ def require(what: str, available: bool, hint: str = "") -> None:
     pytest.skip(msg)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def torch():
     try:
         import torch as _torch
@@ -35,7 +35,7 @@ def torch():
     return _torch
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     require("chromium", path is not None, "apt-get install chromium")
