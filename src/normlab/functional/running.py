@@ -1,0 +1,87 @@
+"""Running-statistic estimators beyond PyTorch's exponential average.
+
+Batch norm's inference statistics are an estimate of the population mean and variance of each
+channel (Ioffe & Szegedy 2015, Alg. 2, line 10). PyTorch keeps an exponential moving average
+(``ema``) or, with ``momentum=None``, a cumulative average of per-batch statistics. This module
+adds the estimators users keep asking for, each a pure function of the previous state and the new
+batch's (count, mean, biased variance):
+
+* ``ema_debiased`` -- the EMA with Adam's bias correction (Kingma & Ba 2015, sec. 3). Started
+  from zero, the EMA after t batches is biased by the factor 1 - (1 - m)^t; dividing it out is
+  the same as using the averaging factor m / (1 - (1 - m)^t) on the corrected estimate, so no
+  extra buffer is needed (t = num_batches_tracked). The first batch is taken exactly.
+* ``exact`` -- the mean and variance of *every* activation seen since the last reset, merged
+  batch by batch with Chan, Golub & LeVeque's parallel formula (1979). It is independent of how
+  the data were split into batches and of their order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .stats import compute_dtype
+
+RUNNING_STATS = ("ema", "cumulative", "exact", "ema_debiased")
+UNBIASED = ("running", "both", "none")
+
+
+def debiased_factor(momentum: float, t: int) -> float:
+    """Averaging factor that makes an EMA bias-corrected: m / (1 - (1 - m)^t).
+
+    The denominator is formed with expm1/log1p so that small momenta keep their digits; the
+    factor is clipped to 1 so the first batch is taken exactly. Momentum 0 never updates.
+    """
+    if momentum == 0:
+        return 0.0
+    return min(1.0, momentum / -math.expm1(t * math.log1p(-momentum)))
+
+
+def chan_merge(count_a: float, mean_a: np.ndarray, var_a: np.ndarray,
+               count_b: float, mean_b: np.ndarray, var_b: np.ndarray
+               ) -> tuple[float, np.ndarray, np.ndarray]:
+    """Merge two (count, mean, biased variance) summaries into that of their union.
+
+    Chan et al.: with delta = mean_b - mean_a and n = n_a + n_b,
+    mean = mean_a + delta * n_b / n and M2 = M2_a + M2_b + delta^2 * n_a * n_b / n, where
+    M2 = count * biased variance. No sums of squares are formed, so nothing cancels.
+    """
+    count = count_a + count_b
+    if count_a == 0:
+        return count_b, mean_b.copy(), var_b.copy()
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (count_b / count)
+    m2 = var_a * count_a + var_b * count_b + delta * delta * (count_a * count_b / count)
+    return count, mean, m2 / count
+
+
+def bessel(var: np.ndarray, count: float) -> np.ndarray:
+    """Biased -> unbiased variance, count / (count - 1) (Alg. 2, line 10)."""
+    return var * (count / (count - 1)) if count > 1 else var
+
+
+def stats_are_finite(mean: np.ndarray, var: np.ndarray) -> bool:
+    """False when a batch's statistics hold NaN/inf (e.g. after an fp16 overflow)."""
+    return bool(np.isfinite(mean).all() and np.isfinite(var).all())
+
+
+def masked_moments(x: np.ndarray, mask: np.ndarray, channel_axis: int
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-channel (mean, biased var, count) of the positions where ``mask`` is true.
+
+    ``x`` is (N, T, C) with channel_axis=2 or (N, C, T) with channel_axis=1; ``mask`` is (N, T)
+    with True at real (unpadded) positions. Padded positions contribute nothing, so the result
+    equals the moments of the concatenation of the unpadded sequences. Two-pass, in the compute
+    dtype.
+    """
+    acc = compute_dtype(x.dtype)
+    m = np.expand_dims(mask.astype(acc), channel_axis)
+    axes = tuple(a for a in range(x.ndim) if a != channel_axis)
+    count = float(mask.sum())
+    mean = (x * m).sum(axis=axes, dtype=acc) / count
+    shape = [1] * x.ndim
+    shape[channel_axis] = -1
+    centered = (x - mean.reshape(shape)) * m
+    var = np.square(centered).sum(axis=axes) / count
+    return mean, var, count
