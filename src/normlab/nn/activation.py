@@ -1,0 +1,45 @@
+"""Elementwise nonlinearities; each caches its output, from which its derivative follows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .module import Module
+
+
+class ReLU(Module):
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = np.maximum(x, 0)
+        self._y = y
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        # torch's threshold_backward: gradient passes where the output is > 0.
+        return np.where(self._y > 0, dy, 0).astype(dy.dtype, copy=False)
+
+
+class Sigmoid(Module):
+    """sigma(x) = 1 / (1 + e^-x); d sigma = sigma (1 - sigma)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        # exp(-|x|) never overflows; the two branches are the same function.
+        z = np.exp(-np.abs(x))
+        y = np.where(x >= 0, 1, z) / (1 + z)
+        y = y.astype(x.dtype, copy=False)
+        self._y = y
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        y = self._y
+        return dy * (y * (1 - y))
+
+
+class Tanh(Module):
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = np.tanh(x)
+        self._y = y
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        y = self._y
+        return dy * (1 - y * y)

@@ -1,0 +1,78 @@
+"""Loss functions with a hand-written backward: ``loss(pred, target) -> float``,
+``loss.backward() -> d loss / d pred``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import as_float_array
+from .module import Module
+
+
+class CrossEntropyLoss(Module):
+    """Mean negative log-likelihood of integer labels under softmax(logits).
+
+    log-softmax is computed stably as (z - max z) - log(sum exp(z - max z)); the gradient is
+    (softmax(z) - onehot(label)) / N.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache = None
+
+    def forward(self, logits: np.ndarray, labels: np.ndarray) -> float:
+        logits = as_float_array("logits", logits)
+        if logits.ndim != 2:
+            raise ValueError(f"logits: expected 2D input (N, classes), got shape "
+                             f"{tuple(logits.shape)}")
+        labels = np.asarray(labels)
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"labels: expected an integer array, got {labels.dtype}")
+        n, k = logits.shape
+        if labels.shape != (n,):
+            raise ValueError(f"labels: expected shape ({n},) to match logits, "
+                             f"got {tuple(labels.shape)}")
+        if n and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"labels: expected class indices in [0, {k}), got values in "
+                             f"[{labels.min()}, {labels.max()}]")
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        sum_exp = exp.sum(axis=1, keepdims=True)
+        rows = np.arange(n)
+        nll = np.log(sum_exp[:, 0]) - shifted[rows, labels]
+        self._cache = (exp, sum_exp, labels, rows)
+        return float(nll.mean())
+
+    def backward(self, dloss: float = 1.0) -> np.ndarray:
+        if self._cache is None:
+            raise RuntimeError("CrossEntropyLoss.backward called before forward")
+        exp, sum_exp, labels, rows = self._cache
+        n = exp.shape[0]
+        grad = exp / sum_exp
+        grad[rows, labels] -= 1
+        grad *= np.asarray(dloss / n, dtype=grad.dtype)
+        return grad
+
+
+class MSELoss(Module):
+    """Mean squared error, mean over every element (torch's reduction='mean')."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._diff = None
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
+        pred = as_float_array("pred", pred)
+        target = np.asarray(target)
+        if target.shape != pred.shape:
+            raise ValueError(f"target: expected shape {tuple(pred.shape)} (pred's), "
+                             f"got {tuple(target.shape)}")
+        diff = pred - target.astype(pred.dtype, copy=False)
+        self._diff = diff
+        return float(np.mean(np.square(diff)))
+
+    def backward(self, dloss: float = 1.0) -> np.ndarray:
+        if self._diff is None:
+            raise RuntimeError("MSELoss.backward called before forward")
+        return self._diff * np.asarray(2.0 * dloss / self._diff.size, dtype=self._diff.dtype)

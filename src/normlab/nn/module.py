@@ -1,0 +1,270 @@
+"""Module, Parameter and Sequential: the NumPy engine's bookkeeping, shaped like torch.nn.
+
+A module owns parameters (trainable arrays with a ``.grad``), buffers (state that is saved but not
+trained, such as BatchNorm's running statistics) and child modules, all kept in insertion order so
+``state_dict`` keys and order match PyTorch exactly ("0.weight", "1.running_mean",
+"1.num_batches_tracked", ...). There is no autograd: every layer writes ``forward`` and
+``backward`` out by hand, and ``backward`` ACCUMULATES parameter gradients into ``p.grad`` as
+torch does (the optimizer's ``zero_grad`` resets them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+
+class Parameter:
+    """A trainable array: ``data`` (the value) and ``grad`` (None until a backward runs)."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data: np.ndarray):
+        if not isinstance(data, np.ndarray):
+            raise TypeError(f"data: expected a numpy.ndarray, got {type(data).__name__}")
+        self.data = data
+        self.grad: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    def accumulate(self, g: np.ndarray) -> None:
+        """``grad += g``; the first call adopts ``g`` itself (callers pass a fresh array)."""
+        if self.grad is None:
+            self.grad = g.astype(self.data.dtype, copy=False)
+        else:
+            self.grad += g
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class: registers Parameters, buffers and child Modules assigned as attributes.
+
+    Attributes are stored in the instance ``__dict__`` as usual (fast access in the hot loop) and,
+    in addition, their names are recorded in ordered registries that drive ``state_dict``.
+    """
+
+    training: bool
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    # -- registration ----------------------------------------------------------------------
+    def __setattr__(self, name: str, value) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError("call Module.__init__() before assigning attributes")
+        params, buffers, modules = self._parameters, self._buffers, self._modules
+        if isinstance(value, Parameter):
+            buffers.pop(name, None)
+            modules.pop(name, None)
+            params[name] = value
+        elif isinstance(value, Module):
+            params.pop(name, None)
+            buffers.pop(name, None)
+            modules[name] = value
+        elif name in buffers:
+            if value is None:
+                del buffers[name]
+            else:
+                buffers[name] = value
+        else:
+            # Assigning None (or anything else) to a parameter/child name unregisters it,
+            # e.g. ``self.bias = None`` for bias=False layers.
+            params.pop(name, None)
+            modules.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, value: np.ndarray | None) -> None:
+        """Non-trainable state saved in the state dict (skipped when ``value`` is None)."""
+        if value is None:
+            self._buffers.pop(name, None)
+            object.__setattr__(self, name, None)
+            return
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{name}: expected a numpy.ndarray buffer, got {type(value).__name__}")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    # -- forward / backward ----------------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, dy):
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # -- mode ------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        if not isinstance(mode, bool):
+            raise TypeError(f"mode: expected a bool, got {type(mode).__name__}")
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    # -- traversal -------------------------------------------------------------------------
+    def children(self) -> Iterator[Module]:
+        yield from self._modules.values()
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator[Module]:
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for mod_prefix, m in self.named_modules(prefix):
+            for name, p in m._parameters.items():
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), p
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        for mod_prefix, m in self.named_modules(prefix):
+            for name, b in m._buffers.items():
+                yield (f"{mod_prefix}.{name}" if mod_prefix else name), b
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    # -- state dict ------------------------------------------------------------------------
+    def _state_items(self, prefix: str = "") -> Iterator[tuple[str, object, str]]:
+        """(key, owner, attribute) in PyTorch's order: own params, own buffers, then children."""
+        for name in self._parameters:
+            yield prefix + name, self, name
+        for name in self._buffers:
+            yield prefix + name, self, name
+        for name, child in self._modules.items():
+            yield from child._state_items(f"{prefix}{name}.")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and buffer under PyTorch's key names.
+
+        Unlike torch (which shares storage), the arrays are copies, so a saved snapshot does not
+        change when training continues.
+        """
+        out = {}
+        for key, owner, name in self._state_items():
+            value = owner._parameters.get(name)
+            out[key] = (value.data if value is not None else owner._buffers[name]).copy()
+        return out
+
+    def load_state_dict(self, state_dict: Mapping[str, object], strict: bool = True) -> None:
+        """Copy values into the existing arrays (dtype is kept, as torch's ``copy_`` does).
+
+        Accepts normlab state dicts and torch ones converted with ``{k: v.numpy()}``. Every key
+        and shape is checked before anything is written; one error lists all missing, unexpected
+        and mis-shaped keys. With ``strict=False`` missing/unexpected keys are ignored, shape
+        mismatches still raise.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict: expected a mapping of name -> array, "
+                            f"got {type(state_dict).__name__}")
+        targets = {key: (owner, name) for key, owner, name in self._state_items()}
+        missing = [k for k in targets if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in targets]
+        values, mis_shaped = {}, []
+        for key, (owner, name) in targets.items():
+            if key not in state_dict:
+                continue
+            value = np.asarray(state_dict[key])
+            target = _target_array(owner, name)
+            if value.shape != target.shape:
+                mis_shaped.append(f"{key}: expected shape {tuple(target.shape)}, "
+                                  f"got {tuple(value.shape)}")
+            else:
+                values[key] = value
+        problems = []
+        if strict and missing:
+            problems.append("missing keys: " + ", ".join(missing))
+        if strict and unexpected:
+            problems.append("unexpected keys: " + ", ".join(unexpected))
+        if mis_shaped:
+            problems.append("wrong shapes: " + "; ".join(mis_shaped))
+        if problems:
+            raise ValueError(f"state_dict: does not match {type(self).__name__}: "
+                             + " | ".join(problems))
+        for key, value in values.items():
+            owner, name = targets[key]
+            _target_array(owner, name)[...] = value
+
+    # -- printing --------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not self._modules:
+            return head + ")"
+        lines = [head]
+        for name, child in self._modules.items():
+            lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
+        return "\n".join(lines) + "\n)"
+
+
+def _target_array(owner: Module, name: str) -> np.ndarray:
+    p = owner._parameters.get(name)
+    return p.data if p is not None else owner._buffers[name]
+
+
+class Sequential(Module):
+    """Children named "0", "1", ...; forward in order, backward in reverse."""
+
+    def __init__(self, *layers: Module):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"layers[{i}]: expected a normlab.nn.Module, "
+                                f"got {type(layer).__name__}")
+            setattr(self, str(i), layer)
+        object.__setattr__(self, "_layers", list(layers))
+
+    def forward(self, x):
+        for layer in self._layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self._layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._layers)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Sequential(*self._layers[index])
+        return self._layers[index]
+
+    def append(self, layer: Module) -> Sequential:
+        if not isinstance(layer, Module):
+            raise TypeError(f"layer: expected a normlab.nn.Module, got {type(layer).__name__}")
+        setattr(self, str(len(self._layers)), layer)
+        self._layers.append(layer)
+        return self

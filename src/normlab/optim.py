@@ -1,0 +1,204 @@
+"""Optimizers with exactly torch.optim's update rules, and learning-rate schedules as functions.
+
+``SGD`` (torch.optim.SGD, default foreach=False semantics):
+    g <- grad + weight_decay * p
+    buf <- g                                   (first step)
+    buf <- momentum * buf + (1 - dampening) * g (later steps)
+    g <- g + momentum * buf  if nesterov  else  buf
+    p <- p - lr * g
+``Adam`` (Kingma & Ba 2015, Alg. 1, in torch's arrangement):
+    m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
+    p <- p - lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
+Parameters whose ``grad`` is None are skipped, as torch does. Updates are in place on ``p.data``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+
+import numpy as np
+
+from .nn.module import Parameter
+
+
+def _check_nonneg(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ValueError(f"{name}: expected a non-negative number, got {value!r}")
+    return float(value)
+
+
+def _check_params(params) -> list[Parameter]:
+    params = list(params)
+    if not params:
+        raise ValueError("params: expected a non-empty iterable of Parameters, got an empty one")
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            raise TypeError(f"params[{i}]: expected a normlab.nn.Parameter, "
+                            f"got {type(p).__name__}")
+    return params
+
+
+class Optimizer:
+    def __init__(self, params: Iterable[Parameter], lr: float):
+        self.params = _check_params(params)
+        self.lr = _check_nonneg("lr", lr)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients (torch's default ``set_to_none=True``)."""
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad[...] = 0
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    # Resumable training needs the optimizer's state as well as the model's.
+    def state_dict(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+        super().__init__(params, lr)
+        self.momentum = _check_nonneg("momentum", momentum)
+        self.dampening = _check_nonneg("dampening", dampening)
+        self.weight_decay = _check_nonneg("weight_decay", weight_decay)
+        if nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(f"nesterov: requires momentum > 0 and dampening = 0, got "
+                             f"momentum={momentum!r}, dampening={dampening!r}")
+        self.nesterov = bool(nesterov)
+        self.momentum_buffers: list[np.ndarray | None] = [None] * len(self.params)
+
+    def step(self) -> None:
+        lr, mu, wd = self.lr, self.momentum, self.weight_decay
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            if wd != 0:
+                g = g + wd * p.data
+            if mu != 0:
+                buf = self.momentum_buffers[i]
+                if buf is None:
+                    buf = self.momentum_buffers[i] = g.copy()
+                else:
+                    buf *= mu
+                    if self.dampening:
+                        buf += (1 - self.dampening) * g
+                    else:
+                        buf += g
+                g = g + mu * buf if self.nesterov else buf
+            # lr * g allocates once; in-place subtraction keeps p.data's identity.
+            p.data -= lr * g
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {f"momentum_buffer.{i}": b.copy()
+                for i, b in enumerate(self.momentum_buffers) if b is not None}
+
+    def load_state_dict(self, state: dict) -> None:
+        buffers: list[np.ndarray | None] = [None] * len(self.params)
+        for key, value in state.items():
+            i = _index(key, "momentum_buffer.", len(self.params))
+            buffers[i] = _checked_copy(key, value, self.params[i])
+        self.momentum_buffers = buffers
+
+
+class Adam(Optimizer):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        for name, b in (("betas[0]", b1), ("betas[1]", b2)):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"{name}: expected a number in [0, 1), got {b!r}")
+        self.betas = (float(b1), float(b2))
+        self.eps = _check_nonneg("eps", eps)
+        self.weight_decay = _check_nonneg("weight_decay", weight_decay)
+        n = len(self.params)
+        self.steps = [0] * n
+        self.exp_avg: list[np.ndarray | None] = [None] * n
+        self.exp_avg_sq: list[np.ndarray | None] = [None] * n
+
+    def step(self) -> None:
+        b1, b2 = self.betas
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            if self.weight_decay != 0:
+                g = g + self.weight_decay * p.data
+            if self.exp_avg[i] is None:
+                self.exp_avg[i] = np.zeros_like(p.data)
+                self.exp_avg_sq[i] = np.zeros_like(p.data)
+            self.steps[i] += 1
+            t = self.steps[i]
+            m, v = self.exp_avg[i], self.exp_avg_sq[i]
+            m += (1 - b1) * (g - m)          # torch's lerp_(grad, 1 - beta1)
+            v *= b2
+            v += (1 - b2) * g * g
+            step_size = self.lr / (1 - b1 ** t)
+            denom = np.sqrt(v) / math.sqrt(1 - b2 ** t)
+            denom += self.eps
+            p.data -= step_size * (m / denom)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        out = {}
+        for i, (t, m, v) in enumerate(zip(self.steps, self.exp_avg, self.exp_avg_sq, strict=True)):
+            if m is not None:
+                out[f"step.{i}"] = np.array(t, dtype=np.int64)
+                out[f"exp_avg.{i}"] = m.copy()
+                out[f"exp_avg_sq.{i}"] = v.copy()
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        n = len(self.params)
+        steps, exp_avg, exp_avg_sq = [0] * n, [None] * n, [None] * n
+        for key, value in state.items():
+            if key.startswith("step."):
+                steps[_index(key, "step.", n)] = int(np.asarray(value))
+            elif key.startswith("exp_avg."):
+                i = _index(key, "exp_avg.", n)
+                exp_avg[i] = _checked_copy(key, value, self.params[i])
+            else:
+                i = _index(key, "exp_avg_sq.", n)
+                exp_avg_sq[i] = _checked_copy(key, value, self.params[i])
+        self.steps, self.exp_avg, self.exp_avg_sq = steps, exp_avg, exp_avg_sq
+
+
+def _index(key: str, prefix: str, n: int) -> int:
+    if not key.startswith(prefix) or not key[len(prefix):].isdigit() \
+            or int(key[len(prefix):]) >= n:
+        raise ValueError(f"state: unexpected key {key!r} (expected {prefix}<i> with i < {n})")
+    return int(key[len(prefix):])
+
+
+def _checked_copy(key: str, value, p: Parameter) -> np.ndarray:
+    value = np.asarray(value)
+    if value.shape != p.data.shape:
+        raise ValueError(f"state[{key!r}]: expected shape {p.data.shape}, got {value.shape}")
+    return value.astype(p.data.dtype, copy=True)
+
+
+# -- learning-rate schedules: pure functions of the step -----------------------------------
+def step_lr(base_lr: float, step: int, step_size: int, gamma: float = 0.1) -> float:
+    """torch.optim.lr_scheduler.StepLR: lr = base_lr * gamma ** (step // step_size)."""
+    if step_size <= 0:
+        raise ValueError(f"step_size: expected a positive integer, got {step_size!r}")
+    return base_lr * gamma ** (step // step_size)
+
+
+def cosine_lr(base_lr: float, step: int, total_steps: int, min_lr: float = 0.0) -> float:
+    """Cosine annealing (Loshchilov & Hutter 2017), torch's CosineAnnealingLR closed form:
+    lr = min_lr + (base_lr - min_lr) * (1 + cos(pi * step / total_steps)) / 2."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps: expected a positive integer, got {total_steps!r}")
+    return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * step / total_steps)) / 2
