@@ -11,18 +11,28 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import kernels
 from .._checks import as_float_array, check_eps, check_ndim, check_param
 from .stats import compute_dtype, count, normalize
 
 
 class BatchNormCache(NamedTuple):
-    x_hat: np.ndarray           # normalised input, compute dtype, same shape as x
+    saved: np.ndarray           # x_hat (NumPy path), or x itself when saved_is_input (kernels)
     inv_std: np.ndarray         # keepdims per-channel 1/sqrt(var + eps)
     weight: np.ndarray | None   # gamma, or None when affine=False
     mean: np.ndarray            # (C,) batch mean
     var: np.ndarray             # (C,) biased batch variance (what normalises, Alg. 1 line 2)
     n: int                      # values per channel, the paper's m
     dtype: np.dtype             # dtype of the input, for casting dx back
+    saved_is_input: bool = False
+
+    @property
+    def x_hat(self) -> np.ndarray:
+        """The normalised input (recomputed when the fast path saved x instead)."""
+        if not self.saved_is_input:
+            return self.saved
+        x = self.saved.astype(self.inv_std.dtype, copy=False)
+        return (x - per_channel(self.mean, x.ndim)) * self.inv_std
 
 
 def channel_axes(ndim: int) -> tuple[int, ...]:
@@ -75,6 +85,9 @@ def batch_norm_train(x: np.ndarray, weight: np.ndarray | None = None,
     """
     x = check_input(x, _num_channels(weight, bias), training=True)
     eps = check_eps(eps)
+    fast = kernels.for_array(x, "batch")
+    if fast is not None:
+        return fast.train(x, weight, bias, eps)
     axes = channel_axes(x.ndim)
     norm = normalize(x, axes, eps)
     y = _affine(norm.x_hat, weight, bias)
@@ -107,6 +120,9 @@ def batch_norm_eval(x: np.ndarray, running_mean: np.ndarray, running_var: np.nda
     for name, p in (("running_var", running_var), ("weight", weight), ("bias", bias)):
         check_param(name, p, running_mean.shape)
     eps = check_eps(eps)
+    fast = kernels.for_array(x, "batch")
+    if fast is not None:
+        return fast.evaluate(x, running_mean, running_var, weight, bias, eps)
     acc = compute_dtype(x.dtype)
     scale, shift = eval_scale_shift(running_mean, running_var, weight, bias, eps)
     y = x * per_channel(scale.astype(acc), x.ndim)
@@ -125,6 +141,9 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache
     (the chain rule of sec. 3 collapsed; the two sums double as the parameter gradients, so
     the whole backward is one reduction pass and one elementwise pass).
     """
+    fast = kernels.for_array(cache.saved, "batch")
+    if fast is not None:
+        return fast.backward(dy, cache)
     x_hat, inv_std, weight = cache.x_hat, cache.inv_std, cache.weight
     axes = channel_axes(x_hat.ndim)
     dy = dy.astype(x_hat.dtype, copy=False)

@@ -1,0 +1,58 @@
+"""Optional numba fast paths with the same signatures as :mod:`normlab.functional`.
+
+The functional layer asks :func:`for_array` once per call; it answers with the kernel module to
+use, or ``None`` for the pure-NumPy reference path. Nothing here imports numba: the kernels are
+imported (and, on a cold cache, compiled) on their first use, so ``import normlab`` and
+``normlab --version`` stay fast.
+
+``NORMLAB_KERNELS`` chooses: ``auto`` (default: numba when it is installed), ``numba`` or
+``numpy`` (force the reference path). float16 always takes the NumPy path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from functools import lru_cache
+from types import ModuleType
+
+import numpy as np
+
+CHOICES = ("auto", "numba", "numpy")
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@lru_cache(maxsize=1)
+def _numba_installed() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def backend() -> str:
+    """``"numba"`` or ``"numpy"``, from ``NORMLAB_KERNELS`` (read at every call)."""
+    choice = os.environ.get("NORMLAB_KERNELS", "auto").strip().lower() or "auto"
+    if choice not in CHOICES:
+        raise ValueError(f"NORMLAB_KERNELS: expected one of {', '.join(CHOICES)}, got {choice!r}")
+    if choice == "numpy":
+        return "numpy"
+    if not _numba_installed():
+        if choice == "numba":
+            raise ValueError("NORMLAB_KERNELS: expected numba to be installed for 'numba', "
+                             "got no numba module")
+        return "numpy"
+    return "numba"
+
+
+def for_array(x: np.ndarray, family: str) -> ModuleType | None:
+    """The kernel module for ``family`` ("batch", "layer", "group") if it should handle ``x``."""
+    if x.dtype not in _KERNEL_DTYPES or x.size == 0 or backend() != "numba":
+        return None
+    if family == "batch":
+        from . import batch
+        return batch
+    if family == "layer":
+        from . import layer
+        return layer
+    if family == "group":
+        from . import group
+        return group
+    raise ValueError(f"family: expected 'batch', 'layer' or 'group', got {family!r}")

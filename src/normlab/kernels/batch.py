@@ -1,0 +1,101 @@
+"""Batch-norm fast path: the same contracts as :mod:`normlab.functional.batch`, numba loops.
+
+Called by the functional layer after it has validated the arguments. The training cache keeps a
+reference to the input ``x`` (plus mean and inv_std) instead of writing an ``x_hat`` array: the
+forward then reads x and writes y only, and the backward re-derives x_hat on the fly. Like
+PyTorch's saved tensors, this assumes the caller does not modify ``x`` in place before backward.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..functional.batch import BatchNormCache, channel_axes, eval_scale_shift, per_channel
+from ..functional.stats import count
+from . import batch_loops as loops
+from ._jit import blocks
+
+
+def _layout(x: np.ndarray) -> tuple[str, np.ndarray]:
+    """("mc", (M, C) view) for (N, C) and channels-last, else ("ncs", (N, C, S) contiguous)."""
+    n_batch, n_c = x.shape[:2]
+    last = np.moveaxis(x, 1, -1)
+    if last.flags.c_contiguous and (x.ndim == 2 or not x.flags.c_contiguous):
+        return "mc", last.reshape(-1, n_c)
+    return "ncs", np.ascontiguousarray(x).reshape(n_batch, n_c, -1)
+
+
+def _like(layout: str, flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """View a kernel output back as ``shape`` (N, C, ...), in the layout it was computed in."""
+    if layout == "ncs":
+        return flat.reshape(shape)
+    return np.moveaxis(flat.reshape((shape[0], *shape[2:], shape[1])), -1, 1)
+
+
+def _as_layout(layout: str, a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a`` (N, C, ...) in the given layout and dtype, copying only when it must."""
+    a = a.astype(dtype, copy=False)
+    if layout == "ncs":
+        return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1)).reshape(-1, a.shape[1])
+
+
+def _vector(v, n_c: int, fill: float) -> np.ndarray:
+    return np.full(n_c, fill) if v is None else np.asarray(v, dtype=np.float64)
+
+
+def train(x: np.ndarray, weight, bias, eps: float) -> tuple[np.ndarray, BatchNormCache]:
+    n_c = x.shape[1]
+    w, b = _vector(weight, n_c, 1.0), _vector(bias, n_c, 0.0)
+    mean, var = np.empty(n_c), np.empty(n_c)
+    layout, flat = _layout(x)
+    out = np.empty_like(flat)
+    if layout == "ncs":
+        loops.train_ncs(flat, w, b, eps, out, mean, var)
+    else:
+        n_blocks = blocks(flat.nbytes)
+        loops.moments_mc(flat, n_blocks, mean, var)
+        inv_std = 1.0 / np.sqrt(var + eps)
+        loops.affine_mc(flat, mean.astype(x.dtype), (w * inv_std).astype(x.dtype),
+                        b.astype(x.dtype), n_blocks, out)
+    inv_std = per_channel(1.0 / np.sqrt(var + eps), x.ndim).astype(x.dtype)
+    cache = BatchNormCache(x, inv_std, weight, mean.astype(x.dtype), var.astype(x.dtype),
+                           count(x.shape, channel_axes(x.ndim)), x.dtype, saved_is_input=True)
+    return _like(layout, out, x.shape), cache
+
+
+def evaluate(x: np.ndarray, running_mean, running_var, weight, bias, eps: float) -> np.ndarray:
+    scale, shift = eval_scale_shift(running_mean, running_var, weight, bias, eps)
+    center = np.zeros(x.shape[1], dtype=x.dtype)
+    scale, shift = scale.astype(x.dtype), shift.astype(x.dtype)
+    layout, flat = _layout(x)
+    out = np.empty_like(flat)
+    if layout == "ncs":
+        loops.affine_ncs(flat, center, scale, shift, out)
+    else:
+        loops.affine_mc(flat, center, scale, shift, blocks(flat.nbytes), out)
+    return _like(layout, out, x.shape)
+
+
+def backward(dy: np.ndarray, cache: BatchNormCache
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    saved = cache.saved
+    n_c = saved.shape[1]
+    if cache.saved_is_input:   # x_hat = (x - mean) * inv_std
+        center = cache.mean.astype(saved.dtype)
+        gain = cache.inv_std.astype(np.float64).ravel()
+    else:                      # the NumPy path saved x_hat itself
+        center = np.zeros(n_c, dtype=saved.dtype)
+        gain = np.ones(n_c)
+    inv_std = cache.inv_std.astype(np.float64).ravel()
+    w = _vector(cache.weight, n_c, 1.0)
+    layout, s = _layout(saved)
+    g = _as_layout(layout, dy, saved.dtype)
+    dx = np.empty_like(s)
+    dweight, dbias = np.empty(n_c), np.empty(n_c)
+    if layout == "ncs":
+        loops.backward_ncs(g, s, center, gain, inv_std, w, dx, dweight, dbias)
+    else:
+        loops.backward_mc(g, s, center, gain, inv_std, w, blocks(s.nbytes), dx, dweight, dbias)
+    dx = _like(layout, dx, saved.shape).astype(cache.dtype, copy=False)
+    return dx, dweight.astype(saved.dtype), dbias.astype(saved.dtype)
