@@ -9,6 +9,12 @@ from .batch import (
     eval_scale_shift,
     update_running_stats,
 )
+from .ghost import (
+    ghost_batch_norm_backward,
+    ghost_batch_norm_train,
+    ghost_running_update,
+    virtual_splits,
+)
 from .group import (
     group_norm_backward,
     group_norm_forward,
@@ -17,6 +23,7 @@ from .group import (
     instance_running_update,
 )
 from .layer import layer_norm_backward, layer_norm_forward
+from .renorm import RenormSchedule, batch_renorm_backward, batch_renorm_train
 from .stats import moments, normalize, normalize_backward
 
 __all__ = [
@@ -25,4 +32,6 @@ __all__ = [
     "group_norm_forward", "instance_norm_backward", "instance_norm_forward",
     "instance_running_update", "layer_norm_backward", "layer_norm_forward", "moments",
     "normalize", "normalize_backward",
+    "ghost_batch_norm_backward", "ghost_batch_norm_train", "ghost_running_update",
+    "virtual_splits", "RenormSchedule", "batch_renorm_backward", "batch_renorm_train",
 ]
