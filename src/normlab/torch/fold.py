@@ -1,0 +1,247 @@
+"""Fold eval-mode BatchNorm into the preceding Linear / Conv / ConvTranspose of a torch model.
+
+At inference BN is a fixed per-channel affine map (Ioffe & Szegedy 2015, Alg. 2, line 11), so
+``conv -> bn`` is one convolution with scaled weights and a shifted bias. ``fold_bn`` works on
+``nn.Sequential`` structurally and on any other module through ``torch.fx`` tracing, returns a
+NEW module (the input is deep-copied, never modified) and a :class:`~normlab.fold.FoldReport`
+naming every BatchNorm it folded and every one it could not, with the reason.
+
+Channels-first layouts only (torch's own). A ``Linear -> BatchNorm1d`` pair is folded on the
+assumption torch's ``fuse_linear_bn_eval`` also makes: the Linear's output is (N, features), the
+only layout in which BN1d's channels are the Linear's output features.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from ..fold.report import FoldReport
+from ..fold.weights import fold_into_preceding
+from ..functional.batch import eval_scale_shift
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+class FoldResult(NamedTuple):
+    """``model, report = fold_bn(m)``."""
+
+    model: torch.nn.Module
+    report: FoldReport
+
+
+def fold_bn(model: torch.nn.Module) -> FoldResult:
+    """Return (a folded deep copy of ``model``, a report of what was and was not folded).
+
+    Refuses (``ValueError``) a model with any module in training mode: there BN normalises with
+    batch statistics, which no fixed weights can reproduce.
+    """
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch_jit_types()):
+        raise TypeError("model: expected a Python torch.nn.Module, got a TorchScript module "
+                        f"({type(model).__name__}); fold the eager model before scripting it")
+    training = [name or "<root>" for name, m in model.named_modules() if m.training]
+    if training:
+        more = f" (and {len(training) - 5} more)" if len(training) > 5 else ""
+        raise ValueError("model: expected an eval-mode model (call model.eval() first), got "
+                         f"modules in training mode: {', '.join(training[:5])}{more}")
+    folded = copy.deepcopy(model)
+    report = FoldReport()
+    uses = Counter(id(m) for _, m in folded.named_modules(remove_duplicate=False))
+    result = _fold_module(folded, "", report, uses)
+    seen = {name for name, _ in report.folded} | {name for name, _ in report.skipped}
+    for name, m in model.named_modules():
+        if _is_bn(m) and name not in seen:
+            report.add_skipped(name, "not fed by a Linear/Conv/ConvTranspose in a traceable "
+                                     "forward (never called, or the model itself)")
+    return FoldResult(result, report)
+
+
+def torch_jit_types() -> tuple[type, ...]:
+    import torch
+
+    return (torch.jit.ScriptModule,)
+
+
+# -- the weight math ---------------------------------------------------------------------------
+def _np(t) -> np.ndarray | None:
+    return None if t is None else t.detach().cpu().double().numpy()
+
+
+def _fold_pair(layer, bn) -> None:
+    """Merge ``bn`` into ``layer`` in place (float64 math, cast back to the layer's dtype)."""
+    import torch
+    from torch import nn
+
+    scale, shift = eval_scale_shift(_np(bn.running_mean), _np(bn.running_var), _np(bn.weight),
+                                    _np(bn.bias), bn.eps)
+    transposed = isinstance(layer, nn.modules.conv._ConvTransposeNd)
+    w, b = fold_into_preceding(_np(layer.weight), _np(layer.bias), scale, shift,
+                               transposed=transposed, groups=getattr(layer, "groups", 1))
+    like = layer.weight
+    with torch.no_grad():
+        like.copy_(torch.from_numpy(w))
+        new_bias = torch.from_numpy(b).to(dtype=like.dtype, device=like.device)
+        if layer.bias is None:
+            layer.bias = nn.Parameter(new_bias, requires_grad=like.requires_grad)
+        else:
+            layer.bias.copy_(new_bias)
+
+
+# -- which pairs may be folded -----------------------------------------------------------------
+def _is_bn(m) -> bool:
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    return isinstance(m, _BatchNorm)
+
+
+def _why_not(layer, layer_name: str, bn, uses: Counter) -> str | None:
+    """None if ``layer -> bn`` can be folded exactly, else the reason it cannot."""
+    from torch import nn
+    from torch.nn.modules.lazy import LazyModuleMixin
+
+    if not bn.track_running_stats or bn.running_mean is None:
+        return "track_running_stats=False: it normalises with batch statistics even in eval mode"
+    if isinstance(bn, LazyModuleMixin) and bn.has_uninitialized_params():
+        return "lazy BatchNorm is not initialised yet"
+    if isinstance(layer, nn.Linear):
+        if not isinstance(bn, nn.BatchNorm1d):
+            return f"{type(bn).__name__} after Linear {layer_name}: only BatchNorm1d on its " \
+                   "(N, features) output can be folded"
+        out = layer.out_features
+    elif isinstance(layer, nn.modules.conv._ConvNd):
+        out = layer.out_channels
+    else:
+        return f"its input comes from {layer_name} ({type(layer).__name__}), not a " \
+               "Linear/Conv/ConvTranspose"
+    if isinstance(layer, LazyModuleMixin) and layer.has_uninitialized_params():
+        return f"lazy layer {layer_name} is not initialised yet"
+    if out != bn.num_features:
+        return f"{layer_name} has {out} output channels but the BatchNorm has {bn.num_features}"
+    if uses[id(layer)] > 1:
+        return f"{layer_name} is shared (registered more than once): folding would change " \
+               "its other uses"
+    return None
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+# -- walking the model -------------------------------------------------------------------------
+def _fold_module(module, prefix: str, report: FoldReport, uses: Counter):
+    """Fold inside ``module``; returns it (changed in place) or a GraphModule replacing it."""
+    import torch
+    from torch import nn
+
+    if isinstance(module, nn.Sequential):
+        return _fold_sequential(module, prefix, report, uses)
+    if not any(True for _ in module.children()):
+        return module
+    try:
+        gm = torch.fx.symbolic_trace(module)
+    except Exception as err:  # any tracing failure means "fx cannot see the data flow"
+        reason = f"the forward of {prefix or '<root>'} cannot be traced by torch.fx " \
+                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        for name, child in list(module.named_children()):
+            q = _join(prefix, name)
+            if _is_bn(child):
+                report.add_skipped(q, reason)
+                continue
+            new = _fold_module(child, q, report, uses)
+            if new is not child:
+                setattr(module, name, new)
+        return module
+    return _fold_graph(gm, prefix, report, uses)
+
+
+def _fold_sequential(seq, prefix: str, report: FoldReport, uses: Counter):
+    from torch import nn
+
+    names = list(seq._modules)
+    for i, name in enumerate(names):
+        child = seq._modules[name]
+        q = _join(prefix, name)
+        if not _is_bn(child):
+            new = _fold_module(child, q, report, uses)
+            if new is not child:
+                seq._modules[name] = new
+            continue
+        if i == 0:
+            report.add_skipped(q, "first layer of its Sequential: no preceding layer")
+            continue
+        prev_name = _join(prefix, names[i - 1])
+        prev = seq._modules[names[i - 1]]
+        why = _why_not(prev, prev_name, child, uses)
+        if why:
+            report.add_skipped(q, why)
+            continue
+        _fold_pair(prev, child)
+        # Identity keeps the indices, so the other layers' state-dict keys do not move.
+        seq._modules[name] = nn.Identity()
+        report.add_folded(q, prev_name)
+    return seq
+
+
+def _describe(node) -> str:
+    if not hasattr(node, "op"):
+        return repr(node)
+    if node.op == "placeholder":
+        return f"the input '{node.target}'"
+    if node.op == "call_function":
+        return f"{getattr(node.target, '__name__', node.target)}()"
+    if node.op == "call_method":
+        return f".{node.target}()"
+    return str(node.target)
+
+
+def _fold_graph(gm, prefix: str, report: FoldReport, uses: Counter):
+    import torch.nn.functional as F
+
+    graph = gm.graph
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    folded_targets = set()
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is F.batch_norm:
+            report.add_skipped(_join(prefix, f"<{node.name}>"), "functional batch_norm call, "
+                               "not a module: only BatchNorm modules are folded")
+        if node.op != "call_module" or not _is_bn(gm.get_submodule(node.target)):
+            continue
+        bn = gm.get_submodule(node.target)
+        q = _join(prefix, node.target)
+        src = node.args[0] if node.args else None
+        if len(node.args) != 1 or node.kwargs:
+            why = "called with more than one argument"
+        elif getattr(src, "op", None) != "call_module":
+            why = f"its input comes from {_describe(src)}, not a Linear/Conv/ConvTranspose"
+        else:
+            layer_name = _join(prefix, src.target)
+            why = _why_not(gm.get_submodule(src.target), layer_name, bn, uses)
+            if why is None and calls[src.target] > 1:
+                why = f"{layer_name} is called more than once: folding would change its " \
+                      "other calls"
+            if why is None and len(src.users) > 1:
+                others = ", ".join(_describe(u) for u in src.users if u is not node)
+                why = f"the output of {layer_name} is also used by {others}: folding would " \
+                      "change what they see"
+        if why:
+            report.add_skipped(q, why)
+            continue
+        _fold_pair(gm.get_submodule(src.target), bn)
+        node.replace_all_uses_with(src)
+        graph.erase_node(node)
+        folded_targets.add(node.target)
+        report.add_folded(q, _join(prefix, src.target))
+    remaining = {n.target for n in graph.nodes if n.op == "call_module"}
+    for target in folded_targets - remaining:
+        gm.delete_submodule(target)
+    graph.lint()
+    gm.recompile()
+    return gm
