@@ -2,6 +2,9 @@
 
 from . import init
 from .activation import ReLU, Sigmoid, Tanh
+from .conv import Conv2d
+from .dropout import Dropout
+from .flatten import Flatten
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Sequential
@@ -15,9 +18,11 @@ from .norm import (
     InstanceNorm3d,
     LayerNorm,
 )
+from .pool import AvgPool2d, MaxPool2d
 
 __all__ = [
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "CrossEntropyLoss", "GroupNorm",
-    "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm", "Linear", "MSELoss",
-    "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh", "init",
+    "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Conv2d", "CrossEntropyLoss",
+    "Dropout", "Flatten", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
+    "LayerNorm", "Linear", "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential",
+    "Sigmoid", "Tanh", "init",
 ]

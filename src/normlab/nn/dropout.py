@@ -1,0 +1,43 @@
+"""Inverted dropout (Srivastava et al. 2014): scale kept units by 1/(1-p) in training so that
+eval mode is the identity."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import init
+from .module import Module
+
+
+class Dropout(Module):
+    """Zero each element with probability ``p`` in training.
+
+    ``rng``: a numpy Generator, a seed, or None (the module-level generator of
+    :mod:`normlab.nn.init`); the masks are the only randomness, so a fixed seed fixes the run.
+    """
+
+    def __init__(self, p: float = 0.5, *, rng=None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.rng = init.get_rng(rng)
+        self._mask = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        keep = 1.0 - self.p
+        # mask holds 0 or 1/keep, so forward and backward are one multiply each
+        scale = np.asarray(1.0 / keep if keep > 0 else 0.0, dtype=x.dtype)
+        self._mask = (self.rng.random(x.shape, dtype=np.float32) < keep) * scale
+        return x * self._mask
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy if self._mask is None else dy * self._mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

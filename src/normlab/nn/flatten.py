@@ -1,0 +1,26 @@
+"""Flatten dims start_dim..end_dim into one (torch.nn.Flatten; default keeps the batch dim)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .module import Module
+
+
+class Flatten(Module):
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        self._shape = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        nd = x.ndim
+        start, end = self.start_dim % nd, self.end_dim % nd
+        if start > end:
+            raise ValueError(f"start_dim: expected <= end_dim for a {nd}D input, got "
+                             f"start_dim={self.start_dim}, end_dim={self.end_dim}")
+        self._shape = x.shape
+        return x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy.reshape(self._shape)

@@ -1,0 +1,85 @@
+"""Max and average pooling over (N, C, H, W) windows (torch.nn.MaxPool2d / AvgPool2d).
+
+Both reuse the convolution's strided window view; backward scatters through its adjoint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import as_float_array, check_ndim
+from .conv import out_size, pair, scatter_windows, unpad, windows
+from .module import Module
+
+
+class _Pool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = pair("kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else pair("stride", stride)
+        self.padding = pair("padding", padding, minimum=0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
+            raise ValueError(f"padding: expected at most half the kernel size "
+                             f"{self.kernel_size}, got {self.padding}")
+        self._cache = None
+
+    def _windows(self, x: np.ndarray, fill: float) -> tuple[np.ndarray, tuple[int, ...]]:
+        x = as_float_array("x", x)
+        check_ndim("x", x, (4,), "(N, C, H, W)")
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        ho = out_size(x.shape[2], kh, self.stride[0], ph)
+        wo = out_size(x.shape[3], kw, self.stride[1], pw)
+        if ho <= 0 or wo <= 0:
+            raise ValueError(f"x: input of spatial size {x.shape[2:]} is smaller than the "
+                             f"kernel {self.kernel_size}")
+        xp = x
+        if ph or pw:
+            xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+        return windows(xp, self.kernel_size, self.stride, (1, 1), (ho, wo)), xp.shape
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(_Pool2d):
+    """Max over each window; the gradient goes to the first maximal element (torch's choice)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        win, padded_shape = self._windows(x, -np.inf)
+        n, c, ho, wo, kh, kw = win.shape
+        flat = win.reshape(n, c, ho, wo, kh * kw)
+        arg = np.argmax(flat, axis=-1)
+        y = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+        self._cache = (arg, padded_shape, x.dtype)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise RuntimeError("MaxPool2d.backward called before forward")
+        arg, padded_shape, dtype = self._cache
+        kh, kw = self.kernel_size
+        onehot = arg[..., None] == np.arange(kh * kw)
+        dwin = (onehot * dy[..., None]).astype(dtype, copy=False)
+        dwin = dwin.reshape(*arg.shape, kh, kw)
+        dxp = scatter_windows(dwin, padded_shape, self.stride, (1, 1))
+        return unpad(dxp, self.padding)
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over each window; zero padding counts toward the mean (count_include_pad=True)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        win, padded_shape = self._windows(x, 0.0)
+        y = win.mean(axis=(-2, -1), dtype=x.dtype)
+        self._cache = (padded_shape, y.shape)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise RuntimeError("AvgPool2d.backward called before forward")
+        padded_shape, _ = self._cache
+        kh, kw = self.kernel_size
+        share = dy / (kh * kw)
+        dwin = np.broadcast_to(share[..., None, None], (*dy.shape, kh, kw))
+        dxp = scatter_windows(dwin, padded_shape, self.stride, (1, 1))
+        return unpad(dxp, self.padding)
