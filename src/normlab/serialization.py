@@ -1,0 +1,83 @@
+"""Save and load state dicts as .npz files (one array per PyTorch-style key).
+
+``save(model_or_state_dict, path)`` writes atomically: a temporary file in the same directory,
+flushed and fsynced, then ``os.replace`` -- a crash leaves either the old file or the new one.
+``load(model_or_None, path)`` returns the state dict when ``model`` is None; otherwise it loads it
+into ``model`` (strict key and shape checks by default) and returns the model.
+
+Torch interoperability: ``{k: v.numpy() for k, v in torch_model.state_dict().items()}`` saved
+with :func:`save` (or passed to ``load_state_dict``) loads into the equivalent normlab model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+def _as_state_dict(obj) -> dict[str, np.ndarray]:
+    if hasattr(obj, "state_dict") and callable(obj.state_dict):
+        return obj.state_dict()
+    if isinstance(obj, Mapping):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise TypeError(f"obj: expected string keys, got {type(key).__name__} {key!r}")
+            out[key] = np.asarray(value)
+            if out[key].dtype == object:
+                raise TypeError(f"obj[{key!r}]: expected a numeric array, got object dtype")
+        return out
+    raise TypeError(f"obj: expected a normlab Module or a mapping of name -> array, "
+                    f"got {type(obj).__name__}")
+
+
+def save(obj, path: str | os.PathLike) -> Path:
+    """Write ``obj`` (a Module or a state dict) to ``path`` as .npz, atomically. Returns path."""
+    state = _as_state_dict(obj)
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"path: expected a file in an existing directory, got {str(path)!r}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            # a file object stops numpy from appending ".npz" to the temp name
+            np.savez(f, **state)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of a .npz file, read eagerly; a damaged file raises a clear ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: expected an existing .npz file, got {str(path)!r}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
+            return {key: npz[key] for key in npz.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as exc:
+        raise ValueError(f"path: {str(path)!r} is not a readable .npz state dict "
+                         f"(corrupt or truncated?): {exc}") from exc
+
+
+def load(model, path: str | os.PathLike, strict: bool = True):
+    """The state dict in ``path`` (``model`` None), or ``model`` with it loaded."""
+    state = read_state_dict(path)
+    if model is None:
+        return state
+    if not (hasattr(model, "load_state_dict") and callable(model.load_state_dict)):
+        raise TypeError(f"model: expected a normlab Module or None, got {type(model).__name__}")
+    model.load_state_dict(state, strict=strict)
+    return model

@@ -1,0 +1,110 @@
+"""Optimizers against torch.optim step by step; schedules against torch's schedulers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from normlab import optim
+from normlab.nn import Parameter
+
+SHAPES = [(3, 4), (4,)]
+
+
+def run_both(torch, make_ours, make_theirs, steps=6, seed=0, skip_second_at=None):
+    rng = np.random.default_rng(seed)
+    values = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    ours = [Parameter(v.copy()) for v in values]
+    theirs = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
+    opt, ref = make_ours(ours), make_theirs(theirs)
+    for step in range(steps):
+        opt.zero_grad()
+        ref.zero_grad()
+        for i, (p, q) in enumerate(zip(ours, theirs, strict=True)):
+            if i == 1 and step == skip_second_at:
+                continue  # a parameter without a gradient this step is skipped by both
+            g = rng.standard_normal(p.data.shape).astype(np.float32)
+            p.grad = g.copy()
+            q.grad = torch.from_numpy(g.copy())
+        opt.step()
+        ref.step()
+        for p, q in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-6, atol=1e-7,
+                                       err_msg=f"step {step}")
+    return opt, ours
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"lr": 0.1},
+    {"lr": 0.1, "momentum": 0.9},
+    {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-2},
+    {"lr": 0.1, "momentum": 0.5, "dampening": 0.3, "weight_decay": 5e-4},
+])
+def test_sgd_matches_torch(torch, kwargs):
+    run_both(torch, lambda ps: optim.SGD(ps, **kwargs),
+             lambda ps: torch.optim.SGD(ps, **kwargs), skip_second_at=2)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"lr": 1e-2},
+    {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 1e-2},
+])
+def test_adam_matches_torch(torch, kwargs):
+    run_both(torch, lambda ps: optim.Adam(ps, **kwargs),
+             lambda ps: torch.optim.Adam(ps, **kwargs), skip_second_at=3)
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps, lr=0.01)])
+def test_optimizer_state_dict_resumes_identically(make):
+    def grads(step):
+        r = np.random.default_rng(step)
+        return [r.standard_normal(s).astype(np.float32) for s in SHAPES]
+
+    def train(params, opt, steps):
+        for step in steps:
+            for p, g in zip(params, grads(step), strict=True):
+                p.grad = g
+            opt.step()
+
+    full = [Parameter(np.ones(s, dtype=np.float32)) for s in SHAPES]
+    train(full, make(full), range(6))
+    first = [Parameter(np.ones(s, dtype=np.float32)) for s in SHAPES]
+    opt = make(first)
+    train(first, opt, range(3))
+    resumed = [Parameter(p.data.copy()) for p in first]
+    opt2 = make(resumed)
+    opt2.load_state_dict(opt.state_dict())
+    train(resumed, opt2, range(3, 6))
+    for a, b in zip(full, resumed, strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_schedules_match_torch_schedulers(torch):
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt_s, opt_c = torch.optim.SGD([p], lr=0.5), torch.optim.SGD([p], lr=0.5)
+    step_s = torch.optim.lr_scheduler.StepLR(opt_s, step_size=3, gamma=0.5)
+    cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt_c, T_max=10, eta_min=0.01)
+    for step in range(10):
+        assert optim.step_lr(0.5, step, 3, 0.5) == pytest.approx(opt_s.param_groups[0]["lr"])
+        assert optim.cosine_lr(0.5, step, 10, 0.01) == pytest.approx(opt_c.param_groups[0]["lr"])
+        opt_s.step()
+        opt_c.step()
+        step_s.step()
+        cos.step()
+
+
+def test_bad_arguments_are_named():
+    p = [Parameter(np.zeros(2, dtype=np.float32))]
+    with pytest.raises(ValueError, match="lr"):
+        optim.SGD(p, lr=-1)
+    with pytest.raises(ValueError, match="nesterov"):
+        optim.SGD(p, lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="params"):
+        optim.SGD([], lr=0.1)
+    with pytest.raises(TypeError, match=r"params\[0\]"):
+        optim.SGD([np.zeros(2)], lr=0.1)
+    with pytest.raises(ValueError, match=r"betas\[1\]"):
+        optim.Adam(p, betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match=r"state\['momentum_buffer.0'\]: expected shape"):
+        optim.SGD(p, lr=0.1, momentum=0.9).load_state_dict({"momentum_buffer.0": np.zeros(3)})
