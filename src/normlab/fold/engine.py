@@ -1,0 +1,182 @@
+"""Fold the BatchNorms of a NumPy-engine model (``normlab.nn``) away for inference.
+
+* ``Linear/Conv2d -> BatchNorm``: merged into the layer's weights and bias (bias created if
+  absent): W' = W * scale, b' = b * scale + shift.
+* ``BatchNorm -> Linear/Conv2d`` with nothing to merge into before it: merged into the
+  FOLLOWING layer (W' = W * scale over input channels, b' = b + W shift) when that is exact, i.e.
+  the conv has no padding (zero padding feeds literal zeros, not ``shift``, at the borders).
+* any other BatchNorm becomes one :class:`Affine` (per-channel multiply-add).
+
+Linear <-> BatchNorm1d pairs assume (N, features) activations, the only layout in which BN1d's
+channels are the Linear's features (torch's ``fuse_linear_bn_eval`` assumes the same).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from typing import NamedTuple
+
+import numpy as np
+
+from ..functional.batch import eval_scale_shift
+from ..nn import BatchNorm1d, Conv2d, Linear, Module, Parameter, Sequential
+from ..nn.norm import _BatchNorm
+from .affine import Affine
+from .report import FoldReport
+from .weights import fold_into_following, fold_into_preceding
+
+
+class FoldResult(NamedTuple):
+    """``model, report = fold_bn(m)``."""
+
+    model: Module
+    report: FoldReport
+
+
+def _data(p: Parameter | None) -> np.ndarray | None:
+    return None if p is None else p.data
+
+
+def bn_to_affine(bn: _BatchNorm) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) in float64 with bn(x) == x * scale + shift per channel in eval mode."""
+    if not isinstance(bn, _BatchNorm):
+        raise TypeError(f"bn: expected a normlab.nn BatchNorm1d/2d/3d, got {type(bn).__name__}")
+    if not bn.track_running_stats:
+        raise ValueError("bn: expected track_running_stats=True, got False (it normalises with "
+                         "batch statistics even in eval mode, so it is no fixed affine map)")
+    return eval_scale_shift(bn.running_mean, bn.running_var, _data(bn.weight), _data(bn.bias),
+                            bn.eps)
+
+
+def fold_bn(model: Module) -> FoldResult:
+    """(a folded eval-mode copy of ``model``, a report); ``model`` itself is not modified.
+
+    Refuses (``ValueError``) a model with any module in training mode, where BN uses batch
+    statistics that no fixed weights reproduce.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model: expected a normlab.nn.Module, got {type(model).__name__}")
+    training = [name or "<root>" for name, m in model.named_modules() if m.training]
+    if training:
+        more = f" (and {len(training) - 5} more)" if len(training) > 5 else ""
+        raise ValueError("model: expected an eval-mode model (call model.eval() first), got "
+                         f"modules in training mode: {', '.join(training[:5])}{more}")
+    folded = copy.deepcopy(model)
+    report = FoldReport()
+    uses = Counter(id(m) for m in _all_modules(folded))
+    result = _fold(folded, "", report, uses)
+    return FoldResult(result, report)
+
+
+def _all_modules(m: Module):
+    """Every module occurrence, repeats included (a shared layer is counted per use)."""
+    yield m
+    for child in m.children():
+        yield from _all_modules(child)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _affine_of(bn: _BatchNorm) -> Affine:
+    scale, shift = bn_to_affine(bn)
+    affine = Affine(scale, shift, dtype=bn.running_mean.dtype)
+    return affine.eval()
+
+
+def _fold(module: Module, prefix: str, report: FoldReport, uses: Counter) -> Module:
+    """Fold inside ``module``; returns the module to use in its place."""
+    if isinstance(module, _BatchNorm):
+        return _standalone(module, prefix, report, "not inside a Sequential")
+    if isinstance(module, Sequential):
+        return _fold_sequential(module, prefix, report, uses)
+    # A custom module: its forward's data flow is unknown, so only swap each BN for its exact
+    # Affine, never merge across siblings.
+    for name, child in list(module._modules.items()):
+        new = _fold(child, _join(prefix, name), report, uses)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def _standalone(bn: _BatchNorm, name: str, report: FoldReport, why: str) -> Module:
+    if not bn.track_running_stats:
+        report.add_skipped(name, "track_running_stats=False: it normalises with batch statistics "
+                                 "even in eval mode")
+        return bn
+    report.add_folded(name, f"Affine ({why})")
+    return _affine_of(bn)
+
+
+def _channels_out(layer) -> int:
+    return layer.out_features if isinstance(layer, Linear) else layer.out_channels
+
+
+def _channels_in(layer) -> int:
+    return layer.in_features if isinstance(layer, Linear) else layer.in_channels
+
+
+def _why_not_pair(layer, layer_name: str, bn: _BatchNorm, uses: Counter, *,
+                  following: bool) -> str | None:
+    """None if ``bn`` merges exactly into ``layer`` (before or after it), else why not."""
+    if not isinstance(layer, (Linear, Conv2d)):
+        return f"{layer_name} is a {type(layer).__name__}, not a Linear/Conv2d"
+    if isinstance(layer, Linear) and not isinstance(bn, BatchNorm1d):
+        return f"{type(bn).__name__} next to Linear {layer_name}: only BatchNorm1d on " \
+               "(N, features) activations pairs with a Linear"
+    channels = _channels_in(layer) if following else _channels_out(layer)
+    if channels != bn.num_features:
+        return f"{layer_name} has {channels} channels but the BatchNorm has {bn.num_features}"
+    if following and isinstance(layer, Conv2d) and any(layer.padding):
+        return f"{layer_name} zero-pads its input: borders would see 0, not the BN shift"
+    if uses[id(layer)] > 1:
+        return f"{layer_name} is shared (used more than once): folding would change its " \
+               "other uses"
+    return None
+
+
+def _merge(layer, bn: _BatchNorm, *, following: bool) -> None:
+    """Write the folded float64 weights into ``layer``, cast to its dtype (bias created)."""
+    scale, shift = bn_to_affine(bn)
+    weight, bias = layer.weight.data, _data(layer.bias)
+    groups = getattr(layer, "groups", 1)
+    fold = fold_into_following if following else fold_into_preceding
+    w, b = fold(weight, bias, scale, shift, groups=groups)
+    layer.weight = Parameter(w.astype(weight.dtype))
+    layer.bias = Parameter(b.astype(weight.dtype))
+
+
+def _fold_sequential(seq: Sequential, prefix: str, report: FoldReport,
+                     uses: Counter) -> Sequential:
+    layers = list(seq)
+    names = [_join(prefix, str(i)) for i in range(len(layers))]
+    out: list[Module] = []
+    out_names: list[str] = []
+    for i, layer in enumerate(layers):
+        name = names[i]
+        if not isinstance(layer, _BatchNorm):
+            out.append(_fold(layer, name, report, uses))
+            out_names.append(name)
+            continue
+        if not layer.track_running_stats:
+            out.append(_standalone(layer, name, report, ""))
+            out_names.append(name)
+            continue
+        prev_why = ("first layer of its Sequential" if not out else
+                    _why_not_pair(out[-1], out_names[-1], layer, uses, following=False))
+        if prev_why is None:
+            _merge(out[-1], layer, following=False)
+            report.add_folded(name, out_names[-1])
+            continue
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        next_why = ("last layer of its Sequential" if nxt is None else
+                    _why_not_pair(nxt, names[i + 1], layer, uses, following=True))
+        if next_why is None:
+            _merge(nxt, layer, following=True)
+            report.add_folded(name, f"{names[i + 1]} (the following layer)")
+            continue
+        out.append(_standalone(layer, name, report, f"{prev_why}; {next_why}"))
+        out_names.append(name)
+    return Sequential(*out).eval()
