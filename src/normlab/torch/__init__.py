@@ -1,0 +1,28 @@
+"""PyTorch extras: the normalisation tools torch.nn lacks, as drop-in ``nn.Module``s.
+
+Importing this package imports torch (the optional extra ``normlab[torch]``); ``import normlab``
+never does. Every module keeps torch's argument names (``num_features``, ``eps``, ``momentum``,
+``affine``, ``track_running_stats``) and, with default options, the state-dict keys of
+``torch.nn.BatchNorm*d`` so checkpoints move both ways.
+"""
+
+from __future__ import annotations
+
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise ImportError("normlab.torch needs PyTorch: pip install 'normlab[torch]'") from exc
+
+from .frozen import FrozenBatchNorm2d, freeze_bn, unfreeze_bn
+from .ghost import GhostBatchNorm1d, GhostBatchNorm2d
+from .health import BNHealthReport, bn_health
+from .recalibrate import recalibrate_bn
+from .renorm import BatchRenorm1d, BatchRenorm2d
+from .sequence import RecurrentBatchNorm, SequenceBatchNorm
+from .sync import SyncBatchNorm, convert_sync_batchnorm
+
+__all__ = [
+    "BNHealthReport", "BatchRenorm1d", "BatchRenorm2d", "FrozenBatchNorm2d", "GhostBatchNorm1d",
+    "GhostBatchNorm2d", "RecurrentBatchNorm", "SequenceBatchNorm", "SyncBatchNorm",
+    "bn_health", "convert_sync_batchnorm", "freeze_bn", "recalibrate_bn", "unfreeze_bn",
+]

@@ -1,0 +1,77 @@
+"""Batch Renormalization as drop-in torch modules (Ioffe 2017, Alg. 1).
+
+The math -- r, d, the clipping limits and their warm-up schedule -- is the NumPy functional
+core's (:mod:`normlab.functional.renorm`); here r and d are ``no_grad`` tensors (the paper's
+stop_gradient), so the training forward is torch's batch norm with the effective affine map
+``weight * r`` / ``weight * d + bias`` and autograd gives the paper's gradients exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..functional.renorm import RenormSchedule
+from ._common import check_batch, check_channels, reduce_dims, update_running_stats
+
+
+class _BatchRenorm(_BatchNorm):
+    """Shared state of BatchRenorm1d/2d: exactly BatchNorm's (same state-dict keys).
+
+    ``schedule`` gives (r_max, d_max) as a function of ``num_batches_tracked`` (the number of
+    training steps taken); the default is the paper's. Passing ``r_max``/``d_max`` fixes them.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, schedule: RenormSchedule | None = None,
+                 r_max: float | None = None, d_max: float | None = None,
+                 device=None, dtype=None) -> None:
+        if schedule is not None and (r_max is not None or d_max is not None):
+            raise ValueError("schedule: expected either a schedule or fixed r_max/d_max, "
+                             f"got schedule={schedule!r}, r_max={r_max!r}, d_max={d_max!r}")
+        if r_max is not None or d_max is not None:
+            schedule = RenormSchedule.constant(1.0 if r_max is None else r_max,
+                                               0.0 if d_max is None else d_max)
+        self.schedule = schedule or RenormSchedule()
+        super().__init__(num_features, eps, momentum, affine, True, device, dtype)
+
+    def limits(self) -> tuple[float, float]:
+        """(r_max, d_max) for the next training step."""
+        return self.schedule(int(self.num_batches_tracked))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        check_channels(x, self.num_features)
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                False, 0.0, self.eps)
+        n = check_batch(x)
+        r_max, d_max = self.limits()
+        with torch.no_grad():
+            var, mean = torch.var_mean(x, dim=reduce_dims(x), correction=0)
+            sigma = (self.running_var + self.eps).sqrt()
+            r = ((var + self.eps).sqrt() / sigma).clamp(1.0 / r_max, r_max)
+            d = ((mean - self.running_mean) / sigma).clamp(-d_max, d_max)
+        gamma = self.weight if self.affine else torch.ones_like(r)
+        shift = gamma * d if self.bias is None else gamma * d + self.bias
+        y = F.batch_norm(x, None, None, gamma * r.to(x.dtype), shift.to(x.dtype), True, 0.0,
+                         self.eps)
+        update_running_stats(self, mean, var * (n / (n - 1)))
+        return y
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", schedule={self.schedule}"
+
+
+class BatchRenorm1d(_BatchRenorm):
+    """Batch Renorm over (N, C) or (N, C, L) input, like ``torch.nn.BatchNorm1d``."""
+
+    _check_input_dim = nn.BatchNorm1d._check_input_dim
+
+
+class BatchRenorm2d(_BatchRenorm):
+    """Batch Renorm over (N, C, H, W) input, like ``torch.nn.BatchNorm2d``."""
+
+    _check_input_dim = nn.BatchNorm2d._check_input_dim
