@@ -1,0 +1,352 @@
+"""``normlab bench``: normalisation speed against the textbook code and PyTorch CPU eager.
+
+All implementations run in one process, interleaved (rep 1 of every implementation, then rep 2,
+...), and each cell is the median of its repetitions: the machine's noise (~2x between runs on
+a shared 2-core box) then hits every implementation alike and ratios stay meaningful.
+
+Byte model (what "GB/s" counts): the minimum traffic of the computation over whole arrays of
+the input's size S bytes -- training forward+backward reads x, writes y, reads x and dy, writes
+dx: 5 S; eval (or LayerNorm/GroupNorm) forward reads x, writes y: 2 S. Parameter vectors and
+re-reads that hit cache are not counted. Copy bandwidth is ``np.copyto`` of a 256 MB array,
+counted as read + write (2 x its size) per copy, the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import functional as F
+from .bench_textbook import TextbookBatchNorm
+
+TRAIN_BYTES, EVAL_BYTES = 5, 2   # multiples of the input size, see the module docstring
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    family: str                    # "batch", "layer" or "group"
+    shape: tuple[int, ...]
+    channels_last: bool = False
+    note: str = ""
+
+
+FULL_CASES = (
+    Case("BN1d", "batch", (256, 1024)),
+    Case("BN1d", "batch", (60, 100)),
+    Case("BN2d", "batch", (32, 64, 56, 56)),
+    Case("BN2d", "batch", (8, 256, 28, 28)),
+    Case("BN2d NHWC", "batch", (32, 64, 56, 56), channels_last=True,
+         note="(N,C,H,W) view of a contiguous (32,56,56,64) array"),
+    Case("LayerNorm", "layer", (16, 512, 768),
+         note="shrunk from (64,512,768) to 16 sequences: 4 arrays of 400 MB would not fit "
+              "beside the other jobs on this machine"),
+    Case("GroupNorm(32)", "group", (16, 256, 28, 28)),
+)
+TINY_CASES = (
+    Case("BN1d", "batch", (16, 8)),
+    Case("BN2d", "batch", (4, 3, 5, 5)),
+    Case("BN2d NHWC", "batch", (4, 3, 5, 5), channels_last=True),
+    Case("LayerNorm", "layer", (2, 4, 8)),
+    Case("GroupNorm(32)", "group", (2, 32, 2, 2)),
+)
+
+
+def _input(case: Case, rng: np.random.Generator) -> np.ndarray:
+    if case.channels_last:
+        n, c, *sp = case.shape
+        return rng.standard_normal((n, *sp, c), dtype=np.float32).transpose(0, 3, 1, 2)
+    return rng.standard_normal(case.shape, dtype=np.float32)
+
+
+def _normlab(case: Case, x: np.ndarray, dy: np.ndarray, backend: str
+             ) -> dict[str, Callable[[], object]]:
+    """Training fwd+bwd and eval closures for normlab with ``NORMLAB_KERNELS=backend``."""
+    c = x.shape[1]
+    w, b = np.ones(c, np.float32), np.zeros(c, np.float32)
+    if case.family == "batch":
+        def train():
+            y, cache = F.batch_norm_train(x, w, b)
+            return F.batch_norm_backward(dy, cache)
+
+        running_mean, running_var = np.zeros(c, np.float32), np.ones(c, np.float32)
+
+        def evaluate():
+            return F.batch_norm_eval(x, running_mean, running_var, w, b)
+    elif case.family == "layer":
+        d = x.shape[-1:]
+        w, b = np.ones(d, np.float32), np.zeros(d, np.float32)
+
+        def train():
+            y, cache = F.layer_norm_forward(x, d, w, b)
+            return F.layer_norm_backward(dy, cache)
+
+        def evaluate():
+            return F.layer_norm_forward(x, d, w, b)[0]
+    else:
+        def train():
+            y, cache = F.group_norm_forward(x, 32, w, b)
+            return F.group_norm_backward(dy, cache)
+
+        def evaluate():
+            return F.group_norm_forward(x, 32, w, b)[0]
+    return {"train": _with_backend(train, backend), "eval": _with_backend(evaluate, backend)}
+
+
+def _with_backend(fn: Callable[[], object], backend: str) -> Callable[[], object]:
+    def run():
+        old = os.environ.get("NORMLAB_KERNELS")
+        os.environ["NORMLAB_KERNELS"] = backend
+        try:
+            return fn()
+        finally:
+            if old is None:
+                del os.environ["NORMLAB_KERNELS"]
+            else:
+                os.environ["NORMLAB_KERNELS"] = old
+    return run
+
+
+def _textbook(case: Case, x: np.ndarray, dy: np.ndarray) -> dict[str, Callable[[], object]]:
+    d = int(np.prod(x.shape[1:]))
+    layer = TextbookBatchNorm(np.ones(d, np.float32), np.zeros(d, np.float32))
+    layer.forward(x, train_flg=True)
+
+    def train():
+        layer.forward(x, train_flg=True)
+        return layer.backward(dy)
+
+    return {"train": train, "eval": lambda: layer.forward(x, train_flg=False)}
+
+
+def _torch(case: Case, x: np.ndarray, dy: np.ndarray) -> dict[str, Callable[[], object]]:
+    import torch
+
+    c = x.shape[1]
+    if case.family == "batch":
+        layer = (torch.nn.BatchNorm1d if x.ndim == 2 else torch.nn.BatchNorm2d)(c)
+    elif case.family == "layer":
+        layer = torch.nn.LayerNorm(x.shape[-1])
+    else:
+        layer = torch.nn.GroupNorm(32, c)
+    tx = torch.from_numpy(x).requires_grad_(True)   # keeps x's strides: NHWC stays NHWC
+    tdy = torch.from_numpy(dy)
+
+    def train():
+        tx.grad = None
+        layer.zero_grad(set_to_none=True)
+        layer.train()
+        layer(tx).backward(tdy)
+        return tx.grad
+
+    def evaluate():
+        layer.eval()
+        with torch.no_grad():
+            return layer(tx)
+
+    return {"train": train, "eval": evaluate}
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _numba_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("numba") is not None
+
+
+def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
+    """Machine copy bandwidth in GB/s (read + write counted) from ``np.copyto``."""
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t0)
+    return 2 * src.nbytes / statistics.median(times) / 1e9
+
+
+def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int
+                      ) -> dict[str, list[float]]:
+    for fn in fns.values():   # warm-up: numba compile/cache load, allocator, torch dispatch
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def run(quick: bool = False, tiny: bool = False, progress: Callable[[str], None] | None = None
+        ) -> dict:
+    """Run the suite and return the JSON-ready result."""
+    cases = TINY_CASES if tiny else FULL_CASES
+    repeats = 3 if tiny else (5 if quick else 11)
+    have_torch, have_numba = _torch_available(), _numba_available()
+    torch_threads = None
+    if have_torch:
+        import torch
+        torch_threads = torch.get_num_threads()
+    copy_gbps = copy_bandwidth(nbytes=(8 << 20) if tiny else (256 << 20))
+    rng = np.random.default_rng(0)
+    rows = []
+    for case in cases:
+        if progress:
+            progress(f"{case.name} {case.shape}")
+        x = _input(case, rng)
+        dy = np.ascontiguousarray(rng.standard_normal(x.shape, dtype=np.float32))
+        if case.channels_last:   # the gradient arrives in the activation's layout
+            dy = np.ascontiguousarray(np.moveaxis(dy, 1, -1)).transpose(0, 3, 1, 2)
+        impls: dict[str, dict[str, Callable[[], object]]] = {}
+        if have_numba:
+            impls["normlab-numba"] = _normlab(case, x, dy, "numba")
+        impls["normlab-numpy"] = _normlab(case, x, dy, "numpy")
+        if case.family == "batch":
+            impls["textbook"] = _textbook(case, x, dy)
+        if have_torch:
+            impls["torch"] = _torch(case, x, dy)
+        for mode, per_byte in (("train", TRAIN_BYTES), ("eval", EVAL_BYTES)):
+            times = _time_interleaved({k: v[mode] for k, v in impls.items()}, repeats)
+            medians = {k: statistics.median(v) for k, v in times.items()}
+            for impl, t in medians.items():
+                gbps = per_byte * x.nbytes / t / 1e9
+                rows.append({
+                    "case": case.name, "shape": list(case.shape), "family": case.family,
+                    "layout": "NHWC" if case.channels_last else "contiguous",
+                    "dtype": "float32", "mode": mode, "impl": impl, "median_s": t,
+                    "times_s": times[impl], "gbps": gbps, "copy_fraction": gbps / copy_gbps,
+                    "speedup_vs_torch": medians["torch"] / t if "torch" in medians else None,
+                    "note": case.note,
+                })
+    return {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "numpy": np.__version__, "torch_threads": torch_threads,
+                    "numba_threads": _numba_threads() if have_numba else None},
+        "repeats": repeats, "statistic": "median", "interleaved": True,
+        "copy_gbps": copy_gbps,
+        "byte_model": {"train": f"{TRAIN_BYTES} x input bytes (read x, write y, read x and dy, "
+                                "write dx)",
+                       "eval": f"{EVAL_BYTES} x input bytes (read x, write y)",
+                       "copy": "2 x array bytes per np.copyto (read + write)"},
+        "rows": rows,
+        "mlp": _mlp_row(quick or tiny),
+    }
+
+
+def _numba_threads() -> int:
+    import numba
+    return numba.get_num_threads()
+
+
+def _mlp_row(quick: bool) -> dict:
+    """Paper-MLP training steps/s, numpy engine vs torch eager (benchmarks/bench_mlp.py)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_mlp.py"
+    if not path.exists():
+        return {"skipped": "benchmarks/bench_mlp.py (engine benchmark) is not available"}
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_normlab_bench_mlp", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        steps = 20 if quick else 200
+        result = {"steps": steps,
+                  "numpy_steps_per_s": module.mlp_steps_per_second("numpy", steps)}
+        if _torch_available():
+            result["torch_steps_per_s"] = module.mlp_steps_per_second("torch", steps)
+            result["ratio"] = result["numpy_steps_per_s"] / result["torch_steps_per_s"]
+        return result
+    except Exception as exc:  # the row is optional; the kernel table must still come out
+        return {"skipped": f"bench_mlp failed: {type(exc).__name__}: {exc}"}
+
+
+def write_json(result: dict, path: Path) -> None:
+    """Write ``result`` atomically (temp file in the same folder, then os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+IMPL_ORDER = ("normlab-numba", "normlab-numpy", "textbook", "torch")
+
+
+def table(result: dict):
+    """The result as a rich Table: one row per case and mode, ms (GB/s) per implementation."""
+    from rich.table import Table
+
+    impls = [i for i in IMPL_ORDER if any(r["impl"] == i for r in result["rows"])]
+    t = Table(title=f"normlab bench (float32, median of {result['repeats']}, interleaved; "
+                    f"copy {result['copy_gbps']:.1f} GB/s; torch threads "
+                    f"{result['machine']['torch_threads']})")
+    for col in ("case", "shape", "mode", *[f"{i} ms (GB/s)" for i in impls],
+                "numba/torch", "numba % copy"):
+        t.add_column(col, justify="left" if col in ("case", "shape", "mode") else "right")
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in result["rows"]:
+        groups.setdefault((r["case"], tuple(r["shape"]), r["mode"]), {})[r["impl"]] = r
+    for (case, shape, mode), by_impl in groups.items():
+        cells = []
+        for i in impls:
+            r = by_impl.get(i)
+            cells.append("-" if r is None else f"{r['median_s'] * 1e3:.3f} ({r['gbps']:.1f})")
+        fast = by_impl.get("normlab-numba") or by_impl["normlab-numpy"]
+        speed = fast["speedup_vs_torch"]
+        t.add_row(case, "x".join(map(str, shape)), "fwd+bwd" if mode == "train" else "fwd",
+                  *cells, "-" if speed is None else f"{speed:.2f}x",
+                  f"{100 * fast['copy_fraction']:.0f}%")
+    return t
+
+
+def mlp_line(result: dict) -> str:
+    mlp = result["mlp"]
+    if "skipped" in mlp:
+        return f"paper MLP: skipped ({mlp['skipped']})"
+    line = f"paper MLP (784-100-100-100-10, BN, sigmoid, batch 60): numpy engine " \
+           f"{mlp['numpy_steps_per_s']:.0f} steps/s"
+    if "torch_steps_per_s" in mlp:
+        line += f", torch eager {mlp['torch_steps_per_s']:.0f} steps/s, ratio {mlp['ratio']:.2f}x"
+    return line
+
+
+def main(quick: bool = False, tiny: bool = False, json_path: Path | None = None) -> dict:
+    """What ``normlab bench`` does: run, print the table, write the JSON."""
+    from rich.console import Console
+
+    console = Console()
+    # Plain progress lines, no live spinner: a refresh thread competing for the GIL while the
+    # kernels release it adds milliseconds to every timed call.
+    result = run(quick=quick, tiny=tiny, progress=lambda s: console.print(f"timing {s}"))
+    console.print(table(result))
+    console.print(f"byte model: training fwd+bwd = {result['byte_model']['train']}; "
+                  f"eval = {result['byte_model']['eval']}; copy = {result['byte_model']['copy']}")
+    for note in sorted({r["note"] for r in result["rows"] if r["note"]}):
+        console.print(f"note: {note}")
+    console.print(mlp_line(result))
+    if json_path is not None:
+        write_json(result, json_path)
+        console.print(f"wrote {json_path}")
+    return result

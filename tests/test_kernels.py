@@ -1,0 +1,198 @@
+"""The numba fast paths agree with the pure-NumPy reference path (NORMLAB_KERNELS=numpy)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import normlab.functional as F
+from normlab import kernels
+
+pytest.importorskip("numba")
+
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-11, atol=1e-11)}
+
+
+def _numpy_path(monkeypatch, fn, *args):
+    with monkeypatch.context() as m:
+        m.setenv("NORMLAB_KERNELS", "numpy")
+        return fn(*args)
+
+
+def _make(shape, dtype, layout, rng):
+    """An input of ``shape`` (N, C, ...) in the given memory layout."""
+    if layout == "channels_last":
+        moved = (shape[0], *shape[2:], shape[1])
+        base = rng.normal(2.0, 3.0, size=moved).astype(dtype)
+        return np.moveaxis(base, -1, 1)
+    if layout == "reversed":   # negative strides: must still work
+        return rng.normal(2.0, 3.0, size=shape).astype(dtype)[::-1]
+    return rng.normal(2.0, 3.0, size=shape).astype(dtype)
+
+
+def _both_paths(monkeypatch, x, dy, affine=True, seed=0):
+    rng = np.random.default_rng(seed)
+    c = x.shape[1]
+    w = rng.normal(size=c).astype(x.dtype) if affine else None
+    b = rng.normal(size=c).astype(x.dtype) if affine else None
+    rm, rv = rng.normal(size=c), rng.uniform(0.5, 2.0, size=c)
+
+    def run():
+        y, cache = F.batch_norm_train(x, w, b)
+        dx, dw, db = F.batch_norm_backward(dy, cache)
+        new_rm, new_rv = F.update_running_stats(rm, rv, cache, 0.1)
+        e = F.batch_norm_eval(x, rm, rv, w, b)
+        return y, dx, dw, db, new_rm, new_rv, e, cache
+
+    monkeypatch.setenv("NORMLAB_KERNELS", "auto")
+    fast = run()
+    ref = _numpy_path(monkeypatch, run)
+    return fast, ref
+
+
+def _assert_close(fast, ref, dtype):
+    names = ("y", "dx", "dweight", "dbias", "running_mean", "running_var", "eval")
+    for name, a, b in zip(names, fast[:7], ref[:7], strict=True):
+        if a is None:
+            assert b is None
+            continue
+        assert a.dtype == b.dtype, name
+        assert a.shape == b.shape, name
+        np.testing.assert_allclose(a, b, err_msg=name, **TOL[dtype])
+
+
+SHAPES = [(8, 3), (5, 4, 7), (3, 4, 5, 6), (2, 3, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "reversed"])
+def test_batch_norm_matches_numpy(monkeypatch, shape, dtype, layout):
+    rng = np.random.default_rng(1)
+    x = _make(shape, dtype, layout, rng)
+    dy = _make(shape, dtype, layout, rng)
+    fast, ref = _both_paths(monkeypatch, x, dy)
+    assert fast[-1].saved_is_input and not ref[-1].saved_is_input   # the kernel path ran
+    _assert_close(fast, ref, dtype)
+
+
+def test_channels_last_output_keeps_layout(monkeypatch):
+    x = _make((4, 8, 3, 5), np.float32, "channels_last", np.random.default_rng(0))
+    monkeypatch.setenv("NORMLAB_KERNELS", "auto")
+    y, cache = F.batch_norm_train(x, None, None)
+    assert np.moveaxis(y, 1, -1).flags.c_contiguous
+    dx, _, _ = F.batch_norm_backward(np.ones_like(x), cache)
+    assert np.moveaxis(dx, 1, -1).flags.c_contiguous
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 6), c=st.integers(1, 5), spatial=st.lists(st.integers(1, 4), max_size=3),
+       dtype=st.sampled_from([np.float32, np.float64]), channels_last=st.booleans(),
+       affine=st.booleans(), seed=st.integers(0, 2**16))
+def test_batch_norm_matches_numpy_hypothesis(n, c, spatial, dtype, channels_last, affine, seed):
+    shape = (n, c, *spatial)
+    rng = np.random.default_rng(seed)
+    layout = "channels_last" if channels_last and spatial else "contiguous"
+    x, dy = _make(shape, dtype, layout, rng), _make(shape, dtype, layout, rng)
+    mp = pytest.MonkeyPatch()
+    try:
+        fast, ref = _both_paths(mp, x, dy, affine=affine, seed=seed)
+    finally:
+        mp.undo()
+    _assert_close(fast, ref, dtype)
+
+
+@pytest.mark.parametrize("shape", [(4096, 3), (64, 3, 64)])
+def test_float32_variance_with_large_mean(monkeypatch, shape):
+    """1e4 + N(0,1) in float32: the variance survives (no E[x^2] - E[x]^2 cancellation)."""
+    rng = np.random.default_rng(0)
+    x64 = 1e4 + rng.standard_normal(shape)
+    x = x64.astype(np.float32)
+    monkeypatch.setenv("NORMLAB_KERNELS", "auto")
+    _, cache = F.batch_norm_train(x)
+    assert cache.saved_is_input
+    exact = x.astype(np.float64).var(axis=tuple(i for i in range(x.ndim) if i != 1))
+    np.testing.assert_allclose(cache.var, exact, rtol=1e-3)
+
+
+def test_large_parallel_input_matches_float64(monkeypatch):
+    """Above the 1 MB threshold the row blocks run in parallel and merge; with float64
+    accumulation the float32 kernel lands closer to the float64 answer than float32 NumPy."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(5.0, 2.0, size=(3000, 100)).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    fast, ref = _both_paths(monkeypatch, x, dy)
+    exact, _ = _both_paths(monkeypatch, x.astype(np.float64), dy.astype(np.float64))
+    for name, i in (("y", 0), ("dx", 1), ("dweight", 2), ("dbias", 3)):
+        err_fast = np.abs(fast[i] - exact[i]).max()
+        err_ref = np.abs(ref[i] - exact[i]).max()
+        scale = np.abs(exact[i]).max()
+        assert err_fast <= 1e-6 * scale + 1e-6, name
+        assert err_fast <= err_ref, name
+
+
+def test_nan_propagates_like_numpy(monkeypatch):
+    rng = np.random.default_rng(0)
+    for layout in ("contiguous", "channels_last"):
+        x = _make((4, 3, 2, 2), np.float64, layout, rng).copy()
+        x[1, 1, 0, 1] = np.nan
+        fast, ref = _both_paths(monkeypatch, x, np.ones_like(x))
+        for a, b in zip(fast[:7], ref[:7], strict=True):
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        assert np.isnan(fast[0][:, 1]).all() and not np.isnan(fast[0][:, 0]).any()
+
+
+def test_numpy_cache_through_kernel_backward_and_back(monkeypatch):
+    """A cache from one path works in the other path's backward."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4, 3)).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    w = rng.normal(size=4).astype(np.float32)
+    monkeypatch.setenv("NORMLAB_KERNELS", "numpy")
+    _, numpy_cache = F.batch_norm_train(x, w, None)
+    ref = F.batch_norm_backward(dy, numpy_cache)
+    monkeypatch.setenv("NORMLAB_KERNELS", "auto")
+    _, kernel_cache = F.batch_norm_train(x, w, None)
+    np.testing.assert_allclose(kernel_cache.x_hat, numpy_cache.x_hat, rtol=1e-5, atol=1e-5)
+    for got in (F.batch_norm_backward(dy, numpy_cache),
+                _numpy_path(monkeypatch, F.batch_norm_backward, dy, kernel_cache)):
+        for a, b in zip(got, ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+def test_backend_choice(monkeypatch):
+    x32 = np.ones((2, 2), np.float32)
+    monkeypatch.setenv("NORMLAB_KERNELS", "numpy")
+    assert kernels.backend() == "numpy" and kernels.for_array(x32, "batch") is None
+    monkeypatch.setenv("NORMLAB_KERNELS", "auto")
+    assert kernels.backend() == "numba" and kernels.for_array(x32, "batch") is not None
+    assert kernels.for_array(x32.astype(np.float16), "batch") is None
+    monkeypatch.setenv("NORMLAB_KERNELS", "fast")
+    with pytest.raises(ValueError, match="NORMLAB_KERNELS"):
+        kernels.backend()
+
+
+def test_forced_numpy_path_never_calls_kernels(monkeypatch):
+    monkeypatch.setenv("NORMLAB_KERNELS", "numpy")
+    import normlab.kernels.batch as kb
+
+    def boom(*args, **kwargs):
+        raise AssertionError("kernel called although NORMLAB_KERNELS=numpy")
+
+    for name in ("train", "evaluate", "backward"):
+        monkeypatch.setattr(kb, name, boom)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    _, cache = F.batch_norm_train(x)
+    F.batch_norm_backward(np.ones_like(x), cache)
+    F.batch_norm_eval(x, np.zeros(3), np.ones(3))
+
+
+def test_import_normlab_does_not_import_numba():
+    code = "import sys, normlab, normlab.functional, normlab.cli; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
