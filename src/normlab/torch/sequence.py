@@ -32,7 +32,7 @@ class SequenceBatchNorm(nn.BatchNorm1d):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.batch_first = batch_first
 
-    def _check_input_dim(self, x: torch.Tensor) -> None:
+    def _check_sequence(self, x: torch.Tensor) -> None:
         if x.dim() != 3:
             layout = "(N, T, C)" if self.batch_first else "(T, N, C)"
             raise ValueError(f"input: expected 3D input {layout}, got {x.dim()}D input of "
@@ -42,7 +42,7 @@ class SequenceBatchNorm(nn.BatchNorm1d):
                              f"got {x.shape[2]} (input shape {tuple(x.shape)})")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(x)
+        self._check_sequence(x)
         return super().forward(x.reshape(-1, self.num_features)).reshape(x.shape)
 
     def extra_repr(self) -> str:
