@@ -1,0 +1,456 @@
+"""LSTM with optional layer / recurrent batch / sequence-wise batch normalization, and BPTT.
+
+Single layer, ``batch_first``: input (N, T, I) -> outputs (N, T, H) and final (h_n, c_n), each
+(1, N, H) as ``torch.nn.LSTM(batch_first=True)`` returns them. Parameters carry torch's names and
+shapes (``weight_ih_l0`` (4H, I), ``weight_hh_l0`` (4H, H), ``bias_ih_l0``, ``bias_hh_l0``, gate
+order i, f, g, o), so with ``norm="none"`` a torch state dict loads as it is; the normalization
+options add child modules ``norm_ih``, ``norm_hh``, ``norm_c``.
+
+``norm=`` (the pre-activation is pre = a_x + a_h + b with b = bias_ih_l0 + bias_hh_l0):
+
+* ``"none"``: a_x = W_x x_t, a_h = W_h h_{t-1}; torch's LSTM.
+* ``"layer"``: Ba et al. 2016, Layer Normalization, sec. 3.1 / eqs. 20-22: a_x = LN(W_x x_t),
+  a_h = LN(W_h h_{t-1}) over all 4H pre-activations of each sample, and h_t = o * tanh(LN(c_t)).
+* ``"recurrent_batch"``: Cooijmans et al. 2016, Recurrent Batch Normalization, eqs. 6-8: BN of
+  W_x x_t, of W_h h_{t-1} and of c_t with SEPARATE statistics for every time step t (sec. 3);
+  gamma is shared across time and initialised to 0.1 (sec. 4), beta to 0. Running statistics
+  are kept per step up to the longest sequence seen in training; in eval, steps beyond it use the
+  last step's statistics (the paper's T_max rule).
+* ``"sequence_batch"``: Laurent et al. 2016 style sequence-wise BN: only the input projection
+  W_x x is normalised, with ONE set of statistics over batch x time (the recurrent W_h h is not
+  averaged over time, whose statistics change from step to step); gamma 1, beta 0.
+
+The gate-side norms (``norm_ih``, ``norm_hh``) have a gain but no bias: their beta would add to b,
+which already exists (Cooijmans et al. set beta_x = beta_h = 0 "to avoid unnecessary
+redundancy"; for LN, beta_1 + beta_2 + b is one vector). The cell norm ``norm_c`` has both.
+
+Every normalization is a call into :mod:`normlab.functional` (batch_norm_train/eval/backward,
+update_running_stats, layer_norm_forward/backward); the elementwise LSTM step is
+:mod:`normlab.functional.lstm`. ``backward(d_out, dh_n=None, dc_n=None)`` runs backpropagation
+through time, accumulates every parameter gradient into ``.grad`` and returns dx; the gradient
+w.r.t. the initial state (when ``hx`` was given) is left in ``grad_hx``.
+
+Example -- 8x8 digits as sequences of T=8 pixel rows with I=8 pixels each::
+
+    from importlib.resources import files
+    import numpy as np
+    from normlab import nn, optim
+    d = np.load(files("normlab") / "data/digits.npz")
+    x, y = (d["images"] / 16.0).astype(np.float32), d["labels"].astype(np.int64)
+    lstm, head, ce = nn.LSTM(8, 64, norm="layer"), nn.Linear(64, 10), nn.CrossEntropyLoss()
+    opt, rng = optim.SGD(lstm.parameters() + head.parameters(), lr=0.5), np.random.default_rng(0)
+    for step in range(300):
+        idx = rng.choice(len(x), 64, replace=False)
+        out, (h_n, c_n) = lstm(x[idx])            # out: (64, 8, 64); last hidden state out[:, -1]
+        loss = ce(head(out[:, -1]), y[idx])
+        d_out = np.zeros_like(out)
+        d_out[:, -1] = head.backward(ce.backward())  # gradient on the last step only
+        lstm.backward(d_out)
+        opt.step(); opt.zero_grad()
+
+(Until ``LSTM`` is exported from ``normlab.nn``, import it from ``normlab.nn.recurrent``.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import functional as F
+from .._checks import as_float_array, check_eps, check_momentum, check_positive_int
+from ..functional.lstm import (
+    GateCache,
+    lstm_cell_backward,
+    lstm_cell_forward,
+    lstm_output_backward,
+    lstm_output_forward,
+)
+from . import init
+from .module import Module, Parameter
+from .norm import _eval_backward, _eval_cache, _EvalCache
+
+NORMS = ("none", "layer", "recurrent_batch", "sequence_batch")
+BATCH_NORMS = ("recurrent_batch", "sequence_batch")
+
+
+class _StepNorm(Module):
+    """A normalization applied at every time step: ``forward_step(z, t)``/``backward_step``.
+
+    ``forward_seq``/``backward_seq`` take a whole (N, T, C) sequence; by default they loop over
+    the steps. Running statistics (if any) are only written by ``commit()``, which the LSTM
+    calls after its whole forward succeeded, so a failing forward changes no state.
+    """
+
+    def forward_step(self, z: np.ndarray, t: int):
+        raise NotImplementedError
+
+    def backward_step(self, dy: np.ndarray, cache) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward_seq(self, z: np.ndarray):
+        steps = [self.forward_step(z[:, t], t) for t in range(z.shape[1])]
+        return np.stack([y for y, _ in steps], axis=1), [c for _, c in steps]
+
+    def backward_seq(self, dy: np.ndarray, caches) -> np.ndarray:
+        return np.stack([self.backward_step(dy[:, t], c) for t, c in enumerate(caches)], axis=1)
+
+    def begin(self) -> None:
+        """Forget statistics of a forward that did not finish."""
+
+    def commit(self) -> None:
+        """Fold the statistics of the finished forward into the running estimates."""
+
+
+class StepLayerNorm(_StepNorm):
+    """LN over the last axis (C features of one sample at one step), Ba et al. 2016 eq. 4."""
+
+    def __init__(self, num_features: int, bias: bool, eps: float, dtype):
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.weight = Parameter(np.ones(num_features, dtype=dtype))
+        self.bias = Parameter(np.zeros(num_features, dtype=dtype)) if bias else None
+
+    def forward_step(self, z: np.ndarray, t: int | None = None):
+        bias = None if self.bias is None else self.bias.data
+        return F.layer_norm_forward(z, (self.num_features,), self.weight.data, bias, self.eps)
+
+    # LN statistics are per sample and step, so the whole sequence is one call.
+    forward_seq = forward_step
+
+    def backward_step(self, dy: np.ndarray, cache) -> np.ndarray:
+        dz, dweight, dbias = F.layer_norm_backward(dy, cache)
+        self.weight.accumulate(dweight)
+        if self.bias is not None:
+            self.bias.accumulate(dbias)
+        return dz
+
+    backward_seq = backward_step
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, bias={self.bias is not None}"
+
+
+class StepBatchNorm(_StepNorm):
+    """BN of (N, C) slices with running statistics in ``slots`` rows of (slots, C) buffers.
+
+    ``per_step=True`` (Cooijmans et al. 2016, sec. 3): slot t holds the statistics of step t; the
+    buffers grow to the longest sequence seen in training, a new row starting from the last
+    row's estimate (what eval would have used for that step), and eval uses row min(t, T_max-1).
+    ``per_step=False``: one slot shared by all steps; ``forward_seq`` normalises the (N*T, C)
+    batch x time matrix at once (sequence-wise BN). ``num_batches_tracked`` counts per slot, so
+    ``momentum=None`` (cumulative average) is right for steps that appear in fewer batches.
+    """
+
+    def __init__(self, num_features: int, per_step: bool, gamma: float, bias: bool, eps: float,
+                 momentum: float | None, dtype):
+        super().__init__()
+        self.num_features = num_features
+        self.per_step = per_step
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = Parameter(np.full(num_features, gamma, dtype=dtype))
+        self.bias = Parameter(np.zeros(num_features, dtype=dtype)) if bias else None
+        self.register_buffer("running_mean", np.zeros((1, num_features), dtype=dtype))
+        self.register_buffer("running_var", np.ones((1, num_features), dtype=dtype))
+        self.register_buffer("num_batches_tracked", np.zeros(1, dtype=np.int64))
+        self._pending: list[tuple[int, F.BatchNormCache]] = []
+
+    def _slot(self, t: int) -> int:
+        return min(t, self.running_mean.shape[0] - 1) if self.per_step else 0
+
+    def forward_step(self, z: np.ndarray, t: int):
+        weight = self.weight.data
+        bias = None if self.bias is None else self.bias.data
+        if self.training:
+            y, cache = F.batch_norm_train(z, weight, bias, self.eps)
+            self._pending.append((t, cache))
+            return y, cache
+        s = self._slot(t)
+        mean, var = self.running_mean[s], self.running_var[s]
+        y = F.batch_norm_eval(z, mean, var, weight, bias, self.eps)
+        return y, _eval_cache(z, mean, var, weight, self.eps)
+
+    def forward_seq(self, z: np.ndarray):
+        if self.per_step:
+            return super().forward_seq(z)
+        n, steps, c = z.shape
+        y, cache = self.forward_step(z.reshape(n * steps, c), 0)
+        return y.reshape(n, steps, c), cache
+
+    def backward_step(self, dy: np.ndarray, cache) -> np.ndarray:
+        if isinstance(cache, _EvalCache):
+            dz, dweight, dbias = _eval_backward(dy, cache)
+        else:
+            dz, dweight, dbias = F.batch_norm_backward(dy, cache)
+        self.weight.accumulate(dweight)
+        if self.bias is not None:
+            self.bias.accumulate(dbias)
+        return dz
+
+    def backward_seq(self, dy: np.ndarray, cache) -> np.ndarray:
+        if self.per_step:
+            return super().backward_seq(dy, cache)
+        n, steps, c = dy.shape
+        return self.backward_step(dy.reshape(n * steps, c), cache).reshape(n, steps, c)
+
+    def begin(self) -> None:
+        self._pending = []
+
+    def resize(self, slots: int) -> None:
+        """Grow (or shrink) the per-step buffers to ``slots`` rows; new rows copy the last."""
+        rows = self.running_mean.shape[0]
+        if slots == rows:
+            return
+        keep = min(rows, slots)
+        for name, fill in (("running_mean", None), ("running_var", None),
+                           ("num_batches_tracked", 0)):
+            old = getattr(self, name)
+            new = np.empty((slots,) + old.shape[1:], dtype=old.dtype)
+            new[:keep] = old[:keep]
+            new[keep:] = old[keep - 1] if fill is None else fill
+            setattr(self, name, new)
+
+    def commit(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        if self.per_step:
+            self.resize(max(self.running_mean.shape[0], max(t for t, _ in pending) + 1))
+        for t, cache in pending:
+            s = self._slot(t)
+            self.num_batches_tracked[s] += 1
+            factor = F.averaging_factor(self.momentum, int(self.num_batches_tracked[s]))
+            mean, var = F.update_running_stats(self.running_mean[s], self.running_var[s], cache,
+                                               factor)
+            self.running_mean[s] = mean
+            self.running_var[s] = var
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, per_step={self.per_step}, eps={self.eps}, "
+                f"momentum={self.momentum}, bias={self.bias is not None}")
+
+
+class _Step(NamedTuple):
+    h_prev: np.ndarray
+    gates: GateCache
+    tanh_c: np.ndarray
+    norm_h: object    # cache of norm_hh at this step (None without it)
+    norm_c: object    # cache of norm_c at this step (None without it)
+
+
+class _Forward(NamedTuple):
+    x: np.ndarray
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    norm_x: object
+    steps: list[_Step]
+
+
+def _check_norm(norm) -> str:
+    if not isinstance(norm, str) or norm not in NORMS:
+        raise ValueError(f"norm: expected one of {', '.join(map(repr, NORMS))}, got {norm!r}")
+    return norm
+
+
+class LSTM(Module):
+    """Single-layer batch-first LSTM with a hand-written BPTT (see the module docstring).
+
+    ``gamma_init`` is the initial gain of the batch norms (default 0.1 for ``recurrent_batch``,
+    as Cooijmans et al. recommend, else 1). Weights and biases are drawn like torch's:
+    U(-1/sqrt(H), 1/sqrt(H)), from ``rng`` (Generator, seed, or None = normlab.nn.init's).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, norm: str = "none", *,
+                 eps: float = 1e-5, momentum: float | None = 0.1,
+                 gamma_init: float | None = None, rng=None, dtype=np.float32):
+        super().__init__()
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.norm = _check_norm(norm)
+        self.eps = check_eps(eps)
+        self.momentum = check_momentum(momentum)
+        if gamma_init is None:
+            gamma_init = 0.1 if norm == "recurrent_batch" else 1.0
+        if isinstance(gamma_init, bool) or not isinstance(gamma_init, (int, float)):
+            raise TypeError(f"gamma_init: expected a number or None, got "
+                            f"{type(gamma_init).__name__}")
+        dtype = np.dtype(dtype)
+        h, gates = self.hidden_size, 4 * self.hidden_size
+        rng = init.get_rng(rng)
+        bound = 1.0 / math.sqrt(h)
+        self.weight_ih_l0 = Parameter(init.uniform((gates, self.input_size), bound, rng, dtype))
+        self.weight_hh_l0 = Parameter(init.uniform((gates, h), bound, rng, dtype))
+        self.bias_ih_l0 = Parameter(init.uniform((gates,), bound, rng, dtype))
+        self.bias_hh_l0 = Parameter(init.uniform((gates,), bound, rng, dtype))
+        self.norm_ih = self.norm_hh = self.norm_c = None
+        if norm == "layer":
+            self.norm_ih = StepLayerNorm(gates, False, self.eps, dtype)
+            self.norm_hh = StepLayerNorm(gates, False, self.eps, dtype)
+            self.norm_c = StepLayerNorm(h, True, self.eps, dtype)
+        elif norm == "recurrent_batch":
+            def bn(c, bias):
+                return StepBatchNorm(c, True, gamma_init, bias, self.eps, self.momentum, dtype)
+            self.norm_ih, self.norm_hh = bn(gates, False), bn(gates, False)
+            self.norm_c = bn(h, True)
+        elif norm == "sequence_batch":
+            self.norm_ih = StepBatchNorm(gates, False, gamma_init, False, self.eps, self.momentum,
+                                         dtype)
+        self.grad_hx: tuple[np.ndarray, np.ndarray] | None = None
+        self._fwd: _Forward | None = None
+
+    # -- checks (all before any state changes) --------------------------------------------
+    def _check_input(self, x) -> np.ndarray:
+        x = as_float_array("x", x)
+        if x.ndim != 3 or x.shape[2] != self.input_size or 0 in x.shape:
+            raise ValueError(f"x: expected a 3D (N, T, {self.input_size}) input (batch_first, "
+                             f"input_size={self.input_size}), got shape {tuple(x.shape)}")
+        n, steps = x.shape[:2]
+        if self.training and self.norm in BATCH_NORMS:
+            values = n if self.norm == "recurrent_batch" else n * steps
+            if values <= 1:
+                raise ValueError(f"x: expected more than 1 value per channel for norm="
+                                 f"{self.norm!r} in training, got input shape {tuple(x.shape)}")
+        return x
+
+    def _state_arg(self, name: str, value, n: int, dtype) -> np.ndarray:
+        h = self.hidden_size
+        value = as_float_array(name, value)
+        if value.shape not in ((1, n, h), (n, h)):
+            raise ValueError(f"{name}: expected shape (1, {n}, {h}) or ({n}, {h}), "
+                             f"got {tuple(value.shape)}")
+        return value.reshape(n, h).astype(dtype, copy=False)
+
+    def _initial_state(self, hx, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+        if hx is None:
+            zeros = np.zeros((n, self.hidden_size), dtype=dtype)
+            return zeros, zeros
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"hx: expected a (h_0, c_0) pair or None, got {type(hx).__name__}")
+        return self._state_arg("h_0", hx[0], n, dtype), self._state_arg("c_0", hx[1], n, dtype)
+
+    def _norms(self) -> list[_StepNorm]:
+        return [m for m in (self.norm_ih, self.norm_hh, self.norm_c) if m is not None]
+
+    # -- forward -------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, hx=None):
+        """(output (N, T, H), (h_n, c_n) each (1, N, H)); ``hx`` = (h_0, c_0) or None (zeros)."""
+        x = self._check_input(x)
+        n, steps, _ = x.shape
+        dtype = np.result_type(x.dtype, self.weight_ih_l0.dtype)
+        h, c = self._initial_state(hx, n, dtype)
+        for m in self._norms():
+            m.begin()
+        w_ih, w_hh = self.weight_ih_l0.data, self.weight_hh_l0.data
+        b = self.bias_ih_l0.data + self.bias_hh_l0.data
+        a_x = x @ w_ih.T
+        norm_x = None
+        if self.norm_ih is not None:
+            a_x, norm_x = self.norm_ih.forward_seq(a_x)
+        out = np.empty((n, steps, self.hidden_size), dtype=dtype)
+        cache = []
+        for t in range(steps):
+            a_h, norm_h = h @ w_hh.T, None
+            if self.norm_hh is not None:
+                a_h, norm_h = self.norm_hh.forward_step(a_h, t)
+            pre = a_x[:, t] + a_h
+            pre += b
+            c_next, gates = lstm_cell_forward(pre, c)
+            c_hat, norm_c = c_next, None
+            if self.norm_c is not None:
+                c_hat, norm_c = self.norm_c.forward_step(c_next, t)
+            h_next, tanh_c = lstm_output_forward(gates.o, c_hat)
+            cache.append(_Step(h, gates, tanh_c, norm_h, norm_c))
+            out[:, t] = h_next
+            h, c = h_next, c_next
+        for m in self._norms():
+            m.commit()
+        self._fwd = _Forward(x, w_ih, w_hh, norm_x, cache)
+        return out, (h[None], c[None])
+
+    # -- backward through time ---------------------------------------------------------------
+    def _grad_arg(self, name: str, value, shape: tuple[int, ...], alt=None) -> np.ndarray | None:
+        if value is None:
+            return None
+        value = as_float_array(name, value)
+        if value.shape != shape and value.shape != alt:
+            want = f"{shape}" + (f" or {alt}" if alt else "")
+            raise ValueError(f"{name}: expected shape {want}, got {tuple(value.shape)}")
+        return value.reshape(shape)
+
+    def backward(self, d_out: np.ndarray | None, dh_n: np.ndarray | None = None,
+                 dc_n: np.ndarray | None = None) -> np.ndarray:
+        """dx (N, T, I) from dL/d output (N, T, H) and optionally dL/dh_n, dL/dc_n.
+
+        ``d_out`` may be None (or zero except the last step) when the loss only sees h_n.
+        Gradients ACCUMULATE into every parameter's ``.grad``; dL/d(h_0, c_0) goes to
+        ``grad_hx`` as two (1, N, H) arrays.
+        """
+        fwd = self._fwd
+        if fwd is None:
+            raise RuntimeError("LSTM.backward called before forward")
+        n, steps, _ = fwd.x.shape
+        h = self.hidden_size
+        d_out = self._grad_arg("d_out", d_out, (n, steps, h))
+        dh_n = self._grad_arg("dh_n", dh_n, (n, h), (1, n, h))
+        dc_n = self._grad_arg("dc_n", dc_n, (n, h), (1, n, h))
+        dtype = fwd.steps[0].gates.i.dtype
+        dh = np.zeros((n, h), dtype=dtype) if dh_n is None else dh_n.astype(dtype)
+        dc = np.zeros((n, h), dtype=dtype) if dc_n is None else dc_n.astype(dtype)
+        da_x = np.empty((n, steps, 4 * h), dtype=dtype)
+        dw_hh = np.zeros_like(fwd.w_hh, dtype=dtype)
+        for t in reversed(range(steps)):
+            s = fwd.steps[t]
+            if d_out is not None:
+                dh = dh + d_out[:, t]
+            do, dc_hat = lstm_output_backward(dh, s.gates.o, s.tanh_c)
+            if self.norm_c is not None:
+                dc_hat = self.norm_c.backward_step(dc_hat, s.norm_c)
+            # c_t reaches the loss through h_t and through c_{t+1}: the two paths add.
+            dpre, dc = lstm_cell_backward(dc + dc_hat, do, s.gates)
+            da_x[:, t] = dpre
+            da_h = dpre
+            if self.norm_hh is not None:
+                da_h = self.norm_hh.backward_step(dpre, s.norm_h)
+            dw_hh += da_h.T @ s.h_prev
+            dh = da_h @ fwd.w_hh
+        db = da_x.sum(axis=(0, 1))
+        if self.norm_ih is not None:
+            da_x = self.norm_ih.backward_seq(da_x, fwd.norm_x)
+        x2 = fwd.x.reshape(n * steps, self.input_size)
+        self.weight_ih_l0.accumulate(da_x.reshape(n * steps, 4 * h).T @ x2)
+        self.weight_hh_l0.accumulate(dw_hh)
+        self.bias_ih_l0.accumulate(db)
+        self.bias_hh_l0.accumulate(db.copy())
+        self.grad_hx = (dh[None], dc[None])
+        return da_x @ fwd.w_ih
+
+    # -- state dict: per-step buffers grow with the sequence length ----------------------------
+    def load_state_dict(self, state_dict, strict: bool = True) -> None:
+        """As :meth:`Module.load_state_dict`, first resizing per-step statistics to the saved
+        number of steps (restored if the load then fails, so a failed load changes nothing)."""
+        resized = []
+        if hasattr(state_dict, "get"):
+            for name, m in self.named_modules():
+                if not isinstance(m, StepBatchNorm) or not m.per_step:
+                    continue
+                saved = state_dict.get(f"{name}.running_mean")
+                shape = np.shape(saved) if saved is not None else ()
+                if len(shape) == 2 and shape[1] == m.num_features and shape[0] >= 1:
+                    resized.append((m, (m.running_mean, m.running_var, m.num_batches_tracked)))
+                    m.resize(shape[0])
+        try:
+            super().load_state_dict(state_dict, strict)
+        except Exception:
+            for m, (mean, var, count) in resized:
+                m.running_mean, m.running_var, m.num_batches_tracked = mean, var, count
+            raise
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, batch_first=True, "
+                f"norm={self.norm!r}")
+
+
+__all__ = ["LSTM", "NORMS", "StepBatchNorm", "StepLayerNorm"]
