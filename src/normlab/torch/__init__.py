@@ -13,6 +13,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("normlab.torch needs PyTorch: pip install 'normlab[torch]'") from exc
 
+from .fold import fold_bn as fold_bn  # returns (model, FoldReport); see normlab.torch.fold
 from .frozen import FrozenBatchNorm2d, freeze_bn, unfreeze_bn
 from .ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from .health import BNHealthReport, bn_health

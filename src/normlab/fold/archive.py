@@ -1,0 +1,117 @@
+"""A NumPy-engine ``Sequential`` saved as one .npz: its state dict plus its architecture.
+
+The architecture is a small JSON spec stored under the key ``__architecture__`` (a string array,
+so ``np.load(allow_pickle=False)`` reads it; no code is ever unpickled)::
+
+    {"format": "normlab.sequential/1", "dtype": "float32",
+     "layers": [{"type": "Conv2d", "args": [3, 8, 3], "kwargs": {"padding": 1}},
+                {"type": "BatchNorm2d", "args": [8]}, {"type": "ReLU"}, ...]}
+
+``type`` names a layer of ``normlab.nn`` (or ``Affine``); ``args``/``kwargs`` are its constructor
+arguments. Only flat Sequentials are described: honest and enough for the ``fold`` command.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .. import nn
+from ..serialization import read_state_dict, save
+from .affine import Affine
+from .report import FoldReport
+
+FORMAT = "normlab.sequential/1"
+KEY = "__architecture__"
+
+
+def _layer_types() -> dict[str, type]:
+    types = {name: getattr(nn, name) for name in nn.__all__}
+    types = {k: v for k, v in types.items()
+             if isinstance(v, type) and issubclass(v, nn.Module) and v is not nn.Sequential}
+    types["Affine"] = Affine
+    return types
+
+
+def build(spec: dict) -> nn.Sequential:
+    """The (freshly initialised) Sequential a spec describes; raises ValueError on a bad spec."""
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise ValueError(f"architecture: expected a dict with format {FORMAT!r}, "
+                         f"got {str(spec)[:80]!r}")
+    dtype = spec.get("dtype", "float32")
+    if dtype not in ("float16", "float32", "float64"):
+        raise ValueError(f"architecture.dtype: expected float16/float32/float64, got {dtype!r}")
+    layers_spec = spec.get("layers")
+    if not isinstance(layers_spec, list) or not layers_spec:
+        raise ValueError(f"architecture.layers: expected a non-empty list, got {layers_spec!r}")
+    types = _layer_types()
+    layers = []
+    for i, entry in enumerate(layers_spec):
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        if kind not in types:
+            raise ValueError(f"architecture.layers[{i}].type: expected one of "
+                             f"{', '.join(sorted(types))}, got {kind!r}")
+        args, kwargs = list(entry.get("args", [])), dict(entry.get("kwargs", {}))
+        if kind == "Affine":
+            (c,) = args or [kwargs.pop("num_features")]
+            layers.append(Affine(np.ones(c), np.zeros(c), dtype=np.dtype(dtype).type))
+            continue
+        if "dtype" in inspect.signature(types[kind]).parameters:
+            kwargs["dtype"] = np.dtype(dtype).type
+        try:
+            layers.append(types[kind](*args, **kwargs))
+        except TypeError as exc:
+            raise ValueError(f"architecture.layers[{i}]: bad arguments for {kind}: {exc}") from exc
+    return nn.Sequential(*layers)
+
+
+def save_model(path: str | os.PathLike, spec: dict, model: nn.Sequential) -> Path:
+    """Write ``model``'s state dict and its ``spec`` to one .npz (atomically)."""
+    build(spec).load_state_dict(model.state_dict())  # the spec must describe this model
+    state = model.state_dict()
+    state[KEY] = np.array(json.dumps(spec))
+    return save(state, path)
+
+
+def load_model(path: str | os.PathLike) -> tuple[dict, nn.Sequential]:
+    """(spec, model) from an .npz written by :func:`save_model`."""
+    state = read_state_dict(path)
+    if KEY not in state:
+        raise ValueError(f"model: {str(path)!r} has no {KEY!r} entry: a plain state dict does "
+                         "not say which layers it belongs to (save it with "
+                         "normlab.fold.archive.save_model)")
+    try:
+        spec = json.loads(str(state.pop(KEY)))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"model: {KEY!r} in {str(path)!r} is not valid JSON: {exc}") from exc
+    model = build(spec)
+    model.load_state_dict(state)
+    return spec, model
+
+
+def folded_spec(spec: dict, folded: nn.Sequential, report: FoldReport) -> dict:
+    """The spec of ``folded``, the output of ``fold_bn(build(spec))`` with its ``report``.
+
+    Folding only drops BatchNorms (merged), turns some into Affine and gives Linear/Conv2d a
+    bias; the report says which, by the original layer index.
+    """
+    merged_into = dict(report.folded)
+    kept = []
+    for i, entry in enumerate(spec["layers"]):
+        into = merged_into.get(str(i))
+        if into is None:
+            kept.append(dict(entry))
+        elif into.startswith("Affine"):
+            kept.append({"type": "Affine"})
+    if len(kept) != len(folded):
+        raise AssertionError("folded model and report disagree")  # a bug, not bad input
+    for entry, layer in zip(kept, folded, strict=True):
+        if entry["type"] == "Affine":
+            entry["args"] = [layer.num_features]
+        if entry["type"] in ("Linear", "Conv2d") and layer.bias is not None:
+            entry["kwargs"] = {**entry.get("kwargs", {}), "bias": True}
+    return {**spec, "layers": kept}

@@ -1,0 +1,105 @@
+"""``normlab fold MODEL -o OUT --input-shape N,C,H,W``: fold BN away in a saved model, verify.
+
+MODEL is either an .npz written by :func:`normlab.fold.archive.save_model` (NumPy engine:
+state dict + architecture spec) or a .pt holding a pickled full torch module
+(``torch.save(model)``; unpickling runs code, so only fold files you trust). The model is put in
+eval mode, folded, written atomically to OUT (same format), and both versions are run on one
+random normal input of the given shape; the max abs error is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from .archive import folded_spec, load_model, save_model
+from .engine import fold_bn
+from .report import FoldReport
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise ValueError(f"--input-shape: expected positive integers separated by commas such "
+                         f"as 1,3,32,32, got {text!r}")
+    return shape
+
+
+def _fold_npz(src: Path, out: Path, shape: tuple[int, ...], seed: int
+              ) -> tuple[FoldReport, float, float]:
+    spec, model = load_model(src)
+    model.eval()
+    folded, report = fold_bn(model)
+    dtype = np.dtype(spec.get("dtype", "float32"))
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    want, got = model(x), folded(x)
+    save_model(out, folded_spec(spec, folded, report), folded)
+    return report, float(np.abs(got - want).max()), float(np.abs(want).max())
+
+
+def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int
+             ) -> tuple[FoldReport, float, float]:
+    try:
+        import torch
+    except ImportError as exc:
+        raise ValueError("MODEL: a .pt file needs torch: pip install 'normlab[torch]'") from exc
+    from ..torch.fold import fold_bn as torch_fold_bn
+
+    if not src.is_file():
+        raise ValueError(f"MODEL: expected an existing file, got {str(src)!r}")
+    try:
+        model = torch.load(src, weights_only=False, map_location="cpu")
+    except Exception as exc:  # any unpickling failure is bad input here
+        raise ValueError(f"MODEL: {str(src)!r} is not a loadable torch file: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"MODEL: expected a pickled full module (torch.save(model)), got "
+                         f"{type(model).__name__} (a state dict does not say which layers "
+                         "it belongs to)")
+    model.eval()
+    folded, report = torch_fold_bn(model)
+    p = next(model.parameters(), None)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen, dtype=torch.float32 if p is None else p.dtype)
+    with torch.no_grad():
+        want, got = model(x), folded(x)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        torch.save(folded, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return report, (got - want).abs().max().item(), want.abs().max().item()
+
+
+def run(model: Path, out: Path, input_shape: str, seed: int = 0) -> None:
+    """The command's body: bad input -> one line on stderr and exit code 2."""
+    try:
+        shape = parse_shape(input_shape)
+        suffix = model.suffix.lower()
+        if suffix not in (".npz", ".pt", ".pth"):
+            raise ValueError(f"MODEL: expected a .npz (normlab) or .pt/.pth (torch) file, "
+                             f"got {str(model)!r}")
+        if out.suffix.lower() != suffix:
+            raise ValueError(f"--out: expected a {suffix} file like MODEL, got {str(out)!r}")
+        if not out.parent.is_dir():
+            raise ValueError(f"--out: expected a file in an existing directory, got {str(out)!r}")
+        fold = _fold_npz if suffix == ".npz" else _fold_pt
+        report, err, ref = fold(model, out, shape, seed)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+        typer.echo(f"Error: {exc}".splitlines()[0], err=True)
+        raise typer.Exit(2) from None
+    for line in report.lines() or ["no BatchNorm layers found"]:
+        typer.echo(line)
+    typer.echo(f"wrote {out}")
+    typer.echo(f"verification on a random {'x'.join(map(str, shape))} input: max abs error "
+               f"{err:.3g} (max |output| {ref:.3g}, relative {err / max(ref, 1e-30):.3g})")

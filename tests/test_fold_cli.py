@@ -1,0 +1,121 @@
+"""``normlab fold`` as a user runs it: .npz (NumPy engine) and .pt (torch) models, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from normlab.cli import app
+from normlab.fold.archive import load_model, save_model
+from normlab.nn.norm import _BatchNorm
+
+SPEC = {"format": "normlab.sequential/1", "dtype": "float32", "layers": [
+    {"type": "BatchNorm2d", "args": [3]},
+    {"type": "Conv2d", "args": [3, 4, 3], "kwargs": {"bias": False}},
+    {"type": "BatchNorm2d", "args": [4]},
+    {"type": "ReLU"},
+    {"type": "BatchNorm2d", "args": [4], "kwargs": {"affine": False}},
+    {"type": "Conv2d", "args": [4, 4, 3], "kwargs": {"padding": 1}},
+    {"type": "Flatten"},
+    {"type": "Linear", "args": [64, 5]},
+    {"type": "BatchNorm1d", "args": [5]},
+]}
+
+
+def randomize(model, rng) -> None:
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.running_mean[...] = rng.normal(size=m.num_features)
+            m.running_var[...] = rng.uniform(1e-6, 2, m.num_features)
+            if m.affine:
+                m.weight.data[...] = rng.normal(size=m.num_features)
+
+
+def normlab_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "normlab.cli", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_fold_npz_end_to_end(tmp_path):
+    from normlab.fold.archive import build
+
+    rng = np.random.default_rng(0)
+    model = build(SPEC)
+    randomize(model, rng)
+    src, out = tmp_path / "m.npz", tmp_path / "folded.npz"
+    save_model(src, SPEC, model)
+
+    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "2,3,6,6")
+
+    assert done.returncode == 0, done.stderr
+    assert "max abs error" in done.stdout and "folded 2 -> 1" in done.stdout
+    spec, folded = load_model(out)
+    assert [e["type"] for e in spec["layers"]] == ["Conv2d", "ReLU", "Affine", "Conv2d",
+                                                   "Flatten", "Linear"]
+    x = rng.normal(size=(3, 3, 6, 6)).astype(np.float32)
+    want = model.eval()(x)
+    np.testing.assert_allclose(folded.eval()(x), want, rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())
+
+
+def test_fold_pt_end_to_end(tmp_path, torch):
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.ConvTranspose2d(4, 2, 2, stride=2), nn.BatchNorm2d(2))
+    with torch.no_grad():
+        for m in (model[1], model[4]):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.1, 2)
+    src, out = tmp_path / "m.pt", tmp_path / "folded.pt"
+    torch.save(model, src)  # saved in training mode: the command folds the eval-mode model
+
+    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "1,3,8,8")
+
+    assert done.returncode == 0, done.stderr
+    assert "folded 1 -> 0" in done.stdout and "folded 4 -> 3" in done.stdout
+    folded = torch.load(out, weights_only=False)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        want = model.eval()(x)
+        torch.testing.assert_close(folded(x), want, rtol=1e-5, atol=1e-5)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_bad_input_is_one_line_exit_2_subprocess(tmp_path):
+    done = normlab_cli("fold", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "o.npz"),
+                       "--input-shape", "1,3,8,8")
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("Error: ")
+
+
+@pytest.mark.parametrize("case", ["shape", "suffix", "plain state dict", "wrong shape input",
+                                  "out suffix", "out dir"])
+def test_bad_input_is_one_line_exit_2(tmp_path, case):
+    from normlab import nn
+    from normlab.fold.archive import build
+    from normlab.serialization import save
+
+    src = tmp_path / "m.npz"
+    save_model(src, SPEC, build(SPEC))
+    out, shape = tmp_path / "o.npz", "1,3,6,6"
+    if case == "shape":
+        shape = "1,x,3"
+    elif case == "suffix":
+        src = tmp_path / "m.onnx"
+        src.write_text("")
+    elif case == "plain state dict":
+        save(nn.Sequential(nn.Linear(2, 2)), src)
+    elif case == "wrong shape input":
+        shape = "1,5,6,6"
+    elif case == "out suffix":
+        out = tmp_path / "o.pt"
+    else:
+        out = tmp_path / "nowhere" / "o.npz"
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape", shape])
+    assert result.exit_code == 2, result.output
+    assert not out.exists()
+    assert result.output.strip().count("\n") == 0 and result.output.startswith("Error: ")
