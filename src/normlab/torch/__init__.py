@@ -13,6 +13,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("normlab.torch needs PyTorch: pip install 'normlab[torch]'") from exc
 
+from .convert import from_torch, to_torch
 from .fold import fold_bn as fold_bn  # returns (model, FoldReport); see normlab.torch.fold
 from .frozen import FrozenBatchNorm2d, freeze_bn, unfreeze_bn
 from .ghost import GhostBatchNorm1d, GhostBatchNorm2d
@@ -25,5 +26,6 @@ from .sync import SyncBatchNorm, convert_sync_batchnorm
 __all__ = [
     "BNHealthReport", "BatchRenorm1d", "BatchRenorm2d", "FrozenBatchNorm2d", "GhostBatchNorm1d",
     "GhostBatchNorm2d", "RecurrentBatchNorm", "SequenceBatchNorm", "SyncBatchNorm",
-    "bn_health", "convert_sync_batchnorm", "freeze_bn", "recalibrate_bn", "unfreeze_bn",
+    "bn_health", "convert_sync_batchnorm", "freeze_bn", "from_torch", "recalibrate_bn",
+    "to_torch", "unfreeze_bn",
 ]

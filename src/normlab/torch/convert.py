@@ -1,0 +1,122 @@
+"""Move models between the NumPy engine (:mod:`normlab.nn`) and torch.nn.
+
+Both sides use torch's constructor arguments and state-dict keys (DESIGN, "NumPy engine
+contract"), so a conversion is: build the counterpart of each layer from its hyper-parameters,
+then copy the state dict across. Containers are Sequential on both sides. The train/eval mode
+travels with the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn as tnn
+
+from .. import nn as enn
+
+_SAME_NAME = ("ReLU", "Sigmoid", "Tanh")
+_BN = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d",
+       "InstanceNorm3d")
+
+
+def _hyper(m, kind: str) -> tuple[tuple, dict]:
+    """Constructor (args, kwargs) shared by both libraries for a layer of class name ``kind``."""
+    if kind == "Linear":
+        return (m.in_features, m.out_features), {"bias": m.bias is not None}
+    if kind == "Conv2d":
+        return (m.in_channels, m.out_channels, m.kernel_size), {
+            "stride": m.stride, "padding": m.padding, "dilation": m.dilation,
+            "groups": m.groups, "bias": m.bias is not None}
+    if kind in _BN:
+        return (m.num_features,), {"eps": m.eps, "momentum": m.momentum, "affine": m.affine,
+                                   "track_running_stats": m.track_running_stats}
+    if kind == "LayerNorm":
+        return (tuple(m.normalized_shape),), {"eps": m.eps,
+                                              "elementwise_affine": m.elementwise_affine,
+                                              "bias": m.bias is not None}
+    if kind == "GroupNorm":
+        return (m.num_groups, m.num_channels), {"eps": m.eps, "affine": m.affine}
+    if kind == "Flatten":
+        return (m.start_dim, m.end_dim), {}
+    if kind == "Dropout":
+        return (m.p,), {}
+    if kind in ("MaxPool2d", "AvgPool2d"):
+        return (m.kernel_size,), {"stride": m.stride, "padding": m.padding}
+    if kind in _SAME_NAME:
+        return (), {}
+    raise TypeError(f"model: expected layers of {sorted(_KINDS)}, got {kind}")
+
+
+_KINDS = {"Linear", "Conv2d", "LayerNorm", "GroupNorm", "Flatten", "Dropout", "MaxPool2d",
+          "AvgPool2d", *_BN, *_SAME_NAME}
+
+
+def _float_dtype_np(model: enn.Module) -> np.dtype:
+    for _, p in model.named_parameters():
+        return p.data.dtype
+    for _, b in model.named_buffers():
+        if b.dtype.kind == "f":
+            return b.dtype
+    return np.dtype(np.float32)
+
+
+def to_torch(model: enn.Module) -> tnn.Module:
+    """A torch.nn copy of a NumPy-engine model (Sequential of supported layers)."""
+    dtype = torch.from_numpy(np.zeros(0, _float_dtype_np(model))).dtype
+    out = _build_torch(model).to(dtype)
+    out.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    return out.train(model.training)
+
+
+def _build_torch(m: enn.Module) -> tnn.Module:
+    if isinstance(m, enn.Sequential):
+        return tnn.Sequential(*(_build_torch(c) for c in m))
+    kind = type(m).__name__
+    if kind not in _KINDS or not isinstance(m, getattr(enn, kind)):
+        raise TypeError(f"model: expected layers of {sorted(_KINDS)}, got {kind}")
+    args, kwargs = _hyper(m, kind)
+    return getattr(tnn, kind)(*args, **kwargs)
+
+
+def from_torch(module: tnn.Module) -> enn.Module:
+    """A NumPy-engine copy of a torch.nn model (Sequential of supported layers)."""
+    ref = next(iter(module.parameters()), None)
+    dtype = np.float32 if ref is None else torch.empty(0, dtype=ref.dtype).numpy().dtype
+    out = _build_engine(module, dtype)
+    out.load_state_dict({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
+    return out.train(module.training)
+
+
+def _build_engine(m: tnn.Module, dtype) -> enn.Module:
+    if type(m) is tnn.Sequential:
+        return enn.Sequential(*(_build_engine(c, dtype) for c in m))
+    kind = type(m).__name__
+    if kind not in _KINDS or type(m) is not getattr(tnn, kind):
+        raise TypeError(f"module: expected layers of {sorted(_KINDS)}, got {kind}")
+    _check_torch_options(m, kind)
+    args, kwargs = _hyper(m, kind)
+    if _takes_dtype(kind):
+        kwargs["dtype"] = dtype
+    return getattr(enn, kind)(*args, **kwargs)
+
+
+def _takes_dtype(kind: str) -> bool:
+    return kind in ("Linear", "Conv2d", "LayerNorm", "GroupNorm", *_BN)
+
+
+# torch options the engine does not have: refuse rather than build a different model.
+_TORCH_DEFAULTS = {
+    "Conv2d": {"padding_mode": "zeros"},
+    "MaxPool2d": {"dilation": 1, "ceil_mode": False, "return_indices": False},
+    "AvgPool2d": {"ceil_mode": False, "count_include_pad": True, "divisor_override": None},
+}
+
+
+def _check_torch_options(m: tnn.Module, kind: str) -> None:
+    for name, default in _TORCH_DEFAULTS.get(kind, {}).items():
+        value = getattr(m, name)
+        if value != default and not (name == "dilation" and value in ((1, 1), [1, 1])):
+            raise ValueError(f"module: expected {kind} with {name}={default!r} (the NumPy "
+                             f"engine has no other), got {name}={value!r}")
+    if kind == "Conv2d" and isinstance(m.padding, str):
+        raise ValueError(f"module: expected Conv2d with numeric padding, got {m.padding!r}")
