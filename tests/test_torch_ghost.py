@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from normlab import functional as NF
 
@@ -91,3 +93,19 @@ def test_bad_input(torch):
     with pytest.raises(ValueError, match="more than 1 value"):
         m(torch.randn(4, 3))
     assert int(m.num_batches_tracked) == 0
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 12), v=st.integers(2, 5), c=st.integers(1, 3),
+       spatial=st.sampled_from([(), (2,), (2, 2)]), seed=st.integers(0, 2**16))
+def test_hypothesis_parity_random_shapes(torch, n, v, c, spatial, seed):
+    rng = np.random.default_rng(seed)
+    shape = (n, c, *spatial)
+    m = _ghost(torch, shape, v)
+    w, b = m.weight.detach().numpy(), m.bias.detach().numpy()
+    x = rng.normal(size=shape)
+    y = m(torch.from_numpy(x))
+    y_np, cache = NF.ghost_batch_norm_train(x, v, w, b)
+    np.testing.assert_allclose(y.detach().numpy(), y_np, rtol=1e-10, atol=1e-10)
+    rm, rv = NF.ghost_running_update(np.zeros(c), np.ones(c), cache, 0.1)
+    np.testing.assert_allclose(m.running_var.numpy(), rv, rtol=1e-12)

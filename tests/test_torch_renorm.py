@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from normlab import functional as NF
 
@@ -134,3 +136,20 @@ def test_bad_input(torch):
     assert torch.equal(m.running_mean, before) and int(m.num_batches_tracked) == 0
     with pytest.raises(ValueError, match="schedule"):
         nt.BatchRenorm1d(3, schedule=NF.RenormSchedule(), r_max=2.0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 6), c=st.integers(1, 4), spatial=st.sampled_from([(), (3,), (2, 3)]),
+       seed=st.integers(0, 2**16))
+def test_hypothesis_paper_warmup_is_batch_norm(torch, n, c, spatial, seed):
+    """During the paper's warm-up (r_max=1, d_max=0) the layer is BN on any shape."""
+    import normlab.torch as nt
+
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, c, *spatial)
+    cls, bn_cls = ((nt.BatchRenorm2d, torch.nn.BatchNorm2d) if len(shape) == 4
+                   else (nt.BatchRenorm1d, torch.nn.BatchNorm1d))
+    m, bn = cls(c).double(), bn_cls(c).double()
+    x = torch.randn(*shape, generator=g, dtype=torch.float64) * 3 + 2
+    torch.testing.assert_close(m(x), bn(x))
+    torch.testing.assert_close(m.running_var, bn.running_var)

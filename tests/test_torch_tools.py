@@ -90,3 +90,12 @@ def test_bn_health_quiet_on_a_healthy_model(torch):
     m.eval()
     layer = nt.bn_health(m, data).to_dict()["layers"]["1"]
     assert layer["suggestions"] == [] and layer["mean_gap"] < 0.5
+
+
+def test_import_normlab_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, normlab, normlab.functional, normlab.nn; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
