@@ -11,13 +11,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import kernels
 from .._checks import as_float_array, check_eps, check_ndim, check_param, check_positive_int
 from .batch import per_channel
 from .stats import count, normalize, normalize_backward
 
 
 class GroupNormCache(NamedTuple):
-    x_hat: np.ndarray            # grouped view (N, G, C/G * spatial)
+    saved: np.ndarray            # x_hat as (N, G, C/G * spatial), or x itself if saved_is_input
     inv_std: np.ndarray          # (N, G, 1)
     weight: np.ndarray | None
     mean: np.ndarray             # (N, G) per-sample group mean
@@ -25,6 +26,15 @@ class GroupNormCache(NamedTuple):
     n: int                       # values per group
     shape: tuple[int, ...]       # input shape
     dtype: np.dtype
+    saved_is_input: bool = False
+
+    @property
+    def x_hat(self) -> np.ndarray:
+        """x_hat as (N, G, C/G * spatial), recomputed when the fast path saved x instead."""
+        if not self.saved_is_input:
+            return self.saved
+        grouped = self.saved.reshape(*self.mean.shape, -1).astype(self.inv_std.dtype, copy=False)
+        return (grouped - self.mean[..., None]) * self.inv_std
 
 
 def check_input(x, num_channels: int | None, num_groups: int, *, min_ndim: int = 2,
@@ -52,6 +62,9 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None
     if count(x.shape, tuple(range(2, x.ndim))) * x.shape[1] // num_groups <= 1:
         raise ValueError(f"x: expected more than 1 value per group, got input size "
                          f"{tuple(x.shape)} with num_groups={num_groups}")
+    fast = kernels.for_array(x, "group")
+    if fast is not None:
+        return fast.forward(x, num_groups, weight, bias, eps)
     n_batch = x.shape[0]
     grouped = x.reshape(n_batch, num_groups, -1)
     norm = normalize(grouped, (2,), eps)
@@ -67,14 +80,19 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None
 def group_norm_backward(dy: np.ndarray, cache: GroupNormCache
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dweight, dbias); the parameter gradients are per channel."""
+    fast = kernels.for_array(cache.saved, "group") if cache.saved_is_input else None
+    if fast is not None:
+        return fast.backward(dy, cache)
     shape, weight = cache.shape, cache.weight
-    x_hat = cache.x_hat.reshape(shape)
+    grouped_x_hat = cache.x_hat
+    x_hat = grouped_x_hat.reshape(shape)
     dy = dy.astype(x_hat.dtype, copy=False)
     axes = (0, *range(2, len(shape)))
     dbias = dy.sum(axis=axes)
     dweight = (dy * x_hat).sum(axis=axes)
     dx_hat = dy * per_channel(weight, dy.ndim) if weight is not None else dy
-    dx = normalize_backward(dx_hat.reshape(cache.x_hat.shape), cache.x_hat, cache.inv_std, (2,))
+    dx = normalize_backward(dx_hat.reshape(grouped_x_hat.shape), grouped_x_hat, cache.inv_std,
+                            (2,))
     return dx.reshape(shape).astype(cache.dtype, copy=False), dweight, dbias
 
 

@@ -11,16 +11,26 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import kernels
 from .._checks import as_float_array, check_eps, check_param
 from .stats import normalize, normalize_backward
 
 
 class LayerNormCache(NamedTuple):
-    x_hat: np.ndarray
+    saved: np.ndarray                # x_hat (NumPy path), or x itself when saved_is_input
     inv_std: np.ndarray
     weight: np.ndarray | None
     axes: tuple[int, ...]
     dtype: np.dtype
+    mean: np.ndarray | None = None   # keepdims; set by the kernel path, which saves x
+    saved_is_input: bool = False
+
+    @property
+    def x_hat(self) -> np.ndarray:
+        """The normalised input (recomputed when the fast path saved x instead)."""
+        if not self.saved_is_input:
+            return self.saved
+        return (self.saved.astype(self.inv_std.dtype, copy=False) - self.mean) * self.inv_std
 
 
 def check_input(x, normalized_shape: tuple[int, ...], name: str = "x") -> np.ndarray:
@@ -40,6 +50,9 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...],
     check_param("weight", weight, normalized_shape)
     check_param("bias", bias, normalized_shape)
     eps = check_eps(eps)
+    fast = kernels.for_array(x, "layer")
+    if fast is not None:
+        return fast.forward(x, normalized_shape, weight, bias, eps)
     axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
     norm = normalize(x, axes, eps)
     y = norm.x_hat * weight if weight is not None else norm.x_hat.copy()
@@ -52,6 +65,9 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...],
 def layer_norm_backward(dy: np.ndarray, cache: LayerNormCache
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dweight, dbias); dweight/dbias sum over the leading (batch) axes."""
+    fast = kernels.for_array(cache.saved, "layer") if cache.saved_is_input else None
+    if fast is not None:
+        return fast.backward(dy, cache)
     x_hat, weight, axes = cache.x_hat, cache.weight, cache.axes
     dy = dy.astype(x_hat.dtype, copy=False)
     lead = tuple(range(x_hat.ndim - len(axes)))
