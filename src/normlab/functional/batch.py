@@ -148,11 +148,14 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache
     axes = channel_axes(x_hat.ndim)
     dy = dy.astype(x_hat.dtype, copy=False)
     dbias = dy.sum(axis=axes)
-    dweight = (dy * x_hat).sum(axis=axes)
+    tmp = np.multiply(dy, x_hat)          # the one full-size temporary, reused below
+    dweight = tmp.sum(axis=axes)
     scale = inv_std if weight is None else inv_std * per_channel(weight, dy.ndim)
-    dx = dy - per_channel(dbias / cache.n, dy.ndim)
-    dx -= x_hat * per_channel(dweight / cache.n, dy.ndim)
-    dx *= scale
+    # dx = scale*dy - (x_hat * scale*dgamma/m + scale*dbeta/m), constants folded per channel
+    np.multiply(x_hat, scale * per_channel(dweight / cache.n, dy.ndim), out=tmp)
+    tmp += scale * per_channel(dbias / cache.n, dy.ndim)
+    dx = np.multiply(dy, scale)
+    dx -= tmp
     return dx.astype(cache.dtype, copy=False), dweight, dbias
 
 

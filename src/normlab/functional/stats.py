@@ -46,10 +46,16 @@ def count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
 
 
 def normalize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> Normalized:
-    """``x_hat = (x - mean) / sqrt(var + eps)`` over ``axes`` (Alg. 1, lines 1-3)."""
-    mean, var = moments(x, axes)
+    """``x_hat = (x - mean) / sqrt(var + eps)`` over ``axes`` (Alg. 1, lines 1-3).
+
+    The two-pass moments of :func:`moments`, written out so that the centred array is made once
+    and becomes x_hat in place (one full-size temporary fewer than calling ``moments``).
+    """
+    acc = compute_dtype(x.dtype)
+    mean = np.mean(x, axis=axes, dtype=acc, keepdims=True)
+    x_hat = x.astype(acc, copy=False) - mean   # centred; scaled in place below
+    var = np.mean(np.square(x_hat), axis=axes, keepdims=True)
     inv_std = 1.0 / np.sqrt(var + eps)
-    x_hat = x.astype(mean.dtype, copy=False) - mean
     x_hat *= inv_std
     return Normalized(x_hat, mean, var, inv_std)
 
