@@ -141,3 +141,24 @@ def test_init_functions_have_their_textbook_scale():
     np.testing.assert_allclose(nn.init.kaiming_uniform(shape, nonlinearity="relu", rng=rng).std(),
                                np.sqrt(2 / 300), rtol=0.02)
     assert nn.init.fan_in_out((8, 3, 5, 5)) == (75, 200)
+
+
+def test_backward_without_input_grad_gives_the_same_parameter_grads():
+    x = np.random.default_rng(0).standard_normal((2, 1, 5, 5))
+    dy = np.random.default_rng(1).standard_normal((2, 3))
+
+    def net():
+        return nn.Sequential(nn.Conv2d(1, 2, 3, rng=0, dtype=np.float64), nn.Flatten(),
+                             nn.Linear(18, 3, rng=1, dtype=np.float64))
+
+    a, b = net(), net()
+    a(x)
+    b(x)
+    assert a.backward(dy).shape == x.shape
+    assert b.backward(dy, input_grad=False) is None
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        np.testing.assert_array_equal(p.grad, q.grad)
+    lin = nn.Linear(4, 2, rng=0)
+    lin(np.ones((3, 4), dtype=np.float32))
+    assert lin.backward_params(np.ones((3, 2), dtype=np.float32)) is None
+    np.testing.assert_array_equal(lin.bias.grad, [3, 3])

@@ -79,6 +79,38 @@ def test_paper_mlp_trains_like_torch(torch):
     assert_state_dicts_close(sd, reference.state_dict())
 
 
+def small_cnn_normlab(rng) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, rng=rng), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False, rng=rng), nn.BatchNorm2d(8),
+        nn.ReLU(), nn.AvgPool2d(3), nn.Flatten(), nn.Linear(8, 10, rng=rng))
+
+
+def small_cnn_torch(torch):
+    T = torch.nn
+    return T.Sequential(
+        T.Conv2d(1, 4, 3, padding=1), T.BatchNorm2d(4), T.ReLU(), T.MaxPool2d(2),
+        T.Conv2d(4, 8, 3, stride=2, padding=1, bias=False), T.BatchNorm2d(8), T.ReLU(),
+        T.AvgPool2d(3), T.Flatten(), T.Linear(8, 10))
+
+
+def test_small_cnn_trains_like_torch(torch):
+    model = small_cnn_normlab(np.random.default_rng(0))
+    reference = small_cnn_torch(torch)
+    copy_weights(torch, model, reference)
+    teacher = np.random.default_rng(9).standard_normal((144, 10)).astype(np.float32)
+
+    def batch(rng):
+        x = rng.standard_normal((BATCH, 1, 12, 12), dtype=np.float32)
+        return x, np.argmax(x.reshape(BATCH, -1) @ teacher, axis=1)
+
+    losses, ref_losses = train_both(torch, model, reference, batch)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-4)
+    sd = model.state_dict()
+    assert int(sd["5.num_batches_tracked"]) == STEPS
+    assert_state_dicts_close(sd, reference.state_dict())
+
+
 def test_eval_mode_outputs_match_after_training(torch):
     model = paper_mlp_normlab(np.random.default_rng(2))
     reference = paper_mlp_torch(torch)

@@ -115,19 +115,31 @@ class Conv2d(Module):
         self._cache = (cols, padded_shape, x.dtype)
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def _dy_mat(self, dy: np.ndarray) -> np.ndarray:
+        """dy as (g, N*Ho*Wo, C_out/g), matching the forward's patch layout."""
         if self._cache is None:
             raise RuntimeError("Conv2d.backward called before forward")
-        cols, padded_shape, dtype = self._cache
         n, _, ho, wo = dy.shape
-        g, kh, kw = self.groups, *self.kernel_size
-        # (g, N*Ho*Wo, C_out/g), matching the forward's layout
-        dy_mat = dy.reshape(n, g, -1, ho, wo).transpose(1, 0, 3, 4, 2).reshape(g, n * ho * wo, -1)
-        w = self.weight.data.reshape(g, self.out_channels // g, -1)
+        g = self.groups
+        return dy.reshape(n, g, -1, ho, wo).transpose(1, 0, 3, 4, 2).reshape(g, n * ho * wo, -1)
+
+    def _accumulate(self, dy: np.ndarray, dy_mat: np.ndarray) -> None:
+        cols = self._cache[0]
         self.weight.accumulate(np.matmul(dy_mat.transpose(0, 2, 1), cols)
                                .reshape(self.weight.data.shape))
         if self.bias is not None:
             self.bias.accumulate(dy.sum(axis=(0, 2, 3)))
+
+    def backward_params(self, dy: np.ndarray) -> None:
+        self._accumulate(dy, self._dy_mat(dy))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        dy_mat = self._dy_mat(dy)
+        self._accumulate(dy, dy_mat)
+        _, padded_shape, dtype = self._cache
+        n, _, ho, wo = dy.shape
+        g, kh, kw = self.groups, *self.kernel_size
+        w = self.weight.data.reshape(g, self.out_channels // g, -1)
         dcols = np.matmul(dy_mat, w)                            # (g, N*Ho*Wo, C/g*kh*kw)
         dwin = dcols.reshape(g, n, ho, wo, -1, kh, kw).transpose(1, 0, 4, 2, 3, 5, 6)
         dwin = dwin.reshape(n, -1, ho, wo, kh, kw)

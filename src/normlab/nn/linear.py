@@ -37,15 +37,18 @@ class Linear(Module):
             y += self.bias.data
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward_params(self, dy: np.ndarray) -> None:
+        """dW = dy^T x, db = sum(dy) over the batch."""
         x = self._x
         if x is None:
             raise RuntimeError("Linear.backward called before forward")
-        x2 = x.reshape(-1, self.in_features)
         dy2 = dy.reshape(-1, self.out_features)
-        self.weight.accumulate(dy2.T @ x2)
+        self.weight.accumulate(dy2.T @ x.reshape(-1, self.in_features))
         if self.bias is not None:
             self.bias.accumulate(dy2.sum(axis=0))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        self.backward_params(dy)
         return dy @ self.weight.data
 
     def extra_repr(self) -> str:

@@ -105,6 +105,11 @@ class Module:
     def backward(self, dy):
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
+    def backward_params(self, dy) -> None:
+        """Accumulate parameter gradients only; layers override it to skip computing dx (as
+        torch skips the input gradient of a first layer whose input needs none)."""
+        self.backward(dy)
+
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
@@ -246,10 +251,21 @@ class Sequential(Module):
             x = layer.forward(x)
         return x
 
-    def backward(self, dy):
-        for layer in reversed(self._layers):
+    def backward(self, dy, *, input_grad: bool = True):
+        """Backward through the children in reverse; returns dx, or None with
+        ``input_grad=False`` (then the first layer may skip computing it)."""
+        layers = self._layers
+        for layer in reversed(layers[1:]):
             dy = layer.backward(dy)
-        return dy
+        if not layers:
+            return dy if input_grad else None
+        if input_grad:
+            return layers[0].backward(dy)
+        layers[0].backward_params(dy)
+        return None
+
+    def backward_params(self, dy) -> None:
+        self.backward(dy, input_grad=False)
 
     def __len__(self) -> int:
         return len(self._layers)
