@@ -21,6 +21,18 @@ from .gradcheck import assert_grad_close, numerical_grad
 N, T, I, H = 3, 4, 3, 2
 
 
+@pytest.fixture(autouse=True)
+def numpy_reference_path(monkeypatch, request):
+    """The reference NumPy path for the many tiny normalisations these tests make.
+
+    The numba kernels enter a parallel region even for (3, 8) arrays, which costs milliseconds
+    per call on a busy 2-core machine (minutes over a gradcheck); the kernel path is checked
+    against this one in ``test_kernel_path_matches_numpy_path``.
+    """
+    if not request.node.name.startswith("test_kernel_path"):
+        monkeypatch.setenv("NORMLAB_KERNELS", "numpy")
+
+
 def make(norm: str, seed: int = 0, **kw) -> LSTM:
     m = LSTM(I, H, norm=norm, rng=seed, dtype=np.float64, **kw)
     # Non-trivial norm gains/biases so their gradients are exercised away from the init values.
@@ -382,3 +394,55 @@ def test_docstring_example_learns_digits(norm):
         opt.zero_grad()
     assert np.isfinite(losses).all()
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5]), losses
+
+
+def test_docstring_example_runs_as_written():
+    import os
+    import subprocess
+    import sys
+
+    import normlab.nn.recurrent as recurrent
+
+    doc = recurrent.__doc__
+    block = doc[doc.index("pixel rows with I=8 pixels each::"):].split("\n\n")[1]
+    code = "\n".join(line[4:] for line in block.splitlines())
+    assert "range(300)" in code
+    code = code.replace("range(300)", "range(100)") + "\nprint(loss)"
+    # A fresh process with one BLAS thread: multi-threaded BLAS on a busy 2-core machine spins.
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert float(run.stdout.split()[-1]) < 1.0  # chance level is ln(10) = 2.3
+
+
+def test_backward_without_d_out_equals_zero_d_out():
+    m = make("recurrent_batch")
+    x = np.random.default_rng(0).standard_normal((N, T, I))
+    dh = np.random.default_rng(1).standard_normal((N, H))
+    m(x)
+    dx_none = m.backward(None, dh_n=dh)
+    g_none = {n: p.grad.copy() for n, p in m.named_parameters()}
+    m.zero_grad()
+    dx_zero = m.backward(np.zeros((N, T, H)), dh_n=dh)
+    np.testing.assert_array_equal(dx_none, dx_zero)
+    for n, p in m.named_parameters():
+        np.testing.assert_array_equal(p.grad, g_none[n], err_msg=n)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_kernel_path_matches_numpy_path(norm, monkeypatch):
+    """The default kernel dispatch (numba when installed) gives the same LSTM as pure NumPy."""
+    rng = np.random.default_rng(6)
+    x, d_out = rng.standard_normal((N, T, I)), rng.standard_normal((N, T, H))
+    results = []
+    for backend in ("auto", "numpy"):
+        monkeypatch.setenv("NORMLAB_KERNELS", backend)
+        m = make(norm)
+        out, (h_n, c_n) = m(x)
+        dx = m.backward(d_out, dh_n=h_n)
+        m.eval()
+        results.append([out, c_n, dx, m(x)[0]] + [p.grad for p in m.parameters()]
+                       + list(m.state_dict().values()))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
