@@ -446,3 +446,57 @@ def test_kernel_path_matches_numpy_path(norm, monkeypatch):
                        + list(m.state_dict().values()))
     for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def torch_normalized_lstm(torch, m: LSTM, x: np.ndarray, norm: str):
+    """An independent autograd reference of the normalised LSTM equations, built from torch ops.
+
+    Ba et al. eqs. 20-22 (norm="layer"), Cooijmans et al. eqs. 6-8 (batch statistics of each
+    step), Laurent et al. (batch x time statistics of W_x x only).
+    """
+    fn = torch.nn.functional
+    p = {n: torch.tensor(q.data, requires_grad=True) for n, q in m.named_parameters()}
+    xt = torch.tensor(x, requires_grad=True)
+
+    def nrm(name, z):
+        w, b = p[f"{name}.weight"], p.get(f"{name}.bias")
+        if norm == "layer":
+            return fn.layer_norm(z, (z.shape[-1],), w, b, 1e-5)
+        return fn.batch_norm(z, None, None, w, b, True, 0.0, 1e-5)
+
+    z_x = xt @ p["weight_ih_l0"].T
+    if norm == "layer":
+        a_x = nrm("norm_ih", z_x)
+    elif norm == "recurrent_batch":
+        a_x = torch.stack([nrm("norm_ih", z_x[:, t]) for t in range(x.shape[1])], 1)
+    else:
+        a_x = nrm("norm_ih", z_x.reshape(-1, z_x.shape[-1])).reshape(z_x.shape)
+    h = c = torch.zeros(x.shape[0], m.hidden_size, dtype=torch.float64)
+    outs = []
+    for t in range(x.shape[1]):
+        a_h = h @ p["weight_hh_l0"].T
+        if norm != "sequence_batch":
+            a_h = nrm("norm_hh", a_h)
+        i, f, g, o = (a_x[:, t] + a_h + p["bias_ih_l0"] + p["bias_hh_l0"]).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c if norm == "sequence_batch" else nrm("norm_c", c))
+        outs.append(h)
+    return xt, p, torch.stack(outs, 1), c
+
+
+@pytest.mark.parametrize("norm", ["layer", "recurrent_batch", "sequence_batch"])
+def test_normalized_lstm_matches_torch_autograd_reference(torch, norm):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, 6, I)) * 2 + 0.5
+    r_out, _, r_c = loss_weights(rng, 5, 6, H)
+    m = make(norm, seed=3)
+    xt, p, out_t, c_t = torch_normalized_lstm(torch, m, x, norm)
+    ((out_t * torch.tensor(r_out)).sum() + (c_t * torch.tensor(r_c)).sum()).backward()
+    out, (_, c_n) = m(x)
+    dx = m.backward(r_out, dc_n=r_c)
+    close = dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out, out_t.detach().numpy(), **close)
+    np.testing.assert_allclose(c_n[0], c_t.detach().numpy(), **close)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), **close)
+    for name, q in m.named_parameters():
+        np.testing.assert_allclose(q.grad, p[name].grad.numpy(), **close, err_msg=name)
