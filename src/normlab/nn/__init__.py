@@ -19,10 +19,11 @@ from .norm import (
     LayerNorm,
 )
 from .pool import AvgPool2d, MaxPool2d
+from .recurrent import LSTM
 
 __all__ = [
     "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Conv2d", "CrossEntropyLoss",
     "Dropout", "Flatten", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
-    "LayerNorm", "Linear", "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential",
-    "Sigmoid", "Tanh", "init",
+    "LSTM", "LayerNorm", "Linear", "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU",
+    "Sequential", "Sigmoid", "Tanh", "init",
 ]
