@@ -51,5 +51,36 @@ def fold(model: Path = typer.Argument(..., help=".npz (normlab: state dict + arc
     run_fold(model, out, input_shape, seed)
 
 
+@app.command()
+def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default: all)."),
+              quick: bool = typer.Option(False, "--quick", help="Fewer steps, same method."),
+              data: str = typer.Option("mnist5k", "--data",
+                                       help="mnist5k | digits | fashion-mnist | mnist:DIR"),
+              data_dir: Path = typer.Option(None, "--data-dir",
+                                            help="Where the fashion-mnist IDX files are."),
+              engine: str = typer.Option("numpy", "--engine", help="numpy | torch"),
+              out: Path = typer.Option(Path("runs/latest"), "--out", help="Output folder."),
+              seed: int = typer.Option(0, "--seed", help="Seed of weights and batches."),
+              steps_scale: float = typer.Option(None, "--steps-scale", hidden=True,
+                                                help="Extra step multiplier (CI).")) -> None:
+    """Reproduce published BN claims (resumable); writes results.json and report.html."""
+    from .reproduce_command import reproduce as run_reproduce
+    run_reproduce(names or [], quick, data, engine, out, seed, steps_scale, data_dir)
+
+
+@app.command("list")
+def list_() -> None:
+    """List the experiments with their sources and claims."""
+    from .reproduce_command import list_experiments
+    list_experiments()
+
+
+@app.command()
+def report(out: Path = typer.Argument(..., help="Folder with results.json.")) -> None:
+    """Rebuild figures, metrics.csv and report.html from OUT/results.json."""
+    from .reproduce_command import rebuild_report
+    rebuild_report(out)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

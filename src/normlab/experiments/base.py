@@ -1,0 +1,129 @@
+"""The experiment API: what one reproduction of a published claim consists of.
+
+An :class:`Experiment` names the claim and its source, splits its work into independent
+:class:`Run` units (each checkpointed on its own, so a killed reproduction resumes run by run),
+runs one unit (``run(ctx, config) -> metrics``), and turns the metrics of all its runs into a
+:class:`Summary`: measured numbers, a verdict computed from them against stated thresholds, rows
+for ``metrics.csv``, and figures. Adding an experiment = one file with a subclass + one registry
+entry (:mod:`normlab.experiments.registry`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data import Dataset
+from .store import CorruptCheckpoint, read_checkpoint, write_checkpoint
+
+VERDICTS = ("holds", "does not hold", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One independent unit of work: a key unique within the experiment and a JSON-able config."""
+
+    key: str
+    config: dict
+    label: str = ""
+
+
+@dataclass
+class Summary:
+    """What an experiment concluded from its runs' metrics."""
+
+    measured: dict            # name -> number or text, shown in the report's table
+    verdict: str              # one of VERDICTS
+    reason: str               # how the verdict follows from the measured numbers
+    thresholds: str           # the rule, stated before looking at any result
+    rows: list[dict] = field(default_factory=list)   # metrics.csv
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict: expected one of {VERDICTS}, got {self.verdict!r}")
+
+
+class Experiment:
+    """Base class; subclasses set the class attributes and implement the four methods."""
+
+    name: str = ""
+    title: str = ""
+    source: str = ""          # paper + section / textbook + figure
+    claim: str = ""           # the published claim, in words
+    quick_scale: float = 0.1  # --quick multiplies step counts by this (the method is unchanged)
+
+    def setup(self, data: Dataset, scale: float) -> str:
+        """The exact setup as prose for the report (architecture, optimizer, steps, init)."""
+        raise NotImplementedError
+
+    def runs(self, data: Dataset, scale: float) -> list[Run]:
+        raise NotImplementedError
+
+    def run(self, ctx: RunContext, config: dict) -> dict:
+        """Do one run; return its metrics (JSON-able)."""
+        raise NotImplementedError
+
+    def summarize(self, runs: list[Run], metrics: dict[str, dict]) -> Summary:
+        raise NotImplementedError
+
+    def figures(self, runs: list[Run], metrics: dict[str, dict], summary: Summary) -> dict:
+        """name -> matplotlib Figure (saved as name.png and name.svg)."""
+        raise NotImplementedError
+
+
+def scaled(n: int, scale: float, minimum: int = 1) -> int:
+    """``n`` shrunk by ``scale`` (quick and CI sizes), never below ``minimum``."""
+    return max(int(minimum), int(round(n * scale)))
+
+
+def derive_seed(seed: int, *names) -> np.random.SeedSequence:
+    """A SeedSequence for (seed, names...): runs that share names share their random draws."""
+    words = [int(seed)] + [zlib.crc32(str(n).encode()) for n in names]
+    return np.random.SeedSequence(words)
+
+
+@dataclass
+class RunContext:
+    """What a run gets from the runner: data, engine, seed, progress and mid-run checkpoints."""
+
+    experiment: str
+    key: str
+    data: Dataset
+    engine: str
+    seed: int
+    config_hash: str
+    partial_path: Path | None = None
+    progress: Callable[[int, int], None] | None = None   # (steps done, steps total)
+    warn: Callable[[str], None] | None = None
+
+    def rng(self, *names) -> np.random.Generator:
+        """A Generator determined by the seed, the experiment and ``names`` only."""
+        return np.random.default_rng(derive_seed(self.seed, self.experiment, *names))
+
+    def report(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
+
+    def save_partial(self, meta: dict, arrays: dict) -> None:
+        """Checkpoint a run in progress (model, optimizer, metrics so far, step)."""
+        if self.partial_path is not None:
+            write_checkpoint(self.partial_path, {"config_hash": self.config_hash, **meta}, arrays)
+
+    def load_partial(self) -> tuple[dict, dict] | None:
+        """The last mid-run checkpoint of this exact config, or None."""
+        path = self.partial_path
+        if path is None or not path.is_file():
+            return None
+        try:
+            meta, arrays = read_checkpoint(path)
+        except CorruptCheckpoint as exc:
+            if self.warn:
+                self.warn(f"{exc}; restarting run {self.experiment}/{self.key} from scratch")
+            return None
+        if meta.get("config_hash") != self.config_hash:
+            return None
+        return meta, arrays

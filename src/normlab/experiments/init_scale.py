@@ -1,0 +1,142 @@
+"""Deep Learning from Scratch (Saito 2016), sec. 6.3.2 and fig. 6-19: BN vs weight-init scale.
+
+Setup (the book's ``batch_norm_test.py``): 5 hidden layers of 100 units, Affine -> BN -> ReLU
+(plain net: Affine -> ReLU), 1,000 MNIST training images, mini-batches of 100 drawn with
+replacement, SGD lr 0.01, 20 "epochs" of 10 steps; the accuracy on those 1,000 training images is
+recorded at the start of each epoch (eval mode), for 16 weight standard deviations
+``np.logspace(0, -4, 16)``. The BN and plain nets at one std start from the same weights and see
+the same batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data import Dataset
+from .base import Experiment, Run, RunContext, Summary, derive_seed, scaled
+from .models import mlp_spec
+from .train import evaluate, make_trainer, replacement_batch
+
+STDS = np.logspace(0, -4, 16)
+N_TRAIN = 1000
+BATCH = 100
+LR = 0.01
+EPOCHS = 20
+STEPS_PER_EPOCH = 10   # the book: max(train_size / batch_size, 1)
+HIDDEN = (100,) * 5
+
+# Verdict rules (fixed before any run):
+LEARNED = 0.5          # a net "learns" if its final training accuracy reaches 50% (chance: 10%)
+BN_RANGE = 12          # "almost the whole range": BN learns at >= 12 of the 16 stds
+
+
+class InitScale(Experiment):
+    name = "init-scale"
+    title = "BN makes training insensitive to the weight-init scale (DLfS fig. 6-19)"
+    source = ("Saito, Deep Learning from Scratch (2016), sec. 6.3.2 \"Effect of batch "
+              "normalization\", fig. 6-19")
+    claim = ("With BN the network learns across almost the whole range of initial weight "
+             "standard deviations (1 to 1e-4); without BN it fails to learn at both ends "
+             "(too large and too small).")
+    quick_scale = 1.0  # the full experiment takes seconds: --quick keeps the published size
+
+    def setup(self, data: Dataset, scale: float) -> str:
+        epochs = scaled(EPOCHS, scale, 2)
+        sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))
+        return (f"{sizes} MLP, hidden layers Linear -> BatchNorm1d -> ReLU (plain: Linear -> "
+                f"ReLU), on the first {min(N_TRAIN, len(data.x_train))} training images of "
+                f"{data.describe()}; batch {BATCH} drawn with replacement, plain SGD lr {LR}, "
+                f"{epochs} epochs of {STEPS_PER_EPOCH} steps (book: {EPOCHS}); Linear weights "
+                f"N(0, std^2) with biases 0, for 16 stds np.logspace(0, -4, 16); accuracy on "
+                f"those training images (eval mode) at the start of each epoch.")
+
+    def runs(self, data: Dataset, scale: float) -> list[Run]:
+        epochs = scaled(EPOCHS, scale, 2)
+        out = []
+        for i, std in enumerate(STDS):
+            for bn in (False, True):
+                cfg = {"std_index": i, "std": float(std), "bn": bn, "epochs": epochs,
+                       "steps_per_epoch": STEPS_PER_EPOCH, "batch": BATCH, "lr": LR,
+                       "n_train": min(N_TRAIN, len(data.x_train)),
+                       "sizes": [data.n_features, *HIDDEN, data.n_classes]}
+                out.append(Run(f"std{i:02d}-{'bn' if bn else 'plain'}", cfg,
+                               f"std {std:.2g} {'with' if bn else 'without'} BN"))
+        return out
+
+    def run(self, ctx: RunContext, cfg: dict) -> dict:
+        spec = mlp_spec(cfg["sizes"], "relu", cfg["bn"])
+        i = cfg["std_index"]
+        trainer = make_trainer(ctx.engine, spec, cfg["std"], ctx.rng("init", i), cfg["lr"])
+        stream = derive_seed(ctx.seed, self.name, "batches", i)
+        x, y = ctx.data.flat("train")
+        x, y = x[:cfg["n_train"]], y[:cfg["n_train"]]
+        total = cfg["epochs"] * cfg["steps_per_epoch"]
+        acc = []
+        with np.errstate(over="ignore", invalid="ignore"):  # the plain net at std 1 overflows
+            for step in range(total):
+                if step % cfg["steps_per_epoch"] == 0:
+                    acc.append(evaluate(trainer, x, y)[0])
+                idx = replacement_batch(stream, len(x), cfg["batch"], step)
+                trainer.train_step(x[idx], y[idx])
+            ctx.report(total, total)
+        return {"train_acc": acc, "final_acc": acc[-1]}
+
+    def summarize(self, runs: list[Run], metrics: dict[str, dict]) -> Summary:
+        n = len(STDS)
+        final = {bn: np.array([metrics[f"std{i:02d}-{bn}"]["final_acc"] for i in range(n)])
+                 for bn in ("plain", "bn")}
+        learned = {k: v >= LEARNED for k, v in final.items()}
+        n_bn, n_plain = int(learned["bn"].sum()), int(learned["plain"].sum())
+        plain_fails_large, plain_fails_small = not learned["plain"][0], not learned["plain"][-1]
+        if n_bn >= BN_RANGE and plain_fails_large and plain_fails_small and n_bn > n_plain:
+            verdict = "holds"
+        elif n_bn <= n_plain or (not plain_fails_large and not plain_fails_small):
+            verdict = "does not hold"
+        else:
+            verdict = "inconclusive"
+        measured = {
+            "stds where BN learns (of 16)": n_bn,
+            "stds where the plain net learns (of 16)": n_plain,
+            "plain net at std 1 (final acc)": round(float(final["plain"][0]), 3),
+            "plain net at std 1e-4 (final acc)": round(float(final["plain"][-1]), 3),
+            "BN net at std 1 (final acc)": round(float(final["bn"][0]), 3),
+            "BN net at std 1e-4 (final acc)": round(float(final["bn"][-1]), 3),
+            "mean final acc over stds, BN": round(float(final["bn"].mean()), 3),
+            "mean final acc over stds, no BN": round(float(final["plain"].mean()), 3),
+        }
+        reason = (f"BN learns at {n_bn}/16 stds, plain at {n_plain}/16; plain fails at std 1: "
+                  f"{plain_fails_large}, at std 1e-4: {plain_fails_small}")
+        thresholds = (f"'learns' = final training accuracy >= {LEARNED}. Holds if BN learns at "
+                      f">= {BN_RANGE}/16 stds, at more stds than the plain net, and the plain net "
+                      f"fails at both std 1 and std 1e-4; does not hold if BN learns at no more "
+                      f"stds than the plain net or the plain net learns at both ends; otherwise "
+                      f"inconclusive.")
+        rows = [{"std": float(STDS[i]), "final_acc_plain": final["plain"][i],
+                 "final_acc_bn": final["bn"][i]} for i in range(n)]
+        return Summary(measured, verdict, reason, thresholds, rows)
+
+    def figures(self, runs: list[Run], metrics: dict[str, dict], summary: Summary) -> dict:
+        import matplotlib.pyplot as plt
+
+        grid, axes = plt.subplots(4, 4, figsize=(11, 9), sharex=True, sharey=True,
+                                  layout="constrained")
+        for i, ax in enumerate(axes.flat):
+            bn, plain = (metrics[f"std{i:02d}-{k}"]["train_acc"] for k in ("bn", "plain"))
+            ax.plot(bn, color="tab:blue", label="Batch Normalization")
+            ax.plot(plain, "--", color="tab:gray", label="Normal (without BN)")
+            ax.set_title(f"W: {STDS[i]:.3g}", fontsize="small")
+            ax.set_ylim(0, 1)
+        for ax in axes[-1]:
+            ax.set_xlabel("epochs")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("accuracy")
+        axes[0, 0].legend(loc="upper left", fontsize="x-small")
+        summary_fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+        for key, style, label in (("bn", "o-", "with BN"), ("plain", "s--", "without BN")):
+            ax.semilogx(STDS, [metrics[f"std{i:02d}-{key}"]["final_acc"]
+                               for i in range(len(STDS))], style, label=label)
+        ax.axhline(LEARNED, color="tab:red", lw=0.8, ls=":", label="'learns' threshold")
+        ax.set(xlabel="initial weight std", ylabel="final training accuracy", ylim=(0, 1),
+               title="Final accuracy vs init scale")
+        ax.legend(loc="best", fontsize="small")
+        return {"grid": grid, "summary": summary_fig}

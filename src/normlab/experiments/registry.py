@@ -1,0 +1,17 @@
+"""Name -> experiment. A new experiment is one module plus one line here."""
+
+from __future__ import annotations
+
+from .base import Experiment
+from .init_scale import InitScale
+from .paper_fig1 import PaperFig1
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PaperFig1(), InitScale())}
+
+
+def get(name: str) -> Experiment:
+    try:
+        return EXPERIMENTS[name]
+    except KeyError:
+        raise ValueError(f"experiment: expected one of {', '.join(EXPERIMENTS)}, "
+                         f"got {name!r}") from None

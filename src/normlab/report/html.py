@@ -1,0 +1,96 @@
+"""``OUT/report.html``: one self-contained file (figures as base64 PNG, inline CSS) readable on a
+phone and a desktop: an overview table of claims and verdicts, then per experiment the claim,
+its source, the setup, the figures, the measured numbers and the verdict with its rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from ..experiments.store import atomic_write_text
+
+CSS = """
+:root { --fg:#1b1f23; --muted:#57606a; --line:#d0d7de; --bg:#ffffff; --card:#f6f8fa; }
+* { box-sizing: border-box; }
+body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
+       background: var(--bg); margin: 0; padding: 1rem; }
+main { max-width: 1100px; margin: 0 auto; }
+h1 { font-size: 1.6rem; margin: .2rem 0 .5rem; } h2 { font-size: 1.3rem; margin-top: 2rem; }
+.meta { color: var(--muted); font-size: .9rem; }
+table { border-collapse: collapse; width: 100%; margin: .6rem 0; font-size: .95rem; }
+th, td { border: 1px solid var(--line); padding: .35rem .5rem; text-align: left;
+         vertical-align: top; }
+th { background: var(--card); }
+.scroll { overflow-x: auto; }
+section { border-top: 2px solid var(--line); margin-top: 1.5rem; }
+.claim { background: var(--card); border-left: 4px solid #0969da; padding: .5rem .8rem; }
+figure { margin: .8rem 0; } figure img { max-width: 100%; height: auto; display: block;
+         border: 1px solid var(--line); }
+.v { font-weight: 600; padding: .1rem .5rem; border-radius: 1rem; white-space: nowrap; }
+.v-holds { background: #dafbe1; color: #116329; }
+.v-does-not-hold { background: #ffebe9; color: #a40e26; }
+.v-inconclusive { background: #fff8c5; color: #7d4e00; }
+@media (max-width: 600px) { body { padding: .5rem; font-size: 15px; } th, td { padding: .25rem; } }
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _badge(verdict: str) -> str:
+    return f'<span class="v v-{verdict.replace(" ", "-")}">{_e(verdict)}</span>'
+
+
+def render(out: Path, results: dict) -> str:
+    cfg, data = results["config"], results["data"]
+    exps = results["experiments"]
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             "<title>normlab reproduce report</title>", f"<style>{CSS}</style></head><body><main>",
+             "<h1>Batch Normalization: published claims vs measured</h1>",
+             f'<p class="meta">normlab {_e(results["normlab"])} &middot; data: '
+             f'{_e(data["description"])} &middot; engine: {_e(cfg["engine"])} &middot; seed '
+             f'{_e(cfg["seed"])} &middot; {"quick" if cfg["quick"] else "full"} size'
+             f'{" (steps x" + _e(cfg["steps_scale"]) + ")" if cfg["steps_scale"] != 1 else ""}'
+             f"</p>",
+             '<h2 id="overview">Overview</h2><div class="scroll"><table><thead><tr><th>Experiment'
+             "</th><th>Claim</th><th>Verdict</th></tr></thead><tbody>"]
+    for name, e in exps.items():
+        parts.append(f'<tr><td><a href="#{_e(name)}">{_e(name)}</a></td><td>{_e(e["claim"])}'
+                     f'</td><td>{_badge(e["verdict"])}</td></tr>')
+    parts.append("</tbody></table></div>")
+    for name, e in exps.items():
+        parts += [f'<section id="{_e(name)}"><h2>{_e(name)}: {_e(e["title"])}</h2>',
+                  f'<p class="claim"><strong>Claim.</strong> {_e(e["claim"])}</p>',
+                  f'<p><strong>Source.</strong> {_e(e["source"])}</p>',
+                  f'<p><strong>Setup.</strong> {_e(e["setup"])}</p>']
+        for rel in e["figures"]:
+            png = (out / rel).read_bytes()
+            b64 = base64.b64encode(png).decode("ascii")
+            parts.append(f'<figure><img alt="{_e(rel)}" src="data:image/png;base64,{b64}">'
+                         f"<figcaption class=\"meta\">{_e(rel)} (also as SVG)</figcaption>"
+                         "</figure>")
+        parts.append('<div class="scroll"><table><thead><tr><th>Measured</th><th>Value</th>'
+                     "</tr></thead><tbody>")
+        for k, v in e["measured"].items():
+            parts.append(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>")
+        parts += ["</tbody></table></div>",
+                  f'<p><strong>Verdict:</strong> {_badge(e["verdict"])} &mdash; '
+                  f'{_e(e["reason"])}</p>',
+                  f'<p class="meta"><strong>Rule.</strong> {_e(e["thresholds"])}</p>',
+                  f'<p class="meta">Per-step numbers: {_e(e["csv"])}; wall time '
+                  f'{_e(results.get("timing", {}).get(name, "?"))} s.</p></section>']
+    env = results["environment"]
+    parts.append(f'<p class="meta">Data source: {_e(data["source"])}. Environment: '
+                 + ", ".join(f"{_e(k)} {_e(v)}" for k, v in env.items())
+                 + "</p></main></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(out: Path, results: dict) -> Path:
+    path = Path(out) / "report.html"
+    atomic_write_text(path, render(Path(out), results))
+    return path
