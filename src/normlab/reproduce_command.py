@@ -34,17 +34,16 @@ def _load_data(spec: str, data_dir: Path | None):
 
     try:
         return data.load(spec, data_dir)
-    except FileNotFoundError as exc:
-        raise UsageError(f"--data {spec}: {exc}") from None
-    except ValueError as exc:
-        raise UsageError(f"--data: {exc}") from None
+    except (FileNotFoundError, ValueError) as exc:
+        msg = str(exc) if str(exc).startswith("data:") else f"data: {exc}"
+        raise UsageError(f"--{msg}") from None
 
 
 def reproduce(names: list[str], quick: bool, data_spec: str, engine: str, out: Path, seed: int,
               steps_scale: float | None, data_dir: Path | None) -> None:
     from .experiments import EXPERIMENTS
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         names = list(names) or list(EXPERIMENTS)
         unknown = [n for n in names if n not in EXPERIMENTS]
@@ -91,7 +90,7 @@ def reproduce(names: list[str], quick: bool, data_spec: str, engine: str, out: P
             results = run_all(opts, data, on_start_experiment=start_exp, on_start_run=start_run,
                               on_end_run=end_run,
                               on_progress=on_progress, warn=lambda m: progress.console.print(
-                                  f"[yellow]{m}[/yellow]", highlight=False))
+                                  f"[yellow]{m}[/yellow]", highlight=False, soft_wrap=True))
         except KeyboardInterrupt:
             progress.stop()
             console.print("interrupted: re-run the same command to resume", highlight=False)
