@@ -350,3 +350,23 @@ def main(quick: bool = False, tiny: bool = False, json_path: Path | None = None)
         write_json(result, json_path)
         console.print(f"wrote {json_path}")
     return result
+
+
+def markdown(result: dict) -> str:
+    """The table as GitHub markdown (for the README): ms and GB/s per implementation."""
+    impls = [i for i in IMPL_ORDER if any(r["impl"] == i for r in result["rows"])]
+    head = ["case", "shape", "pass", *impls, "numba vs torch", "numba % of copy BW"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in result["rows"]:
+        groups.setdefault((r["case"], tuple(r["shape"]), r["mode"]), {})[r["impl"]] = r
+    for (case, shape, mode), by_impl in groups.items():
+        cells = [f"{by_impl[i]['median_s'] * 1e3:.3f} ms ({by_impl[i]['gbps']:.1f} GB/s)"
+                 if i in by_impl else "-" for i in impls]
+        fast = by_impl.get("normlab-numba") or by_impl["normlab-numpy"]
+        speed = fast["speedup_vs_torch"]
+        lines.append("| " + " | ".join([case, "x".join(map(str, shape)),
+                                        "fwd+bwd" if mode == "train" else "fwd", *cells,
+                                        "-" if speed is None else f"{speed:.2f}x",
+                                        f"{100 * fast['copy_fraction']:.0f}%"]) + " |")
+    return "\n".join(lines)
