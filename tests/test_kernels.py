@@ -136,6 +136,16 @@ def test_large_parallel_input_matches_float64(monkeypatch):
         assert err_fast <= err_ref, name
 
 
+def test_large_parallel_nchw_matches_numpy(monkeypatch):
+    """Above 1 MB the threaded NCHW loops run (channels in parallel)."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(1.0, 2.0, size=(8, 16, 48, 48)).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    fast, ref = _both_paths(monkeypatch, x, dy)
+    for a, b in zip(fast[:7], ref[:7], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_nan_propagates_like_numpy(monkeypatch):
     rng = np.random.default_rng(0)
     for layout in ("contiguous", "channels_last"):

@@ -8,15 +8,41 @@ compile cost (seconds on two cores) is paid once per machine, not per process.
 
 from __future__ import annotations
 
+import types
+
 import numba
 
 FASTMATH = {"reassoc", "contract"}
 
 jit = numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
-pjit = numba.njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)
 
-# Below about 1 MB the thread start-up costs more than the second core gives (DESIGN.md hint).
+# Below about 1 MB the thread start-up costs more than the second core gives (DESIGN.md hint);
+# on a busy machine a parallel launch can even stall for a scheduler tick, so small inputs never
+# touch the thread pool.
 PARALLEL_MIN_BYTES = 1 << 20
+
+
+class Kernel:
+    """A loop compiled twice: threaded (``prange``) and serial (``prange`` runs as ``range``).
+
+    The serial copy gets its own qualified name so numba's on-disk cache keeps the two apart
+    (the cache index is keyed by name and signature, not by the ``parallel`` flag).
+    """
+
+    def __init__(self, func):
+        serial = types.FunctionType(func.__code__, func.__globals__, func.__name__ + "_serial",
+                                    func.__defaults__, func.__closure__)
+        serial.__qualname__ = func.__qualname__ + "_serial"
+        self.serial = numba.njit(cache=True, fastmath=FASTMATH, nogil=True)(serial)
+        self.parallel = numba.njit(cache=True, fastmath=FASTMATH, nogil=True,
+                                   parallel=True)(func)
+        self.__doc__ = func.__doc__
+
+    def pick(self, nbytes: int):
+        return self.serial if nbytes < PARALLEL_MIN_BYTES else self.parallel
+
+
+pjit = Kernel
 
 
 def blocks(nbytes: int) -> int:

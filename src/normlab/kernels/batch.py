@@ -51,12 +51,12 @@ def train(x: np.ndarray, weight, bias, eps: float) -> tuple[np.ndarray, BatchNor
     layout, flat = _layout(x)
     out = np.empty_like(flat)
     if layout == "ncs":
-        loops.train_ncs(flat, w, b, eps, out, mean, var)
+        loops.train_ncs.pick(flat.nbytes)(flat, w, b, eps, out, mean, var)
     else:
         n_blocks = blocks(flat.nbytes)
-        loops.moments_mc(flat, n_blocks, mean, var)
+        loops.moments_mc.pick(flat.nbytes)(flat, n_blocks, mean, var)
         inv_std = 1.0 / np.sqrt(var + eps)
-        loops.affine_mc(flat, mean.astype(x.dtype), (w * inv_std).astype(x.dtype),
+        loops.affine_mc.pick(flat.nbytes)(flat, mean.astype(x.dtype), (w * inv_std).astype(x.dtype),
                         b.astype(x.dtype), n_blocks, out)
     inv_std = per_channel(1.0 / np.sqrt(var + eps), x.ndim).astype(x.dtype)
     cache = BatchNormCache(x, inv_std, weight, mean.astype(x.dtype), var.astype(x.dtype),
@@ -71,9 +71,9 @@ def evaluate(x: np.ndarray, running_mean, running_var, weight, bias, eps: float)
     layout, flat = _layout(x)
     out = np.empty_like(flat)
     if layout == "ncs":
-        loops.affine_ncs(flat, center, scale, shift, out)
+        loops.affine_ncs.pick(flat.nbytes)(flat, center, scale, shift, out)
     else:
-        loops.affine_mc(flat, center, scale, shift, blocks(flat.nbytes), out)
+        loops.affine_mc.pick(flat.nbytes)(flat, center, scale, shift, blocks(flat.nbytes), out)
     return _like(layout, out, x.shape)
 
 
@@ -94,8 +94,9 @@ def backward(dy: np.ndarray, cache: BatchNormCache
     dx = np.empty_like(s)
     dweight, dbias = np.empty(n_c), np.empty(n_c)
     if layout == "ncs":
-        loops.backward_ncs(g, s, center, gain, inv_std, w, dx, dweight, dbias)
+        loops.backward_ncs.pick(s.nbytes)(g, s, center, gain, inv_std, w, dx, dweight, dbias)
     else:
-        loops.backward_mc(g, s, center, gain, inv_std, w, blocks(s.nbytes), dx, dweight, dbias)
+        loops.backward_mc.pick(s.nbytes)(g, s, center, gain, inv_std, w, blocks(s.nbytes), dx,
+                                         dweight, dbias)
     dx = _like(layout, dx, saved.shape).astype(cache.dtype, copy=False)
     return dx, dweight.astype(saved.dtype), dbias.astype(saved.dtype)

@@ -26,7 +26,8 @@ def forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight, bias, eps:
     n_r, n_d = x2.shape
     y2 = np.empty_like(x2)
     mean, inv_std = np.empty(n_r, x.dtype), np.empty(n_r, x.dtype)
-    loops.layer_forward(x2, _vector(weight, n_d, x.dtype, 1.0), _vector(bias, n_d, x.dtype, 0.0),
+    kernel = loops.layer_forward.pick(x2.nbytes)
+    kernel(x2, _vector(weight, n_d, x.dtype, 1.0), _vector(bias, n_d, x.dtype, 0.0),
                         eps, blocks(x2.nbytes), y2, mean, inv_std)
     keep = lead + (1,) * k
     axes = tuple(range(x.ndim - k, x.ndim))
@@ -44,7 +45,7 @@ def backward(dy: np.ndarray, cache: LayerNormCache
     n_blocks = blocks(x2.nbytes)
     dx2 = np.empty_like(x2)
     dweight, dbias = np.zeros((n_blocks, n_d)), np.zeros((n_blocks, n_d))
-    loops.layer_backward(dy2, x2, cache.mean.ravel(), cache.inv_std.ravel(),
+    loops.layer_backward.pick(x2.nbytes)(dy2, x2, cache.mean.ravel(), cache.inv_std.ravel(),
                          _vector(cache.weight, n_d, x.dtype, 1.0), n_blocks, dx2, dweight, dbias)
     param_shape = x.shape[x.ndim - len(cache.axes):]
     return (dx2.reshape(x.shape).astype(cache.dtype, copy=False),
