@@ -55,6 +55,10 @@ def build_numpy(spec: Spec, init_std: float, rng: np.random.Generator) -> nn.Seq
             layers.append(nn.Sigmoid())
         elif kind == "relu":
             layers.append(nn.ReLU())
+        elif kind == "dropout":
+            # spawn: the masks get their own stream without shifting the weight draws, so nets
+            # with and without dropout start from identical weights
+            layers.append(nn.Dropout(layer[1], rng=rng.spawn(1)[0]))
         else:
             raise ValueError(f"spec: unknown layer kind {kind!r}")
     return nn.Sequential(*layers)
@@ -75,6 +79,8 @@ def build_torch(spec: Spec, state_dict: dict[str, np.ndarray]):
             layers.append(torch.nn.Sigmoid())
         elif kind == "relu":
             layers.append(torch.nn.ReLU())
+        elif kind == "dropout":
+            layers.append(torch.nn.Dropout(layer[1]))
         else:
             raise ValueError(f"spec: unknown layer kind {kind!r}")
     model = torch.nn.Sequential(*layers)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from .base import Experiment
 from .init_scale import InitScale
 from .paper_fig1 import PaperFig1
+from .train_eval import TrainEval
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PaperFig1(), InitScale())}
+EXPERIMENTS[TrainEval.name] = TrainEval()
 
 
 def get(name: str) -> Experiment:
