@@ -20,10 +20,12 @@ from .norm import (
 )
 from .pool import AvgPool2d, MaxPool2d
 from .recurrent import LSTM
+from .renorm import BatchRenorm1d, BatchRenorm2d
 
 __all__ = [
     "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Conv2d", "CrossEntropyLoss",
     "Dropout", "Flatten", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
     "LSTM", "LayerNorm", "Linear", "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU",
     "Sequential", "Sigmoid", "Tanh", "init",
+    "BatchRenorm1d", "BatchRenorm2d",
 ]
