@@ -6,6 +6,7 @@ expected and what was given -- the contract every layer and CLI command relies o
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -38,8 +39,10 @@ def check_ndim(name: str, x: np.ndarray, allowed: tuple[int, ...], what: str = "
 
 
 def check_eps(eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
-        raise ValueError(f"eps: expected a positive number, got {eps!r}")
+    # inf is refused too: it would silently zero every output
+    if (isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0
+            or not math.isfinite(eps)):
+        raise ValueError(f"eps: expected a positive finite number, got {eps!r}")
     return float(eps)
 
 
@@ -67,3 +70,16 @@ def check_param(name: str, p, shape: tuple[int, ...]) -> None:
                         f"got {type(p).__name__}")
     if p.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {tuple(p.shape)}")
+
+
+def check_grad(name: str, g, shape: tuple[int, ...]) -> np.ndarray:
+    """An upstream gradient must be a float array of exactly the forward output's ``shape``.
+
+    Broadcasting is refused: a (1, C) ``dy`` against an (N, C) output would give silently wrong
+    parameter sums, and the compiled kernels index ``dy`` with the output's shape.
+    """
+    g = as_float_array(name, g)
+    if g.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)} (the forward output's), "
+                         f"got {tuple(g.shape)}")
+    return g

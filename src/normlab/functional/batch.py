@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import kernels
-from .._checks import as_float_array, check_eps, check_ndim, check_param
+from .._checks import as_float_array, check_eps, check_grad, check_ndim, check_param
 from .stats import compute_dtype, count, normalize
 
 
@@ -61,6 +61,9 @@ def check_input(x, num_features: int | None = None, *, training: bool = False,
 
 def _num_channels(weight, bias) -> int | None:
     """Channel count implied by the affine parameters (None when affine=False)."""
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and (not isinstance(p, np.ndarray) or p.ndim != 1):
+            check_param(name, p, (np.size(p),))
     if weight is not None and bias is not None:
         check_param("bias", bias, weight.shape)
     p = weight if weight is not None else bias
@@ -116,6 +119,8 @@ def batch_norm_eval(x: np.ndarray, running_mean: np.ndarray, running_var: np.nda
                     weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                     eps: float = 1e-5) -> np.ndarray:
     """Inference forward: one multiply-add per element with the running statistics (Alg. 2)."""
+    if not isinstance(running_mean, np.ndarray) or running_mean.ndim != 1:
+        check_param("running_mean", running_mean, (np.size(running_mean),))
     x = check_input(x, running_mean.shape[0])
     for name, p in (("running_var", running_var), ("weight", weight), ("bias", bias)):
         check_param(name, p, running_mean.shape)
@@ -141,6 +146,7 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache
     (the chain rule of sec. 3 collapsed; the two sums double as the parameter gradients, so
     the whole backward is one reduction pass and one elementwise pass).
     """
+    dy = check_grad("dy", dy, cache.saved.shape)
     fast = kernels.for_array(cache.saved, "batch")
     if fast is not None:
         return fast.backward(dy, cache)

@@ -66,7 +66,9 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None
     if fast is not None:
         return fast.forward(x, num_groups, weight, bias, eps)
     n_batch = x.shape[0]
-    grouped = x.reshape(n_batch, num_groups, -1)
+    # explicit group size: -1 cannot be inferred for an empty batch (torch returns it empty)
+    grouped = x.reshape(n_batch, num_groups, x.shape[1] // num_groups
+                        * count(x.shape, tuple(range(2, x.ndim))))
     norm = normalize(grouped, (2,), eps)
     x_hat = norm.x_hat.reshape(x.shape)
     y = x_hat * per_channel(weight, x.ndim) if weight is not None else x_hat.copy()

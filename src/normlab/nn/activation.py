@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import as_float_array
 from .module import Module
 
 
 class ReLU(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float_array("x", x)
         y = np.maximum(x, 0)
         self._y = y
         return y
@@ -22,6 +24,7 @@ class Sigmoid(Module):
     """sigma(x) = 1 / (1 + e^-x); d sigma = sigma (1 - sigma)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float_array("x", x)
         # sigma(x) = (1 + tanh(x/2)) / 2: never overflows, and four in-place passes are ~3x
         # cheaper than the branchy exp(-|x|) form. Absolute error stays at the dtype's epsilon;
         # only outputs below ~eps (x < -17 in float32) round to 0 instead of a tiny value.
@@ -39,6 +42,7 @@ class Sigmoid(Module):
 
 class Tanh(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float_array("x", x)
         y = np.tanh(x)
         self._y = y
         return y

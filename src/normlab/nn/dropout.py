@@ -7,6 +7,7 @@ import numbers
 
 import numpy as np
 
+from .._checks import as_float_array
 from . import init
 from .module import Module
 
@@ -27,6 +28,7 @@ class Dropout(Module):
         self._mask = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float_array("x", x)
         if not self.training or self.p == 0.0:
             self._mask = None
             return x

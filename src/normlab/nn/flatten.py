@@ -14,6 +14,8 @@ class Flatten(Module):
         self._shape = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"x: expected a numpy.ndarray, got {type(x).__name__}")
         nd = x.ndim
         start, end = self.start_dim % nd, self.end_dim % nd
         if start > end:

@@ -65,6 +65,8 @@ class MSELoss(Module):
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
         pred = as_float_array("pred", pred)
         target = np.asarray(target)
+        if target.dtype.kind not in "biuf":
+            raise TypeError(f"target: expected a real numeric array, got dtype {target.dtype}")
         if target.shape != pred.shape:
             raise ValueError(f"target: expected shape {tuple(pred.shape)} (pred's), "
                              f"got {tuple(target.shape)}")

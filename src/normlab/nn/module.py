@@ -187,6 +187,10 @@ class Module:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict: expected a mapping of name -> array, "
                             f"got {type(state_dict).__name__}")
+        bad_keys = [k for k in state_dict if not isinstance(k, str)]
+        if bad_keys:
+            raise TypeError(f"state_dict: expected string keys, got {bad_keys[0]!r} "
+                            f"({type(bad_keys[0]).__name__})")
         targets = {key: (owner, name) for key, owner, name in self._state_items()}
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict if k not in targets]
@@ -199,6 +203,11 @@ class Module:
             if value.shape != target.shape:
                 mis_shaped.append(f"{key}: expected shape {tuple(target.shape)}, "
                                   f"got {tuple(value.shape)}")
+            elif value.dtype.kind not in "biuf":
+                # checked before any write: numpy would turn None into NaN, drop imaginary
+                # parts, or fail on strings halfway through the copy loop below
+                raise TypeError(f"state_dict[{key!r}]: expected a real numeric array, "
+                                f"got dtype {value.dtype}")
             else:
                 values[key] = value
         problems = []

@@ -19,7 +19,7 @@ import numbers
 import numpy as np
 
 from .. import functional as F
-from .._checks import check_eps, check_momentum, check_positive_int
+from .._checks import check_eps, check_grad, check_momentum, check_positive_int
 from ..functional import batch as FB
 from ..functional import group as FG
 from .module import Module, Parameter
@@ -99,6 +99,7 @@ class _EvalCache:
 def _eval_backward(dy: np.ndarray, cache: _EvalCache
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of the frozen-statistics forward: the statistics are constants here."""
+    dy = check_grad("dy", dy, cache.x.shape)
     nd = dy.ndim
     axes = FB.channel_axes(nd)
     inv_std = FB.per_channel(cache.inv_std, nd)
@@ -256,7 +257,10 @@ class LayerNorm(Module):
         super().__init__()
         if isinstance(normalized_shape, numbers.Integral):
             normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(check_positive_int("normalized_shape", int(d))
+        if not isinstance(normalized_shape, (tuple, list)) or not normalized_shape:
+            raise TypeError(f"normalized_shape: expected a positive int or a non-empty tuple of "
+                            f"them, got {normalized_shape!r}")
+        self.normalized_shape = tuple(check_positive_int("normalized_shape", d)
                                       for d in normalized_shape)
         self.eps = check_eps(eps)
         self.elementwise_affine = _check_flag("elementwise_affine", elementwise_affine)
