@@ -5,10 +5,12 @@ from __future__ import annotations
 from .base import Experiment
 from .init_scale import InitScale
 from .paper_fig1 import PaperFig1
+from .regularization import Regularization
 from .train_eval import TrainEval
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PaperFig1(), InitScale())}
 EXPERIMENTS[TrainEval.name] = TrainEval()
+EXPERIMENTS[Regularization.name] = Regularization()
 
 
 def get(name: str) -> Experiment:
