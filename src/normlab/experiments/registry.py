@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from .base import Experiment
 from .init_scale import InitScale
+from .landscape import Landscape
 from .paper_fig1 import PaperFig1
 from .regularization import Regularization
+from .rnn_norm import RnnNorm
 from .train_eval import TrainEval
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PaperFig1(), InitScale())}
 EXPERIMENTS[TrainEval.name] = TrainEval()
 EXPERIMENTS[Regularization.name] = Regularization()
+EXPERIMENTS[Landscape.name] = Landscape()
+EXPERIMENTS[RnnNorm.name] = RnnNorm()
 
 
 def get(name: str) -> Experiment:

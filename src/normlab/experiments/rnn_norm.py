@@ -1,0 +1,165 @@
+"""Normalization in an LSTM: none vs LayerNorm vs recurrent (per-step) BN vs sequence-wise BN.
+
+Ba et al. 2016 (Layer Normalization, sec. 3.1 and 6.x) and Cooijmans et al. 2016 (Recurrent Batch
+Normalization, sec. 3-5, pixel-by-pixel MNIST) report that normalizing the LSTM's input and
+recurrent pre-activations (and its cell) makes it train faster than the plain LSTM. BN in an RNN
+needs statistics per time step (Cooijmans: separate statistics for every t, gamma initialised to
+0.1); the seeds (note 004) describe the simple alternative: one set of statistics over batch x
+time, applied to the input projection W_x x only, because the recurrent W_h h changes with t.
+Here each image is read as a sequence of pixel rows (8 steps of 8 pixels for ``digits``, 28 of 28
+for MNIST-like data) by the NumPy-engine LSTM of :mod:`normlab.nn.recurrent`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import nn, optim
+from ..data import Dataset
+from .base import Experiment, Run, RunContext, Summary, derive_seed, scaled
+from .train import epoch_batch
+
+STEPS = 1500
+BATCH = 64
+LR = 0.5
+HIDDEN = 64
+N_EVALS = 20
+NORMS = {"none": "plain LSTM", "layer": "LayerNorm (Ba et al.)",
+         "recurrent_batch": "per-step BN, gamma 0.1 (Cooijmans et al.)",
+         "sequence_batch": "sequence-wise BN of W_x x (seed 004)"}
+
+# Verdict rules (fixed before any run):
+TARGET_FRACTION = 0.9   # common level: 90% of the best final test accuracy of the four
+FASTER = 1.5            # plain needs >= 1.5x the steps of LN and of recurrent BN to reach it
+
+
+def _steps_to(steps: list[int], acc: list[float], target: float) -> int | None:
+    hit = [s for s, a in zip(steps, acc, strict=True) if a >= target]
+    return hit[0] if hit else None
+
+
+def _accuracy(lstm, head, x: np.ndarray, y: np.ndarray, chunk: int = 500) -> float:
+    lstm.eval()
+    head.eval()
+    correct = 0
+    for s in range(0, len(x), chunk):
+        out, _ = lstm(x[s:s + chunk])
+        correct += int((head(out[:, -1]).argmax(1) == y[s:s + chunk]).sum())
+    return correct / max(1, len(x))
+
+
+class RnnNorm(Experiment):
+    name = "rnn-norm"
+    title = "Normalized LSTMs train faster (Layer Norm; Recurrent BN)"
+    source = ("Ba, Kiros, Hinton 2016, Layer Normalization, sec. 3.1; Cooijmans, Ballas, Laurent, "
+              "Gulcehre, Courville 2016, Recurrent Batch Normalization, sec. 3-5; seed note 004 "
+              "(sequence-wise BN)")
+    claim = ("An LSTM with layer normalization or with per-time-step batch normalization (gamma "
+             "init 0.1) trains faster than the plain LSTM; sequence-wise BN of the input "
+             "projection is the simple alternative the seed describes (reported, not judged).")
+    quick_scale = 0.2
+
+    def setup(self, data: Dataset, scale: float) -> str:
+        steps = scaled(STEPS, scale, 20)
+        t, i = data.image_shape
+        return (f"Single-layer LSTM (hidden {HIDDEN}, batch-first, NumPy engine with hand-written "
+                f"BPTT) + Linear({HIDDEN}, {data.n_classes}) on the last hidden state; each image "
+                f"of {data.describe()} is a sequence of T={t} rows of {i} pixels. Norms: "
+                f"{'; '.join(f'{k}: {v}' for k, v in NORMS.items())}. Identical initial LSTM "
+                f"and head weights (torch's U(-1/sqrt(H), 1/sqrt(H))) and batches for all four; "
+                f"plain SGD lr {LR}, batch {BATCH}, {steps:,} steps (full size {STEPS:,}; the "
+                f"papers train for tens of thousands of steps on pixel-by-pixel MNIST, T=784); "
+                f"test accuracy (eval mode: running statistics) at {N_EVALS} points. Runs on the "
+                f"NumPy engine only: there is no torch twin of the normalized LSTMs in the model "
+                f"specs, so --engine torch is noted and ignored here.")
+
+    def runs(self, data: Dataset, scale: float) -> list[Run]:
+        steps = scaled(STEPS, scale, 20)
+        base = {"steps": steps, "batch": BATCH, "lr": LR, "hidden": HIDDEN,
+                "eval_every": max(1, steps // N_EVALS)}
+        return [Run(norm, {**base, "norm": norm}, label) for norm, label in NORMS.items()]
+
+    def run(self, ctx: RunContext, cfg: dict) -> dict:
+        if ctx.engine != "numpy" and ctx.warn:
+            ctx.warn(f"rnn-norm/{ctx.key}: runs on the NumPy engine (no torch twin of the "
+                     f"normalized LSTM); --engine {ctx.engine} ignored")
+        rng = ctx.rng("init")   # same stream for every norm: identical LSTM and head weights
+        steps_t, inputs = ctx.data.image_shape
+        lstm = nn.LSTM(inputs, cfg["hidden"], norm=cfg["norm"], rng=rng)
+        head = nn.Linear(cfg["hidden"], ctx.data.n_classes, rng=rng)
+        loss_fn = nn.CrossEntropyLoss()
+        opt = optim.SGD(lstm.parameters() + head.parameters(), lr=cfg["lr"])
+        stream = derive_seed(ctx.seed, self.name, "batches")
+        x, y = ctx.data.x_train, ctx.data.y_train
+        x_te, y_te = ctx.data.x_test, ctx.data.y_test
+        hist = {"step": [], "test_acc": [], "train_loss": []}
+        losses = []
+        for step in range(cfg["steps"]):
+            idx = epoch_batch(stream, len(x), cfg["batch"], step)
+            lstm.train()
+            head.train()
+            out, _ = lstm(x[idx])
+            losses.append(loss_fn(head(out[:, -1]), y[idx]))
+            d_out = np.zeros_like(out)
+            d_out[:, -1] = head.backward(loss_fn.backward())   # the loss sees the last step
+            lstm.backward(d_out)
+            opt.step()
+            opt.zero_grad()
+            done = step + 1
+            if done % cfg["eval_every"] == 0 or done == cfg["steps"]:
+                hist["step"].append(done)
+                hist["test_acc"].append(_accuracy(lstm, head, x_te, y_te))
+                hist["train_loss"].append(float(np.mean(losses)))
+                losses = []
+                ctx.report(done, cfg["steps"])
+        return {**hist, "engine": "numpy", "final_acc": float(np.mean(hist["test_acc"][-2:]))}
+
+    def summarize(self, runs: list[Run], metrics: dict[str, dict]) -> Summary:
+        final = {k: metrics[k]["final_acc"] for k in NORMS}
+        target = TARGET_FRACTION * max(final.values())
+        reach = {k: _steps_to(metrics[k]["step"], metrics[k]["test_acc"], target) for k in NORMS}
+        budget = metrics["none"]["step"][-1]
+
+        def speedup(k):
+            if reach[k] is None:
+                return 0.0
+            return (reach["none"] if reach["none"] is not None else 2 * budget) / reach[k]
+
+        s_ln, s_bn = speedup("layer"), speedup("recurrent_batch")
+        verdict = ("holds" if min(s_ln, s_bn) >= FASTER else
+                   "does not hold" if min(s_ln, s_bn) < 1.0 else "inconclusive")
+        measured = {f"final test accuracy, {k}": round(v, 4) for k, v in final.items()}
+        measured["target accuracy (90% of the best final)"] = round(target, 4)
+        measured.update({f"steps to target, {k}": (v if v is not None else "not reached")
+                         for k, v in reach.items()})
+        measured["speed-up over plain, LayerNorm"] = round(s_ln, 2)
+        measured["speed-up over plain, recurrent BN"] = round(s_bn, 2)
+        measured["speed-up over plain, sequence-wise BN"] = round(speedup("sequence_batch"), 2)
+        measured["reference (Cooijmans et al., pixel MNIST test acc.)"] = ("LSTM 98.9%, BN-LSTM "
+                                                                           "99.0%")
+        reason = (f"steps to {target:.3f}: {reach}; speed-up LN {s_ln:.2f}x, recurrent BN "
+                  f"{s_bn:.2f}x")
+        thresholds = (f"target = {TARGET_FRACTION} x the best final test accuracy (mean of the "
+                      f"last two evaluations) of the four; speed-up = steps the plain LSTM needs "
+                      f"to reach it / steps the normalized one needs (plain never reaching it "
+                      f"counts as 2x the budget). Holds if the speed-ups of LayerNorm and of "
+                      f"recurrent BN are both >= {FASTER}; does not hold if either is < 1 (or "
+                      f"never reaches the target); otherwise inconclusive.")
+        rows = [{"step": s, **{f"{m}_{k}": metrics[k][m][i] for k in NORMS
+                               for m in ("test_acc", "train_loss")}}
+                for i, s in enumerate(metrics["none"]["step"])]
+        return Summary(measured, verdict, reason, thresholds, rows)
+
+    def figures(self, runs: list[Run], metrics: dict[str, dict], summary: Summary) -> dict:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+        for k, label in NORMS.items():
+            m = metrics[k]
+            axes[0].plot(m["step"], m["train_loss"], label=label)
+            axes[1].plot(m["step"], m["test_acc"], label=label)
+        axes[0].set(xlabel="training step", ylabel="training loss", title="Training loss")
+        axes[1].set(xlabel="training step", ylabel="test accuracy", ylim=(0, 1),
+                    title="Test accuracy")
+        axes[1].legend(loc="lower right", fontsize="small")
+        return {"rnn_norm": fig}
