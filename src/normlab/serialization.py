@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,18 +59,48 @@ def save(obj, path: str | os.PathLike) -> Path:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every array of a .npz file, read eagerly; a damaged file raises a clear ValueError."""
+    """Every array of a .npz file, read eagerly; a damaged file raises a clear ValueError.
+
+    Each member's .npy header is checked against what the archive can actually hold before
+    anything is allocated, so a corrupt header claiming a huge shape cannot exhaust memory.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: expected an existing .npz file, got {str(path)!r}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ValueError("a single .npy array, not an .npz archive")
-            return {key: npz[key] for key in npz.files}
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as exc:
+        with zipfile.ZipFile(path) as zf:
+            return {info.filename[:-4]: _read_member(zf, info) for info in zf.infolist()}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError, zlib.error,
+            NotImplementedError) as exc:
         raise ValueError(f"path: {str(path)!r} is not a readable .npz state dict "
                          f"(corrupt or truncated?): {exc}") from exc
+
+
+# deflate cannot expand better than ~1032:1 (the same bound as the IDX reader)
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    if not info.filename.endswith(".npy"):
+        raise ValueError(f"member {info.filename!r} is not a .npy array")
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO
+    capacity = min(info.file_size, info.compress_size * ratio)
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds Python objects (refused)")
+        n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if n_bytes > capacity - f.tell():
+            raise ValueError(f"member {info.filename!r} claims shape {shape} ({n_bytes} bytes) "
+                             f"but holds at most {capacity} bytes")
+        data = f.read(n_bytes)
+    if len(data) != n_bytes:
+        raise ValueError(f"member {info.filename!r} is truncated")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
 
 
 def load(model, path: str | os.PathLike, strict: bool = True):
