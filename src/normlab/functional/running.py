@@ -18,13 +18,79 @@ batch's (count, mean, biased variance):
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
+from .batch import averaging_factor
 from .stats import compute_dtype
 
 RUNNING_STATS = ("ema", "cumulative", "exact", "ema_debiased")
 UNBIASED = ("running", "both", "none")
+DEFAULTS = {"running_stats": "ema", "unbiased": "running", "skip_nonfinite": False}
+
+
+def check_options(running_stats, unbiased, skip_nonfinite, momentum) -> tuple[str, str, bool]:
+    """Validate the running-statistics options of a BN layer (ValueError/TypeError naming the
+    argument, before the layer allocates anything). ``ema_debiased`` needs a numeric momentum:
+    with ``momentum=None`` the cumulative average is already unbiased."""
+    if not isinstance(running_stats, str) or running_stats not in RUNNING_STATS:
+        raise ValueError(f"running_stats: expected one of {', '.join(RUNNING_STATS)}, "
+                         f"got {running_stats!r}")
+    if not isinstance(unbiased, str) or unbiased not in UNBIASED:
+        raise ValueError(f"unbiased: expected one of {', '.join(UNBIASED)}, got {unbiased!r}")
+    if not isinstance(skip_nonfinite, (bool, np.bool_)):
+        raise TypeError(f"skip_nonfinite: expected a bool, got {type(skip_nonfinite).__name__}")
+    if running_stats == "ema_debiased" and not isinstance(momentum, numbers.Real):
+        raise ValueError(f"momentum: expected a number in [0, 1] with "
+                         f"running_stats='ema_debiased', got {momentum!r}")
+    return running_stats, unbiased, bool(skip_nonfinite)
+
+
+def running_factor(running_stats: str, momentum: float | None, t: int) -> float:
+    """Weight of the t-th batch (t counts it) in the running average, for the averaging modes.
+
+    ``ema``: torch's momentum (``None`` = cumulative); ``cumulative``: 1/t whatever the
+    momentum; ``ema_debiased``: :func:`debiased_factor`. ``exact`` merges instead (see
+    :func:`exact_update`).
+    """
+    if running_stats == "ema":
+        return averaging_factor(momentum, t)
+    if running_stats == "cumulative":
+        return averaging_factor(None, t)
+    if running_stats == "ema_debiased":
+        return debiased_factor(momentum, t)
+    raise ValueError(f"running_stats: expected an averaging mode (ema, cumulative, "
+                     f"ema_debiased), got {running_stats!r}")
+
+
+def forward_var_scale(unbiased: str, count: float) -> float:
+    """s such that the forward normalises with s * (biased batch variance).
+
+    ``running`` and ``none``: s = 1 (Alg. 1, line 3, as the paper and PyTorch do); ``both``:
+    s = m / (m - 1), the unbiased variance in the forward too.
+    """
+    return count / (count - 1) if unbiased == "both" and count > 1 else 1.0
+
+
+def running_var_target(var, count: float, unbiased: str):
+    """The batch variance the running estimate tracks: unbiased (Alg. 2, line 10) unless
+    ``unbiased='none'``, where it is the biased one the forward used."""
+    return var if unbiased == "none" else bessel(var, count)
+
+
+def exact_update(count: float, running_mean, running_var, batch_count: float, mean, var,
+                 unbiased: str):
+    """``exact`` mode: merge one batch's (count, mean, biased var) into the running state.
+
+    The running state is stored as torch stores it (running_var Bessel-corrected unless
+    ``unbiased='none'``), so the biased M2 is recovered first; returns (count, running_mean,
+    running_var). Works on NumPy arrays and torch tensors alike.
+    """
+    biased = running_var if unbiased == "none" or count <= 1 else running_var * (
+        (count - 1) / count)
+    count, mean, var = chan_merge(count, running_mean, biased, batch_count, mean, var)
+    return count, mean, running_var_target(var, count, unbiased)
 
 
 def debiased_factor(momentum: float, t: int) -> float:
@@ -49,7 +115,9 @@ def chan_merge(count_a: float, mean_a: np.ndarray, var_a: np.ndarray,
     """
     count = count_a + count_b
     if count_a == 0:
-        return count_b, mean_b.copy(), var_b.copy()
+        # "* 1.0" rather than .copy(): a fresh array for NumPy and torch alike (the torch
+        # modules reuse this merge on tensors)
+        return count_b, mean_b * 1.0, var_b * 1.0
     delta = mean_b - mean_a
     mean = mean_a + delta * (count_b / count)
     m2 = var_a * count_a + var_b * count_b + delta * delta * (count_a * count_b / count)

@@ -20,6 +20,7 @@ from .ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from .health import BNHealthReport, bn_health
 from .recalibrate import recalibrate_bn
 from .renorm import BatchRenorm1d, BatchRenorm2d
+from .running import BatchNorm1d, BatchNorm2d, BatchNorm3d, freeze, unfreeze
 from .sequence import RecurrentBatchNorm, SequenceBatchNorm
 from .sync import SyncBatchNorm, convert_sync_batchnorm
 
@@ -28,4 +29,5 @@ __all__ = [
     "GhostBatchNorm2d", "RecurrentBatchNorm", "SequenceBatchNorm", "SyncBatchNorm",
     "bn_health", "convert_sync_batchnorm", "freeze_bn", "from_torch", "recalibrate_bn",
     "to_torch", "unfreeze_bn",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "freeze", "unfreeze",
 ]
