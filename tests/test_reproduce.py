@@ -38,7 +38,8 @@ def run_metrics(out: Path) -> dict:
 def digits_run(tmp_path_factory) -> Path:
     """One uninterrupted quick reproduction of every experiment on `digits` at CI size."""
     out = tmp_path_factory.mktemp("digits") / "out"
-    proc = normlab("reproduce", "--quick", "--data", "digits", "--out", out)
+    proc = normlab("reproduce", "paper-fig1", "init-scale", "--quick", "--data", "digits", "--out",
+                   out)
     assert proc.returncode == 0, proc.stderr
     assert f"Report: {(out / 'report.html').resolve()}" in proc.stdout.replace("\n", "")
     return out
@@ -98,7 +99,8 @@ def test_rerun_skips_finished_runs_and_report_rebuild(digits_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (digits_run / "report.html").is_file()
     # restore the full results for the other tests sharing this folder
-    assert normlab("reproduce", "--quick", "--data", "digits", "--out", digits_run
+    assert normlab("reproduce", "paper-fig1", "init-scale", "--quick", "--data", "digits",
+                   "--out", digits_run
                    ).returncode == 0
 
 
