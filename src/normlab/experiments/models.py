@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import nn
+from . import cnn
 
 Spec = tuple[tuple, ...]
 
@@ -59,6 +60,8 @@ def build_numpy(spec: Spec, init_std: float, rng: np.random.Generator) -> nn.Seq
             # spawn: the masks get their own stream without shifting the weight draws, so nets
             # with and without dropout start from identical weights
             layers.append(nn.Dropout(layer[1], rng=rng.spawn(1)[0]))
+        elif kind in cnn.KINDS:
+            layers.append(cnn.numpy_layer(layer, rng))
         else:
             raise ValueError(f"spec: unknown layer kind {kind!r}")
     return nn.Sequential(*layers)
@@ -81,6 +84,8 @@ def build_torch(spec: Spec, state_dict: dict[str, np.ndarray]):
             layers.append(torch.nn.ReLU())
         elif kind == "dropout":
             layers.append(torch.nn.Dropout(layer[1]))
+        elif kind in cnn.KINDS:
+            layers.append(cnn.torch_layer(layer))
         else:
             raise ValueError(f"spec: unknown layer kind {kind!r}")
     model = torch.nn.Sequential(*layers)

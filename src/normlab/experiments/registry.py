@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from .base import Experiment
+from .batch_size import BatchSize
+from .conv_bn import ConvBN
 from .init_scale import InitScale
 from .landscape import Landscape
+from .learning_rate import LearningRate
 from .paper_fig1 import PaperFig1
 from .regularization import Regularization
 from .rnn_norm import RnnNorm
@@ -15,6 +18,9 @@ EXPERIMENTS[TrainEval.name] = TrainEval()
 EXPERIMENTS[Regularization.name] = Regularization()
 EXPERIMENTS[Landscape.name] = Landscape()
 EXPERIMENTS[RnnNorm.name] = RnnNorm()
+EXPERIMENTS[LearningRate.name] = LearningRate()
+EXPERIMENTS[BatchSize.name] = BatchSize()
+EXPERIMENTS[ConvBN.name] = ConvBN()
 
 
 def get(name: str) -> Experiment:
