@@ -64,6 +64,13 @@ def running_factor(running_stats: str, momentum: float | None, t: int) -> float:
                      f"ema_debiased), got {running_stats!r}")
 
 
+def blend(running, value, factor: float):
+    """running <- (1 - factor) running + factor value, in the running estimate's dtype (the
+    averaging step of :func:`normlab.functional.batch.update_running_stats` for a variance it
+    does not Bessel-correct: ``unbiased='none'``)."""
+    return ((1.0 - factor) * running + factor * value).astype(running.dtype)
+
+
 def forward_var_scale(unbiased: str, count: float) -> float:
     """s such that the forward normalises with s * (biased batch variance).
 

@@ -17,6 +17,8 @@ from .norm import (
     InstanceNorm2d,
     InstanceNorm3d,
     LayerNorm,
+    freeze,
+    unfreeze,
 )
 from .pool import AvgPool2d, MaxPool2d
 from .recurrent import LSTM
@@ -27,5 +29,5 @@ __all__ = [
     "Dropout", "Flatten", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
     "LSTM", "LayerNorm", "Linear", "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU",
     "Sequential", "Sigmoid", "Tanh", "init",
-    "BatchRenorm1d", "BatchRenorm2d",
+    "BatchRenorm1d", "BatchRenorm2d", "freeze", "unfreeze",
 ]

@@ -15,13 +15,18 @@ BatchNorm1d/2d/3d only differ in the accepted input ndim.
 from __future__ import annotations
 
 import numbers
+import warnings
+from typing import NamedTuple
 
 import numpy as np
 
 from .. import functional as F
 from .._checks import check_eps, check_grad, check_momentum, check_positive_int
 from ..functional import batch as FB
+from ..functional import ghost as FGh
 from ..functional import group as FG
+from ..functional import running as FR
+from ..functional.stats import count
 from .module import Module, Parameter
 
 
@@ -116,16 +121,117 @@ def _eval_cache(x: np.ndarray, running_mean, running_var, weight, eps: float) ->
     return _EvalCache(x, running_mean.astype(x.dtype), inv_std, weight)
 
 
+class _Scaled(NamedTuple):
+    """Forward normalised with s * (biased variance): ``unbiased='both'`` (see _BatchNorm)."""
+
+    inner: FB.BatchNormCache
+    s: float
+
+
+class _Masked(NamedTuple):
+    """Forward ran on the (count, C) rows of the real positions of an (N, C, T) input."""
+
+    inner: object
+    mask: np.ndarray
+    shape: tuple[int, ...]
+
+
+def _check_mask(x: np.ndarray, mask) -> np.ndarray:
+    if x.ndim != 3:
+        raise ValueError(f"mask: expected a 3D (N, C, T) input with a mask, got input shape "
+                         f"{tuple(x.shape)}")
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+        got = mask.dtype if isinstance(mask, np.ndarray) else type(mask).__name__
+        raise TypeError(f"mask: expected a bool numpy.ndarray of shape (N, T), got {got}")
+    want = (x.shape[0], x.shape[2])
+    if mask.shape != want:
+        raise ValueError(f"mask: expected shape {want} (N, T), got {tuple(mask.shape)}")
+    return mask
+
+
+def _rows(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(count, C) real positions of (N, C, T): BN of the unpadded concatenation."""
+    return x.transpose(0, 2, 1)[mask]
+
+
+def _scatter(rows: np.ndarray, mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`_rows`, zeros at the padded positions."""
+    out = np.zeros((shape[0], shape[2], shape[1]), dtype=rows.dtype)
+    out[mask] = rows
+    return out.transpose(0, 2, 1)
+
+
 class _BatchNorm(_NormBase):
     """Batch Normalization (Ioffe & Szegedy 2015, Alg. 1 in training, Alg. 2 for inference).
 
     ``momentum`` follows torch (running = (1-m) running + m batch); ``momentum=None`` is the
     cumulative average over ``num_batches_tracked`` batches. With ``track_running_stats=False``
     the batch statistics are used in eval mode too.
+
+    Keyword options (defaults = torch's behaviour; the estimators are
+    :mod:`normlab.functional.running`), with m values per channel and sigma^2 the biased batch
+    variance:
+
+    * ``running_stats``: ``"ema"`` (torch), ``"cumulative"`` (the mean of all batch statistics,
+      torch's momentum=None), ``"exact"`` (mean/variance of every activation since the last
+      reset, Chan merge; buffer ``num_samples_tracked``), ``"ema_debiased"`` (EMA divided by
+      1 - (1 - m)^t, Adam-style).
+    * ``unbiased``: ``"running"`` (torch: forward sigma^2, running_var m/(m-1) sigma^2),
+      ``"both"`` (both m/(m-1) sigma^2), ``"none"`` (both sigma^2).
+    * ``skip_nonfinite``: a batch with NaN/inf statistics leaves the running statistics alone,
+      counts itself in the buffer ``num_batches_skipped`` and warns once.
+    * ``virtual_batch_size``: ghost BN in training (Hoffer et al. 2017, sec. 4; the splitting
+      of :func:`normlab.functional.ghost.virtual_splits`); eval is unchanged.
+    * ``forward(x, mask)``: (N, C, T) input with an (N, T) bool mask of real positions; padded
+      ones contribute nothing (statistics, running statistics, gradients) and output 0.
+    * ``freeze()`` / ``unfreeze()``: inference behaviour even in training mode.
     """
 
     _ndims: tuple[int, ...] = (2, 3, 4, 5)
     _shape_doc = "(N, C, ...)"
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, *, dtype=np.float32,
+                 running_stats: str = "ema", unbiased: str = "running",
+                 skip_nonfinite: bool = False, virtual_batch_size: int | None = None):
+        options = FR.check_options(running_stats, unbiased, skip_nonfinite, momentum)
+        if virtual_batch_size is not None:
+            virtual_batch_size = check_positive_int("virtual_batch_size", virtual_batch_size)
+            if unbiased != "running":
+                raise ValueError(f"unbiased: expected 'running' with virtual_batch_size (ghost "
+                                 f"BN), got {unbiased!r}")
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype)
+        self.running_stats, self.unbiased, self.skip_nonfinite = options
+        self.virtual_batch_size = virtual_batch_size
+        if self.track_running_stats and self.running_stats == "exact":
+            self.register_buffer("num_samples_tracked", np.array(0, dtype=np.int64))
+        if self.track_running_stats and self.skip_nonfinite:
+            self.register_buffer("num_batches_skipped", np.array(0, dtype=np.int64))
+        self.frozen = False
+        self._warned_nonfinite = False
+
+    def reset_running_stats(self) -> None:
+        super().reset_running_stats()
+        for name in ("num_samples_tracked", "num_batches_skipped"):
+            if name in self._buffers:
+                self._buffers[name][...] = 0
+
+    # -- freezing --------------------------------------------------------------------------
+    def freeze(self) -> _BatchNorm:
+        """Inference behaviour (running statistics, no updates) until :meth:`unfreeze`, whatever
+        ``train()`` says; the state dict is untouched."""
+        if not self.track_running_stats:
+            raise ValueError(f"{self._label()}: expected track_running_stats=True to freeze, "
+                             f"got track_running_stats=False (no running statistics)")
+        self.frozen = True
+        return self
+
+    def unfreeze(self) -> _BatchNorm:
+        self.frozen = False
+        return self
+
+    def _label(self) -> str:
+        return f"{type(self).__name__}({self.num_features})"
 
     # step 1 ------------------------------------------------------------------------------
     def _check_input(self, x, training: bool) -> np.ndarray:
@@ -133,40 +239,143 @@ class _BatchNorm(_NormBase):
         return x
 
     def _use_batch_stats(self) -> bool:
-        return self.training or not self.track_running_stats
+        return (self.training and not self.frozen) or not self.track_running_stats
 
     # step 3 ------------------------------------------------------------------------------
-    def _update_running_stats(self, cache: FB.BatchNormCache) -> None:
+    def _update_running_stats(self, cache) -> None:
+        """One running-statistics step from a BatchNormCache (or a ghost GhostCache)."""
+        ghost = isinstance(cache, FGh.GhostCache)
+        if ghost:
+            mean, var = FGh.ghost_batch_stats(cache)
+        else:
+            mean, var = cache.mean, cache.var
+        if self.skip_nonfinite and not FR.stats_are_finite(mean, var):
+            self.num_batches_skipped += 1
+            if not self._warned_nonfinite:
+                self._warned_nonfinite = True
+                warnings.warn(f"{self._label()}: batch statistics are not finite (NaN/inf); "
+                              f"running statistics left unchanged (skip_nonfinite=True). "
+                              f"Further skips are counted in num_batches_skipped.",
+                              RuntimeWarning, stacklevel=3)
+            return
         self.num_batches_tracked += 1
-        factor = F.averaging_factor(self.momentum, int(self.num_batches_tracked))
-        mean, var = F.update_running_stats(self.running_mean, self.running_var, cache, factor)
+        if self.running_stats == "exact":
+            self._merge_exact(cache.caches if ghost else [cache])
+            return
+        factor = FR.running_factor(self.running_stats, self.momentum,
+                                   int(self.num_batches_tracked))
+        if ghost:
+            mean, var = FGh.ghost_running_update(self.running_mean, self.running_var, cache,
+                                                 factor)
+        elif self.unbiased == "none":   # the biased variance the forward used
+            mean = FR.blend(self.running_mean, cache.mean, factor)
+            var = FR.blend(self.running_var, cache.var, factor)
+        else:
+            mean, var = F.update_running_stats(self.running_mean, self.running_var, cache,
+                                               factor)
         self.running_mean[...] = mean
         self.running_var[...] = var
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _merge_exact(self, caches) -> None:
+        """Chan-merge each (virtual) batch, in float64 whatever the buffers' dtype."""
+        count = float(self.num_samples_tracked)
+        mean = self.running_mean.astype(np.float64)
+        var = self.running_var.astype(np.float64)
+        for c in caches:
+            count, mean, var = FR.exact_update(count, mean, var, float(c.n), c.mean, c.var,
+                                               self.unbiased)
+        self.num_samples_tracked[...] = int(count)
+        self.running_mean[...] = mean
+        self.running_var[...] = var
+
+    # step 2 ------------------------------------------------------------------------------
+    def _train_forward(self, x: np.ndarray, weight, bias):
+        if self.virtual_batch_size is not None and self.training:   # ghost BN is train-only
+            return F.ghost_batch_norm_train(x, self.virtual_batch_size, weight, bias, self.eps)
+        n = count(x.shape, FB.channel_axes(x.ndim))
+        s = FR.forward_var_scale(self.unbiased, n)
+        if s == 1.0:
+            return F.batch_norm_train(x, weight, bias, self.eps)
+        # w (x - mu) / sqrt(s var + eps) = (w / sqrt(s)) (x - mu) / sqrt(var + eps / s): plain
+        # BN with a rescaled gamma and eps, so the (kernel) forward/backward are reused as-is
+        gamma = np.ones(self.num_features, x.dtype) if weight is None else weight
+        y, cache = F.batch_norm_train(x, (gamma / np.sqrt(s)).astype(gamma.dtype), bias,
+                                      self.eps / s)
+        return y, _Scaled(cache, s)
+
+    def forward(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         batch_stats = self._use_batch_stats()
-        x = self._check_input(x, training=batch_stats)
+        x = self._check_input(x, training=batch_stats and mask is None)
+        shape = x.shape
+        if mask is not None:
+            mask = _check_mask(x, mask)
+            if self.virtual_batch_size is not None:
+                raise ValueError("mask: expected no mask with virtual_batch_size (ghost BN), "
+                                 "got a mask")
+            x = _rows(x, mask)
+            if batch_stats:
+                F.batch.check_input(x, training=True, name="x (masked positions)")
         weight, bias = self._params()
         if batch_stats:
-            y, cache = F.batch_norm_train(x, weight, bias, self.eps)
+            y, cache = self._train_forward(x, weight, bias)
             if self.training and self.track_running_stats:
-                self._update_running_stats(cache)
+                self._update_running_stats(cache.inner if isinstance(cache, _Scaled) else cache)
         else:
             y = F.batch_norm_eval(x, self.running_mean, self.running_var, weight, bias, self.eps)
             cache = _eval_cache(x, self.running_mean, self.running_var, weight, self.eps)
+        if mask is not None:
+            y = _scatter(y, mask, shape)
+            cache = _Masked(cache, mask, shape)
         self._cache = cache
         return y
+
+    def _backward(self, dy: np.ndarray, cache):
+        if isinstance(cache, _Masked):
+            dy = check_grad("dy", dy, cache.shape)
+            dx, dweight, dbias = self._backward(_rows(dy, cache.mask), cache.inner)
+            return _scatter(dx, cache.mask, cache.shape), dweight, dbias
+        if isinstance(cache, _EvalCache):
+            return _eval_backward(dy, cache)
+        if isinstance(cache, FGh.GhostCache):
+            return F.ghost_batch_norm_backward(dy, cache)
+        if isinstance(cache, _Scaled):
+            dx, dweight, dbias = F.batch_norm_backward(dy, cache.inner)
+            return dx, dweight / np.sqrt(cache.s), dbias   # d/dgamma of gamma / sqrt(s)
+        return F.batch_norm_backward(dy, cache)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         cache = self._cache
         if cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        if isinstance(cache, _EvalCache):
-            dx, dweight, dbias = _eval_backward(dy, cache)
-        else:
-            dx, dweight, dbias = F.batch_norm_backward(dy, cache)
+        dx, dweight, dbias = self._backward(dy, cache)
         self._accumulate(dweight, dbias)
         return dx
+
+    def extra_repr(self) -> str:
+        extra = [f"{k}={getattr(self, k)!r}" for k, v in FR.DEFAULTS.items()
+                 if getattr(self, k) != v]
+        if self.virtual_batch_size is not None:
+            extra.append(f"virtual_batch_size={self.virtual_batch_size}")
+        return ", ".join([super().extra_repr(), *extra])
+
+
+def freeze(model: Module) -> Module:
+    """Freeze every batch norm of ``model`` (all are checked before any is frozen)."""
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    for m in layers:
+        if not m.track_running_stats:
+            raise ValueError(f"model: expected batch norms with running statistics to freeze, "
+                             f"got {m._label()} with track_running_stats=False")
+    for m in layers:
+        m.freeze()
+    return model
+
+
+def unfreeze(model: Module) -> Module:
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.unfreeze()
+    return model
 
 
 class BatchNorm1d(_BatchNorm):
