@@ -72,7 +72,8 @@ class BatchSize(Experiment):
                 f"runs share initial weights (per method) and the sample order. Test error "
                 f"after the last step, in eval mode (BN/Batch Renorm with running statistics, "
                 f"momentum 0.1). One seed. Scaled down from ResNet-50 on ImageNet; full size "
-                f"takes ~3-4 minutes on 2 cores with the NumPy engine.")
+                f"took under 3 minutes on a loaded 2-core machine (NumPy engine, one BLAS "
+                f"thread).")
 
     def runs(self, data: Dataset, scale: float) -> list[Run]:
         samples = scaled(SAMPLES, scale, 2 * max(BATCHES))

@@ -61,7 +61,7 @@ class ConvBN(Experiment):
                 f"identical initial conv weights and batches; test accuracy (eval mode) at "
                 f"{N_EVALS} points. Eval time: one eval-mode forward of {TIMING_IMAGES} test "
                 f"images, the variants interleaved, median of {TIMING_REPEATS} -- machine- and "
-                f"load-dependent, not part of the verdict. Full size takes ~1 minute on 2 "
+                f"load-dependent, not part of the verdict. Full size took ~1 minute on 2 "
                 f"cores with the NumPy engine.")
 
     def runs(self, data: Dataset, scale: float) -> list[Run]:

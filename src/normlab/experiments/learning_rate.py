@@ -65,7 +65,7 @@ class LearningRate(Experiment):
                 f"and batches; test accuracy (eval mode) at {N_EVALS} points. Scaled down from "
                 f"the paper's Inception/ImageNet runs (millions of steps): the method -- "
                 f"raising the rate and counting steps to a fixed accuracy -- is kept. Full size "
-                f"takes ~3 minutes on 2 cores with the NumPy engine.")
+                f"took 6 minutes on a loaded 2-core machine (NumPy engine, one BLAS thread).")
 
     def runs(self, data: Dataset, scale: float) -> list[Run]:
         out = []
