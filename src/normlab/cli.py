@@ -6,11 +6,20 @@ errors.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import typer
+# The models here are small (batch 60, 100 units): a multi-threaded BLAS spends more time
+# handing tiny matmuls between threads than computing them, and on a busy 2-core machine its
+# spinning threads made `normlab reproduce` 10-25x slower. One BLAS thread unless the user says
+# otherwise; this must happen before NumPy is first imported, which is why it sits here.
+# (PyTorch's own thread pool is left alone: `normlab bench` compares against its default.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from . import __version__
+from pathlib import Path  # noqa: E402
+
+import typer  # noqa: E402
+
+from . import __version__  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch Normalization: exact layers, the experiments, the tools.")
