@@ -22,9 +22,10 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-run
 demo: $(VENV)/.stamp-run
 	$(BIN)/normlab reproduce --quick --out runs/demo
 
+# Two xdist workers on two cores; each keeps BLAS single-threaded so they do not fight over cores.
 test: $(VENV)/.stamp-test
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -n 2 -m "not slow" -q
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not slow" -q --durations=15
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check src tests benchmarks
