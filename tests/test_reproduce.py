@@ -23,7 +23,7 @@ NORMLAB = [sys.executable, "-m", "normlab.cli"]
 ENV = {**os.environ, "NORMLAB_KERNELS": "numpy", "NORMLAB_CI_SCALE": "0.02"}
 
 
-def normlab(*args, env=ENV, timeout=120):
+def normlab(*args, env=ENV, timeout=600):
     return subprocess.run([*NORMLAB, *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=timeout)
 

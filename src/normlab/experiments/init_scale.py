@@ -24,6 +24,9 @@ LR = 0.01
 EPOCHS = 20
 STEPS_PER_EPOCH = 10   # the book: max(train_size / batch_size, 1)
 HIDDEN = (100,) * 5
+# The book's BatchNormalization uses eps = 10e-7 (= 1e-6). It matters at std 1e-4, where the
+# pre-activation variance (~1e-6) would be swamped by PyTorch's default 1e-5.
+EPS = 1e-6
 
 # Verdict rules (fixed before any run):
 LEARNED = 0.5          # a net "learns" if its final training accuracy reaches 50% (chance: 10%)
@@ -44,7 +47,8 @@ class InitScale(Experiment):
         epochs = scaled(EPOCHS, scale, 2)
         sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))
         return (f"{sizes} MLP, hidden layers Linear -> BatchNorm1d -> ReLU (plain: Linear -> "
-                f"ReLU), on the first {min(N_TRAIN, len(data.x_train))} training images of "
+                f"ReLU), BN eps {EPS} (the book's 10e-7), on the first "
+                f"{min(N_TRAIN, len(data.x_train))} training images of "
                 f"{data.describe()}; batch {BATCH} drawn with replacement, plain SGD lr {LR}, "
                 f"{epochs} epochs of {STEPS_PER_EPOCH} steps (book: {EPOCHS}); Linear weights "
                 f"N(0, std^2) with biases 0, for 16 stds np.logspace(0, -4, 16); accuracy on "
@@ -58,13 +62,13 @@ class InitScale(Experiment):
                 cfg = {"std_index": i, "std": float(std), "bn": bn, "epochs": epochs,
                        "steps_per_epoch": STEPS_PER_EPOCH, "batch": BATCH, "lr": LR,
                        "n_train": min(N_TRAIN, len(data.x_train)),
-                       "sizes": [data.n_features, *HIDDEN, data.n_classes]}
+                       "sizes": [data.n_features, *HIDDEN, data.n_classes], "eps": EPS}
                 out.append(Run(f"std{i:02d}-{'bn' if bn else 'plain'}", cfg,
                                f"std {std:.2g} {'with' if bn else 'without'} BN"))
         return out
 
     def run(self, ctx: RunContext, cfg: dict) -> dict:
-        spec = mlp_spec(cfg["sizes"], "relu", cfg["bn"])
+        spec = mlp_spec(cfg["sizes"], "relu", cfg["bn"], cfg["eps"])
         i = cfg["std_index"]
         trainer = make_trainer(ctx.engine, spec, cfg["std"], ctx.rng("init", i), cfg["lr"])
         stream = derive_seed(ctx.seed, self.name, "batches", i)

@@ -16,17 +16,18 @@ from . import cnn
 Spec = tuple[tuple, ...]
 
 
-def mlp_spec(sizes: list[int], activation: str, batch_norm: bool) -> Spec:
+def mlp_spec(sizes: list[int], activation: str, batch_norm: bool, eps: float = 1e-5) -> Spec:
     """Linear [-> BatchNorm1d] -> activation for each hidden layer, then a Linear output.
 
-    BN sits between the affine map and the nonlinearity, as in the paper (sec. 3.2: "we add the
+    ``eps`` is BN's variance floor (PyTorch's 1e-5 unless a source states another). BN sits
+    between the affine map and the nonlinearity, as in the paper (sec. 3.2: "we add the
     BN transform immediately before the nonlinearity").
     """
     layers: list[tuple] = []
     for n_in, n_out in zip(sizes[:-2], sizes[1:-1], strict=True):
         layers.append(("linear", n_in, n_out))
         if batch_norm:
-            layers.append(("bn1d", n_out))
+            layers.append(("bn1d", n_out, eps))
         layers.append((activation,))
     layers.append(("linear", sizes[-2], sizes[-1]))
     return tuple(layers)
@@ -51,7 +52,7 @@ def build_numpy(spec: Spec, init_std: float, rng: np.random.Generator) -> nn.Seq
             lin.bias.data[...] = 0
             layers.append(lin)
         elif kind == "bn1d":
-            layers.append(nn.BatchNorm1d(layer[1]))
+            layers.append(nn.BatchNorm1d(layer[1], eps=layer[2]))
         elif kind == "sigmoid":
             layers.append(nn.Sigmoid())
         elif kind == "relu":
@@ -77,7 +78,7 @@ def build_torch(spec: Spec, state_dict: dict[str, np.ndarray]):
         if kind == "linear":
             layers.append(torch.nn.Linear(layer[1], layer[2]))
         elif kind == "bn1d":
-            layers.append(torch.nn.BatchNorm1d(layer[1]))
+            layers.append(torch.nn.BatchNorm1d(layer[1], eps=layer[2]))
         elif kind == "sigmoid":
             layers.append(torch.nn.Sigmoid())
         elif kind == "relu":
