@@ -17,10 +17,7 @@ import numpy as np
 import pytest
 
 NORMLAB = [sys.executable, "-m", "normlab.cli"]
-# NORMLAB_KERNELS=numpy: at the (60, 100) batch sizes of these runs the numba BN kernels are
-# currently ~40x slower than the NumPy path on this 2-core machine (reported to their owner);
-# the kernels have their own parity tests, these tests are about the pipeline.
-ENV = {**os.environ, "NORMLAB_KERNELS": "numpy", "NORMLAB_CI_SCALE": "0.02"}
+ENV = {**os.environ, "NORMLAB_CI_SCALE": "0.02"}
 
 
 def normlab(*args, env=ENV, timeout=600):
