@@ -11,6 +11,7 @@ from .learning_rate import LearningRate
 from .paper_fig1 import PaperFig1
 from .regularization import Regularization
 from .rnn_norm import RnnNorm
+from .running_stats import RunningStats
 from .train_eval import TrainEval
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PaperFig1(), InitScale())}
@@ -21,6 +22,7 @@ EXPERIMENTS[RnnNorm.name] = RnnNorm()
 EXPERIMENTS[LearningRate.name] = LearningRate()
 EXPERIMENTS[BatchSize.name] = BatchSize()
 EXPERIMENTS[ConvBN.name] = ConvBN()
+EXPERIMENTS[RunningStats.name] = RunningStats()
 
 
 def get(name: str) -> Experiment:

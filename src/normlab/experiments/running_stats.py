@@ -1,0 +1,424 @@
+"""Running-statistic estimators and non-finite batches (BN paper Alg. 2, line 10).
+
+BN's inference statistics estimate the population mean and variance of each channel (Ioffe &
+Szegedy 2015, Alg. 2, line 10). PyTorch keeps an exponential moving average started from
+mean 0 / variance 1, so its early estimates are pulled toward those initial values, and it
+averages whatever a batch produced, NaN included. Users run into both (PyTorch issues #1410 and
+#88474, TensorFlow issue #23050; #88474 is exactly the case measured in part (b): under mixed
+precision the loss scaler skips the optimizer step of an overflowed batch, but BN has already
+folded that batch's NaN statistics into its running ones). Two measurements on one trained MLP:
+
+(a) estimators: the weights are frozen and the running statistics re-estimated from scratch with
+    each estimator of :mod:`normlab.functional.running` (``ema`` momentum 0.1, ``cumulative``,
+    ``exact``, ``ema_debiased`` = the EMA with Adam's bias correction, Kingma & Ba 2015, sec. 3),
+    eval accuracy after k = 1, 2, 4, ... batches of a small and a large size. Freezing the
+    weights isolates the estimator from the training dynamics.
+(b) a non-finite batch: during training one input batch overflows float16 (x * 1e5 cast through
+    float16 -> inf); the optimizer step is skipped as a loss scaler would; with
+    ``skip_nonfinite=False`` the running statistics become NaN for the rest of training, with
+    ``skip_nonfinite=True`` the batch is skipped (``num_batches_skipped == 1``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .. import nn
+from ..data import Dataset
+from .base import Experiment, Run, RunContext, Summary, derive_seed, scaled
+from .models import mlp_spec
+from .train import epoch_batch, evaluate
+from .train_eval import bn_layers, forward_batch_stats, he_trainer
+
+STEPS = 2000
+BATCH = 60
+LR = 0.1
+MOMENTUM = 0.1
+HIDDEN = (100, 100, 100)
+ESTIMATORS = ("ema", "cumulative", "exact", "ema_debiased")
+ESTIMATE_BATCHES = (8, 128)        # (a) batch sizes fed to the re-estimated statistics
+MAX_BATCHES = 256                  # (a) k = 1, 2, 4, ..., MAX_BATCHES (cheap: forwards only)
+REFERENCE_CHUNK = 500              # (a) exact statistics of the whole training set, in chunks
+OVERFLOW = 1e5                     # (b) x * 1e5 in float16 overflows (max 65504) to inf
+INJECT_AT = 0.5                    # (b) the overflowed batch arrives half-way through training
+N_EVALS = 10                       # (b) eval points over training
+
+# Verdict rules (fixed before any run):
+CLOSE = 0.01        # (a) "correct": eval accuracy within 1 point of the exact-statistics one,
+                    #     from some k on for every later k of the grid ("needed" = that k)
+FEWER = 4           # (a) "far fewer": needed(exact), needed(ema_debiased) <= needed(ema) / 4
+CHANCE_SLACK = 0.05  # (b) poisoned: final accuracy <= 1/classes + 0.05 and NaN statistics
+UNAFFECTED = 0.01   # (b) skipped: final accuracy within 1 point of the run that never saw it
+
+
+def configure_bn(trainer, **options) -> None:
+    """Swap every BatchNorm1d of ``trainer`` for one with ``options`` (running_stats,
+    skip_nonfinite) and fresh running statistics, on either engine.
+
+    gamma and beta are the *same* Parameter objects, so the optimizer keeps training them.
+    """
+    if trainer.engine == "torch":
+        from ..torch import BatchNorm1d
+    else:
+        BatchNorm1d = nn.BatchNorm1d
+    old = set(map(id, bn_layers(trainer)))
+    layers = list(trainer.model)
+    for i, m in enumerate(layers):
+        if id(m) in old:
+            new = BatchNorm1d(m.num_features, eps=m.eps, momentum=m.momentum, **options)
+            new.weight, new.bias = m.weight, m.bias
+            layers[i] = new
+    if trainer.engine == "torch":
+        for i, m in enumerate(layers):
+            trainer.model[i] = m
+    else:
+        trainer.model = nn.Sequential(*layers)
+
+
+def fp16_overflow(x: np.ndarray) -> np.ndarray:
+    """The batch an fp16 pipeline would produce from ``x * OVERFLOW``: inf where it exceeds
+    float16's range (65504), as in the report of PyTorch issue #88474."""
+    with np.errstate(over="ignore"):
+        return (x * OVERFLOW).astype(np.float16).astype(np.float32)
+
+
+def scaler_step(trainer, x: np.ndarray, y: np.ndarray) -> float:
+    """One training step that skips the optimizer update when the loss is not finite, as
+    ``torch.amp.GradScaler`` does; the training-mode forward (and with it BN's running-statistic
+    update) has already happened by then."""
+    trainer.model.train()
+    if trainer.engine == "torch":
+        torch = trainer.torch
+        loss = trainer.loss(trainer.model(torch.from_numpy(x)), torch.from_numpy(y))
+        if torch.isfinite(loss):
+            trainer.opt.zero_grad()
+            loss.backward()
+            trainer.opt.step()
+        return float(loss)
+    with np.errstate(invalid="ignore", over="ignore"):
+        loss = trainer.loss(trainer.model(x), y)
+    if np.isfinite(loss):
+        trainer.opt.zero_grad()
+        trainer.model.backward(trainer.loss.backward())
+        trainer.opt.step()
+    return float(loss)
+
+
+def bn_state(trainer) -> list[dict]:
+    """Per BN layer: running statistics (as lists) and counters, on either engine."""
+    out = []
+    for m in bn_layers(trainer):
+        row = {}
+        for name in ("running_mean", "running_var", "num_batches_tracked", "num_batches_skipped"):
+            v = getattr(m, name, None)
+            if v is None:
+                continue
+            v = v.detach().numpy() if trainer.engine == "torch" else np.asarray(v)
+            row[name] = v.tolist() if v.ndim else int(v)
+        row["finite"] = bool(np.isfinite(row["running_mean"]).all()
+                             and np.isfinite(row["running_var"]).all())
+        out.append(row)
+    return out
+
+
+def log2_grid(n: int) -> list[int]:
+    """1, 2, 4, ... up to n (and n itself)."""
+    grid = [1 << i for i in range(int(np.log2(n)) + 1)]
+    return grid if grid[-1] == n else grid + [n]
+
+
+def needed(grid: list[int], acc: list[float], reference: float) -> int | None:
+    """First k from which eval accuracy stays within CLOSE of ``reference`` (None: never)."""
+    hit = None
+    for k, a in zip(grid, acc, strict=True):
+        if a >= reference - CLOSE:
+            hit = k if hit is None else hit
+        else:
+            hit = None
+    return hit
+
+
+class RunningStats(Experiment):
+    name = "running-stats"
+    title = "Running-statistic estimators and a non-finite batch"
+    source = ("Ioffe & Szegedy 2015, Alg. 2 line 10 (population statistics); Kingma & Ba 2015, "
+              "sec. 3 (bias correction of a zero-started moving average); PyTorch issues #1410, "
+              "#88474 and TensorFlow issue #23050 (running statistics in practice)")
+    claim = ("(a) The debiased EMA and the exact estimator give correct eval accuracy after far "
+             "fewer batches than the plain EMA (momentum 0.1), whose early estimates are biased "
+             "toward the initial mean 0 / variance 1. (b) A single non-finite batch silently "
+             "poisons the plain running statistics for the rest of training (eval accuracy at "
+             "chance while training goes on normally); skipping non-finite batches prevents it.")
+    quick_scale = 0.25
+
+    def setup(self, data: Dataset, scale: float) -> str:
+        steps = scaled(STEPS, scale, 50)
+        sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))
+        return (f"A {sizes} MLP, Linear -> BatchNorm1d (momentum {MOMENTUM}) -> ReLU hidden "
+                f"layers, on {data.describe()}; He-normal weights, plain SGD lr {LR}, batch "
+                f"{BATCH}, {steps:,} steps (full size {STEPS:,}), the same seed, weights and "
+                f"batches in every run. (a) After training the weights are frozen and every BN "
+                f"layer's running statistics are re-estimated from scratch (mean 0, variance 1) "
+                f"by training-mode forwards with no weight update, with each estimator "
+                f"{ESTIMATORS} on the same sequence of batches of {ESTIMATE_BATCHES[0]} and of "
+                f"{ESTIMATE_BATCHES[1]} training images; test accuracy in eval mode after k = "
+                f"{log2_grid(MAX_BATCHES)} batches. Freezing the weights isolates the estimator "
+                f"from the training dynamics. Reference: the exact statistics of the whole "
+                f"training set. (b) Three trainings with the EMA: clean (the batch at step "
+                f"{int(steps * INJECT_AT)} is dropped), poisoned (that batch multiplied by "
+                f"{OVERFLOW:g} and cast through float16, i.e. inf pixels, skip_nonfinite=False) "
+                f"and skipped (same batch, skip_nonfinite=True); like a mixed-precision loss "
+                f"scaler, the optimizer step of a non-finite loss is skipped, so the weights of "
+                f"all three runs stay finite and only the running statistics can differ. Full "
+                f"size takes about a minute on 2 cores with mnist5k.")
+
+    def runs(self, data: Dataset, scale: float) -> list[Run]:
+        base = {"sizes": [data.n_features, *HIDDEN, data.n_classes],
+                "steps": scaled(STEPS, scale, 50), "batch": BATCH, "lr": LR}
+        runs = [Run(f"batch-{b}", {**base, "part": "estimators", "estimate_batch": b,
+                                   "max_batches": MAX_BATCHES, "estimators": list(ESTIMATORS)},
+                    f"(a) estimators, batches of {b}")
+                for b in ESTIMATE_BATCHES]
+        inject = int(base["steps"] * INJECT_AT)
+        for key, mode, skip, label in (("clean", "drop", False, "(b) bad batch never seen"),
+                                       ("poisoned", "overflow", False,
+                                        "(b) fp16 overflow, skip_nonfinite=False"),
+                                       ("skipped", "overflow", True,
+                                        "(b) fp16 overflow, skip_nonfinite=True")):
+            runs.append(Run(key, {**base, "part": "poison", "inject_at": inject, "mode": mode,
+                                  "skip_nonfinite": skip}, label))
+        return runs
+
+    def run(self, ctx: RunContext, cfg: dict) -> dict:
+        if cfg["part"] == "estimators":
+            return self._estimators(ctx, cfg)
+        return self._poison(ctx, cfg)
+
+    def _trainer(self, ctx: RunContext, cfg: dict, skip_nonfinite: bool = False):
+        trainer = he_trainer(ctx.engine, mlp_spec(cfg["sizes"], "relu", True), ctx.rng("init"),
+                             cfg["lr"])
+        configure_bn(trainer, running_stats="ema", skip_nonfinite=skip_nonfinite)
+        return trainer
+
+    def _train(self, ctx: RunContext, cfg: dict, trainer, special=None, after=None) -> float:
+        """SGD on the shared batch stream; ``special(xb, yb)`` replaces the step at
+        ``cfg["inject_at"]`` (returns its loss or None) and ``after(step)`` runs after each."""
+        stream = derive_seed(ctx.seed, self.name, "batches")
+        x, y = ctx.data.flat("train")
+        losses = []
+        for step in range(cfg["steps"]):
+            idx = epoch_batch(stream, len(x), cfg["batch"], step)
+            if special is not None and step == cfg["inject_at"]:
+                loss = special(x[idx], y[idx])
+            else:
+                loss = trainer.train_step(x[idx], y[idx])
+            losses.append(float("nan") if loss is None else loss)   # keep steps aligned
+            if after is not None:
+                after(step)
+            if (step + 1) % 50 == 0:
+                ctx.report(step + 1, cfg["steps"] + 1)
+        tail = [v for v in losses[-max(1, len(losses) // 10):] if np.isfinite(v)]
+        return float(np.mean(tail)) if tail else float("nan")
+
+    def _estimators(self, ctx: RunContext, cfg: dict) -> dict:
+        trainer = self._trainer(ctx, cfg)
+        loss = self._train(ctx, cfg, trainer)
+        x_tr, _ = ctx.data.flat("train")
+        x_te, y_te = ctx.data.flat("test")
+        # reference: exact statistics of the whole training set (order/split independent)
+        configure_bn(trainer, running_stats="exact")
+        for s in range(0, len(x_tr), REFERENCE_CHUNK):
+            forward_batch_stats(trainer, x_tr[s:s + REFERENCE_CHUNK])
+        reference = evaluate(trainer, x_te, y_te)[0]
+        ref_var = [np.asarray(r["running_var"]) for r in bn_state(trainer)]
+        grid = log2_grid(cfg["max_batches"])
+        stream = derive_seed(ctx.seed, self.name, "estimate", cfg["estimate_batch"])
+        acc, var_error = {}, {}
+        for est in cfg["estimators"]:
+            configure_bn(trainer, running_stats=est)
+            acc[est], var_error[est], seen = [], [], 0
+            for k in grid:
+                while seen < k:     # every estimator sees the same batches in the same order
+                    idx = epoch_batch(stream, len(x_tr), cfg["estimate_batch"], seen)
+                    forward_batch_stats(trainer, x_tr[idx])
+                    seen += 1
+                acc[est].append(evaluate(trainer, x_te, y_te)[0])
+                # mean |running_var / exact var - 1| over channels and layers
+                var_error[est].append(float(np.mean([
+                    np.mean(np.abs(np.asarray(r["running_var"]) / v - 1.0))
+                    for r, v in zip(bn_state(trainer), ref_var, strict=True)])))
+        ctx.report(cfg["steps"] + 1, cfg["steps"] + 1)
+        return {"final_train_loss": loss, "estimate_batch": cfg["estimate_batch"],
+                "grid": grid, "reference_acc": reference, "acc": acc, "var_error": var_error,
+                "n_classes": int(cfg["sizes"][-1])}
+
+    def _poison(self, ctx: RunContext, cfg: dict) -> dict:
+        trainer = self._trainer(ctx, cfg, skip_nonfinite=cfg["skip_nonfinite"])
+        x_te, y_te = ctx.data.flat("test")
+        every = max(1, cfg["steps"] // N_EVALS)
+        hist = {"step": [], "eval_acc": []}
+        caught: list[str] = []
+        injected = {}
+
+        def special(xb, yb):
+            if cfg["mode"] == "drop":
+                return None
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                injected["loss"] = scaler_step(trainer, fp16_overflow(xb), yb)
+            caught.extend(str(m.message) for m in w if "not finite" in str(m.message))
+            return injected["loss"]
+
+        def after(step):
+            if (step + 1) % every == 0:
+                hist["step"].append(step + 1)
+                with np.errstate(invalid="ignore"):
+                    hist["eval_acc"].append(evaluate(trainer, x_te, y_te)[0])
+
+        loss = self._train(ctx, cfg, trainer, special, after)
+        with np.errstate(invalid="ignore"):
+            final = evaluate(trainer, x_te, y_te)[0]
+        ctx.report(cfg["steps"] + 1, cfg["steps"] + 1)
+        return {"final_train_loss": loss, "final_eval_acc": final, **hist,
+                "inject_at": cfg["inject_at"], "mode": cfg["mode"],
+                "skip_nonfinite": cfg["skip_nonfinite"],
+                "injected_loss": injected.get("loss"), "warnings": caught,
+                "bn": bn_state(trainer), "n_classes": int(cfg["sizes"][-1])}
+
+    def summarize(self, runs: list[Run], metrics: dict[str, dict]) -> Summary:
+        # (a)
+        est_keys = [k for k in metrics if k.startswith("batch-")]
+        est_keys.sort(key=lambda k: metrics[k]["estimate_batch"])
+        need: dict[int, dict[str, int | None]] = {}
+        parts_a = []
+        for key in est_keys:
+            m = metrics[key]
+            n = {e: needed(m["grid"], a, m["reference_acc"]) for e, a in m["acc"].items()}
+            need[m["estimate_batch"]] = n
+
+            def inf(e, n=n):
+                return float("inf") if n[e] is None else n[e]
+
+            fast = ("exact", "ema_debiased")
+            if all(n[e] is None for e in (*fast, "ema")):
+                parts_a.append("inconclusive")     # nothing reaches the reference
+            elif all(inf(e) * FEWER <= inf("ema") for e in fast):
+                parts_a.append("holds")
+            elif any(inf(e) >= inf("ema") for e in fast):
+                parts_a.append("does not hold")
+            else:
+                parts_a.append("inconclusive")
+        va = ("holds" if parts_a and all(v == "holds" for v in parts_a) else
+              "does not hold" if "does not hold" in parts_a else "inconclusive")
+        # (b)
+        clean, poisoned, skipped = metrics["clean"], metrics["poisoned"], metrics["skipped"]
+        chance = 1.0 / poisoned["n_classes"]
+        poisoned_nan = not any(layer["finite"] for layer in poisoned["bn"])
+        skipped_ok = (all(layer["finite"] for layer in skipped["bn"])
+                      and all(layer.get("num_batches_skipped") == 1 for layer in skipped["bn"]))
+        skip_gap = abs(skipped["final_eval_acc"] - clean["final_eval_acc"])
+        poisoned_at_chance = poisoned["final_eval_acc"] <= chance + CHANCE_SLACK
+        if poisoned_nan and poisoned_at_chance and skipped_ok and skip_gap <= UNAFFECTED:
+            vb = "holds"
+        elif not skipped_ok or skip_gap > 5 * UNAFFECTED or (
+                poisoned["final_eval_acc"] >= clean["final_eval_acc"] - UNAFFECTED):
+            vb = "does not hold"
+        else:
+            vb = "inconclusive"
+        parts = (va, vb)
+        verdict = ("holds" if all(v == "holds" for v in parts) else
+                   "does not hold" if "does not hold" in parts else "inconclusive")
+
+        def fmt(k, grid):
+            return k if k is not None else f"> {grid[-1]}"
+
+        measured = {}
+        for key in est_keys:
+            m = metrics[key]
+            b = m["estimate_batch"]
+            measured[f"exact-statistics test accuracy (batch-{b} run)"] = round(
+                m["reference_acc"], 4)
+            for e in m["acc"]:
+                measured[f"batch {b}: batches until within {CLOSE} ({e})"] = fmt(need[b][e],
+                                                                               m["grid"])
+            for e, a in m["acc"].items():
+                measured[f"batch {b}: accuracy after 1 / 4 / 16 batches ({e})"] = " / ".join(
+                    f"{a[m['grid'].index(k)]:.3f}" for k in (1, 4, 16) if k in m["grid"])
+        measured.update({
+            "clean run: final test accuracy": round(clean["final_eval_acc"], 4),
+            "poisoned (skip_nonfinite=False): final test accuracy": round(
+                poisoned["final_eval_acc"], 4),
+            "poisoned: running statistics finite": str([la["finite"] for la in poisoned["bn"]]),
+            "skipped (skip_nonfinite=True): final test accuracy": round(
+                skipped["final_eval_acc"], 4),
+            "skipped: num_batches_skipped per BN layer": str(
+                [la.get("num_batches_skipped") for la in skipped["bn"]]),
+            "final training loss clean / poisoned / skipped": " / ".join(
+                f"{r['final_train_loss']:.4f}" for r in (clean, poisoned, skipped)),
+        })
+        reason = (f"(a) batches needed per estimate batch size {need} -> {parts_a} -> {va}; "
+                  f"(b) poisoned statistics NaN: {poisoned_nan}, accuracy "
+                  f"{poisoned['final_eval_acc']:.4f} (chance {chance:.2f}); skipped finite with "
+                  f"one skip per layer: {skipped_ok}, accuracy {skipped['final_eval_acc']:.4f} vs "
+                  f"clean {clean['final_eval_acc']:.4f} -> {vb}")
+        thresholds = (f"(a) needed(e) = first k of the grid from which eval accuracy stays within "
+                      f"{CLOSE} of the exact-statistics accuracy (never: infinite). Per batch "
+                      f"size: holds if needed(exact) and needed(ema_debiased) are both <= "
+                      f"needed(ema) / {FEWER}; does not hold if either is >= needed(ema); "
+                      f"inconclusive if none of the three ever gets there or otherwise; (a) holds "
+                      f"if it holds at every batch size. (b) holds if every running statistic of "
+                      f"the poisoned run is non-finite and its final accuracy <= 1/classes + "
+                      f"{CHANCE_SLACK}, the skipped run's statistics are finite with "
+                      f"num_batches_skipped == 1 in every BN layer and its final accuracy is "
+                      f"within {UNAFFECTED} of the clean run; does not hold if skipping fails "
+                      f"(non-finite, wrong count or more than {5 * UNAFFECTED} off clean) or the "
+                      f"poisoned run is not worse than clean by more than {UNAFFECTED}. Overall: "
+                      f"both hold -> holds; either fails -> does not hold; else inconclusive.")
+        rows = [{"part": "a", "estimate_batch": metrics[key]["estimate_batch"], "estimator": e,
+                 "x": k, "eval_acc": a[i], "var_error": metrics[key]["var_error"][e][i]}
+                for key in est_keys for e, a in metrics[key]["acc"].items()
+                for i, k in enumerate(metrics[key]["grid"])]
+        rows += [{"part": "b", "run": key, "x": s, "eval_acc": a}
+                 for key in ("clean", "poisoned", "skipped")
+                 for s, a in zip(metrics[key]["step"], metrics[key]["eval_acc"], strict=True)]
+        cols = ("part", "estimate_batch", "estimator", "run", "x", "eval_acc", "var_error")
+        rows = [{c: r.get(c) for c in cols} for r in rows]
+        return Summary(measured, verdict, reason, thresholds, rows)
+
+    def figures(self, runs: list[Run], metrics: dict[str, dict], summary: Summary) -> dict:
+        import matplotlib.pyplot as plt
+
+        est_keys = sorted((k for k in metrics if k.startswith("batch-")),
+                          key=lambda k: metrics[k]["estimate_batch"])
+        fig, axes = plt.subplots(1, len(est_keys), figsize=(5.2 * len(est_keys), 3.8),
+                                 layout="constrained", squeeze=False)
+        for ax, key in zip(axes[0], est_keys, strict=True):
+            m = metrics[key]
+            for e, acc in m["acc"].items():
+                ax.semilogx(m["grid"], acc, "o-", ms=3, base=2, label=e)
+            ax.axhline(m["reference_acc"], color="black", ls=":", label="exact, whole train set")
+            ax.set(xlabel="batches seen by the reset estimator", ylabel="eval accuracy",
+                   ylim=(0, 1), title=f"(a) batches of {m['estimate_batch']}")
+            ax.legend(loc="lower right", fontsize="small")
+        estimators = fig
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+        keys = ("clean", "poisoned", "skipped")
+        labels = ("clean\n(batch dropped)", "poisoned\nskip_nonfinite=False",
+                  "skipped\nskip_nonfinite=True")
+        values = [metrics[k]["final_eval_acc"] for k in keys]
+        ax.bar(range(3), values, color=["tab:green", "tab:red", "tab:blue"])
+        ax.axhline(1.0 / metrics["poisoned"]["n_classes"], color="gray", ls="--", label="chance")
+        ax.set_xticks(range(3), labels, fontsize="small")
+        ax.set(ylabel="final test accuracy (eval mode)", ylim=(0, 1),
+               title="(b) one fp16-overflowed batch")
+        ax.legend(loc="upper right", fontsize="small")
+        for k, color in zip(keys, ("tab:green", "tab:red", "tab:blue"), strict=True):
+            ax2.plot(metrics[k]["step"], metrics[k]["eval_acc"], "o-", ms=3, color=color, label=k)
+        ax2.axvline(metrics["poisoned"]["inject_at"], color="gray", ls=":",
+                    label="overflowed batch")
+        ax2.set(xlabel="training step", ylabel="test accuracy (eval mode)", ylim=(0, 1),
+                title="(b) eval accuracy over training")
+        ax2.legend(loc="lower right", fontsize="small")
+        return {"running_stats_estimators": estimators, "running_stats_poison": fig}
