@@ -198,5 +198,7 @@ def test_gradient_sums_to_zero_per_channel(backend, dtype, seed, log_offset, log
     total = dx.astype(np.float64).sum(axis=axes)
     assert np.all(np.abs(total) <= rounding + true_term), (total, rounding + true_term)
     # and the bound is not vacuous: it is far below the size of the gradient itself (n >= 4:
-    # with 2 values per channel y = +-1 whatever x is, and dx is 0 analytically)
-    assert np.all(rounding + true_term < 1e-2 * np.abs(dx.astype(np.float64)).sum(axis=axes))
+    # with 2 values per channel y = +-1 whatever x is, and dx is 0 analytically). Compared over
+    # all channels together: one channel's gradient can be small by chance (seen: 0.19 with a
+    # bound of 1e-3), which says nothing about the bound.
+    assert (rounding + true_term).sum() < 1e-2 * np.abs(dx.astype(np.float64)).sum()
