@@ -165,3 +165,43 @@ def test_torch_engine_matches_numpy(torch, digits, name, key):
             np.testing.assert_allclose(t[k], v, rtol=2e-3, atol=2e-3, err_msg=k)
         elif isinstance(v, float):
             assert t[k] == pytest.approx(v, rel=2e-3, abs=2e-3), k
+
+
+def test_rnn_norm_uses_cooijmans_clipping_and_noisy_h0_for_recurrent_bn(digits):
+    from normlab.experiments.rnn_norm import CLIP
+
+    cfg = {r.key: r.config for r in get("rnn-norm").runs(digits, 0.002)}
+    assert CLIP == 1.0 and all(c["clip"] == 1.0 for c in cfg.values())
+    assert cfg["recurrent_batch"]["h0_noise"] == 0.1
+    assert all(cfg[k]["h0_noise"] == 0.0 for k in ("none", "layer", "sequence_batch"))
+
+
+def test_noisy_h0_removes_zero_variance_steps_of_blank_rows():
+    # MNIST's top rows are blank: with h_0 = 0 every sample has the same h_t there, W_h h_t has
+    # zero batch variance and per-step BN divides by sqrt(eps) (the exploding gradient that kept
+    # the BN-LSTM at chance on 28x28 rows); Cooijmans et al.'s noisy h_0 gives it variance.
+    from normlab.experiments.rnn_norm import initial_state
+    from normlab.nn.recurrent import LSTM
+
+    x = np.random.default_rng(0).random((16, 6, 8)).astype(np.float32)
+    x[:, :3] = 0.0
+    var = {}
+    for noise in (0.0, 0.1):
+        lstm = LSTM(8, 12, norm="recurrent_batch", momentum=1.0, rng=0)
+        lstm(x, initial_state(noise, 16, 12, np.random.default_rng(1)))
+        var[noise] = lstm.norm_hh.running_var.max(axis=1)   # unbiased batch var per step
+    # norm_hh at step t sees h_{t-1}: steps 0..3 (h_0 and three blank rows) are constant
+    assert np.all(var[0.0][:4] < 1e-20) and np.all(var[0.0][4:] > 1e-4)
+    assert np.all(var[0.1] > 1e-4)
+
+
+def test_clip_grad_norm_scales_to_max_norm_only_when_above():
+    from normlab.experiments.rnn_norm import clip_grad_norm
+    from normlab.nn.module import Parameter
+
+    params = [Parameter(np.zeros(2)), Parameter(np.zeros(1))]
+    params[0].grad, params[1].grad = np.array([3.0, 0.0]), np.array([4.0])
+    assert clip_grad_norm(params, 1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(np.concatenate([p.grad for p in params]), [0.6, 0.0, 0.8])
+    assert clip_grad_norm(params, 2.0) == pytest.approx(1.0)
+    np.testing.assert_allclose(np.concatenate([p.grad for p in params]), [0.6, 0.0, 0.8])
