@@ -73,7 +73,7 @@ class TorchTrainer:
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return loss.item()
 
     def forward_eval(self, x: np.ndarray, tap: int | None = None):
         torch = self.torch
