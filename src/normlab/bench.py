@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import functional as F
+from ._io import atomic_write_text
 from .bench_textbook import TextbookBatchNorm
 
 TRAIN_BYTES, EVAL_BYTES = 5, 2   # multiples of the input size, see the module docstring
@@ -281,14 +281,7 @@ def write_json(result: dict, path: Path) -> None:
     """Write ``result`` atomically (temp file in the same folder, then os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(result, indent=1))
 
 
 IMPL_ORDER = ("normlab-numba", "normlab-numpy", "textbook", "torch")

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
+from ._io import atomic_write_bytes, atomic_write_text
 from .data import Dataset
 from .experiments import registry
 from .experiments.base import Run, RunContext
 from .experiments.store import (
     CorruptCheckpoint,
-    atomic_write_bytes,
-    atomic_write_text,
     config_hash,
     read_checkpoint,
     to_json,

@@ -12,13 +12,14 @@ with :func:`save` (or passed to ``load_state_dict``) loads into the equivalent n
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from ._io import atomic_file
 
 
 def _as_state_dict(obj) -> dict[str, np.ndarray]:
@@ -43,18 +44,9 @@ def save(obj, path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"path: expected a file in an existing directory, got {str(path)!r}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # a file object stops numpy from appending ".npz" to the temp name
-            np.savez(f, **state)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        # a file object stops numpy from appending ".npz" to the file name
+        np.savez(f, **state)
     return path
 
 

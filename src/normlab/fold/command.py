@@ -9,13 +9,12 @@ random normal input of the given shape; the max abs error is printed.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import typer
 
+from .._io import atomic_file
 from .archive import folded_spec, load_model, save_model
 from .engine import fold_bn
 from .report import FoldReport
@@ -70,14 +69,8 @@ def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int
     x = torch.randn(shape, generator=gen, dtype=torch.float32 if p is None else p.dtype)
     with torch.no_grad():
         want, got = model(x), folded(x)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        torch.save(folded, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(out) as f:
+        torch.save(folded, f)
     return report, (got - want).abs().max().item(), want.abs().max().item()
 
 

@@ -9,7 +9,7 @@ import base64
 import html
 from pathlib import Path
 
-from ..experiments.store import atomic_write_text
+from .._io import atomic_write_text
 
 CSS = """
 :root { --fg:#1b1f23; --muted:#57606a; --line:#d0d7de; --bg:#ffffff; --card:#f6f8fa; }
