@@ -25,6 +25,7 @@ import pytest
 
 from normlab import functional as F
 from normlab import nn, optim, serialization
+from normlab.fold.affine import Affine
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,40 @@ CASES = [
     Case("bn-eval-backward-dy-list",
          on(lambda: primed(bn2d().eval(), X4), lambda m: m.backward(X4.tolist())), TypeError,
          ("dy:", "numpy.ndarray", "got list")),
+    # -- every other layer's backward: dy checked first (Linear used to accumulate a wrong
+    # weight gradient from a (3, 4) dy before failing; Flatten/ReLU/Dropout broadcast or reshape
+    # a wrong dy silently) --------------------------------------------------------------------
+    *[Case(f"{name}-backward-dy-shape", on(make, lambda m, bad=bad: m.backward(
+        np.ones(bad, np.float32))), ValueError, ("dy:", f"expected shape {want}", f"got {bad}"))
+      for name, make, want, bad in [
+          ("layernorm", lambda: primed(nn.LayerNorm((3, 5)), X3), (4, 3, 5), (4, 3, 4)),
+          ("groupnorm", lambda: primed(nn.GroupNorm(2, 4), X4), (2, 4, 5, 5), (2, 4, 5, 4)),
+          ("instancenorm", lambda: primed(nn.InstanceNorm1d(3, affine=True), X3), (4, 3, 5),
+           (4, 3, 4)),
+          ("conv", lambda: primed(nn.Conv2d(4, 2, 3, rng=0), X4), (2, 2, 3, 3), (2, 2, 3, 4)),
+          ("maxpool", lambda: primed(nn.MaxPool2d(2), X4), (2, 4, 2, 2), (2, 4, 2, 3)),
+          ("avgpool", lambda: primed(nn.AvgPool2d(2), X4), (2, 4, 2, 2), (2, 4, 2, 3)),
+          ("linear", lambda: primed(nn.Linear(3, 2, rng=0), X2), (6, 2), (3, 4)),
+          ("flatten", lambda: primed(nn.Flatten(), X4), (2, 100), (4, 50)),
+          ("relu", lambda: primed(nn.ReLU(), X2), (6, 3), (1, 3)),
+          ("sigmoid", lambda: primed(nn.Sigmoid(), X2), (6, 3), (6, 4)),
+          ("tanh", lambda: primed(nn.Tanh(), X2), (6, 3), (3, 6)),
+          ("dropout", lambda: primed(nn.Dropout(0.5, rng=0), X2), (6, 3), (1, 3)),
+          ("affine", lambda: primed(Affine(W3, B3), X3), (4, 3, 5), (4, 3, 4)),
+          ("renorm", lambda: primed(nn.BatchRenorm1d(3, r_max=2.0, d_max=1.0), X2 * 3 + 1),
+           (6, 3), (6, 4)),
+      ]],
+    Case("lstm-backward-d-out-shape",
+         on(lambda: primed(nn.LSTM(5, 4, norm="layer", rng=0), X3),
+            lambda m: m.backward(np.ones((4, 3, 5), np.float32))),
+         ValueError, ("d_out:", "(4, 3, 4)", "got (4, 3, 5)")),
+    Case("linear-backward-dy-list",
+         on(lambda: primed(nn.Linear(3, 2, rng=0), X2), lambda m: m.backward(X2.tolist())),
+         TypeError, ("dy:", "numpy.ndarray", "got list")),
+    Case("conv-backward-params-dy-int",
+         on(lambda: primed(nn.Conv2d(4, 2, 3, rng=0), X4),
+            lambda m: m.backward_params(np.ones((2, 2, 3, 3), np.int64))),
+         TypeError, ("dy:", "floating dtype", "int64")),
     # -- state dicts -----------------------------------------------------------------------
     Case("sd-missing-key", sd_case(lambda sd: {k: v for k, v in sd.items()
                                                if k != "1.running_var"}),

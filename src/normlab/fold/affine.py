@@ -41,8 +41,7 @@ class Affine(Module):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dx = dy * scale;  dscale = sum(dy * x);  dshift = sum(dy) over all axes but C."""
         x = self._x
-        if x is None:
-            raise RuntimeError("Affine.backward called before forward")
+        dy = self._check_dy(dy, None if x is None else x.shape)
         axes = channel_axes(dy.ndim)
         self.scale.accumulate((dy * x).sum(axis=axes))
         self.shift.accumulate(dy.sum(axis=axes))

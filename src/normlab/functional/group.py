@@ -12,7 +12,14 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import kernels
-from .._checks import as_float_array, check_eps, check_ndim, check_param, check_positive_int
+from .._checks import (
+    as_float_array,
+    check_eps,
+    check_grad,
+    check_ndim,
+    check_param,
+    check_positive_int,
+)
 from .batch import per_channel
 from .stats import count, normalize, normalize_backward
 
@@ -82,6 +89,7 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None
 def group_norm_backward(dy: np.ndarray, cache: GroupNormCache
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dweight, dbias); the parameter gradients are per channel."""
+    dy = check_grad("dy", dy, cache.shape)   # before the kernel indexes it
     fast = kernels.for_array(cache.saved, "group") if cache.saved_is_input else None
     if fast is not None:
         return fast.backward(dy, cache)

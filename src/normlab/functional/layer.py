@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import kernels
-from .._checks import as_float_array, check_eps, check_param
+from .._checks import as_float_array, check_eps, check_grad, check_param
 from .stats import normalize, normalize_backward
 
 
@@ -65,6 +65,7 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...],
 def layer_norm_backward(dy: np.ndarray, cache: LayerNormCache
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dweight, dbias); dweight/dbias sum over the leading (batch) axes."""
+    dy = check_grad("dy", dy, cache.saved.shape)   # before the kernel indexes it
     fast = kernels.for_array(cache.saved, "layer") if cache.saved_is_input else None
     if fast is not None:
         return fast.backward(dy, cache)

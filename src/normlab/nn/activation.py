@@ -8,7 +8,17 @@ from .._checks import as_float_array
 from .module import Module
 
 
-class ReLU(Module):
+class _Elementwise(Module):
+    """Caches its output ``_y``, which fixes the shape ``dy`` must have."""
+
+    _y: np.ndarray | None = None
+
+    def _checked(self, dy) -> tuple[np.ndarray, np.ndarray]:
+        y = self._y
+        return self._check_dy(dy, None if y is None else y.shape), y
+
+
+class ReLU(_Elementwise):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float_array("x", x)
         y = np.maximum(x, 0)
@@ -16,11 +26,12 @@ class ReLU(Module):
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
+        dy, y = self._checked(dy)
         # torch's threshold_backward: gradient passes where the output is > 0.
-        return np.where(self._y > 0, dy, 0).astype(dy.dtype, copy=False)
+        return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
 
 
-class Sigmoid(Module):
+class Sigmoid(_Elementwise):
     """sigma(x) = 1 / (1 + e^-x); d sigma = sigma (1 - sigma)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -36,11 +47,11 @@ class Sigmoid(Module):
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        y = self._y
+        dy, y = self._checked(dy)
         return dy * (y * (1 - y))
 
 
-class Tanh(Module):
+class Tanh(_Elementwise):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float_array("x", x)
         y = np.tanh(x)
@@ -48,5 +59,5 @@ class Tanh(Module):
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        y = self._y
+        dy, y = self._checked(dy)
         return dy * (1 - y * y)

@@ -112,16 +112,16 @@ class Conv2d(Module):
         y = y.reshape(g, n, ho, wo, -1).transpose(1, 0, 4, 2, 3).reshape(n, -1, ho, wo)
         if self.bias is not None:
             y += self.bias.data.reshape(1, -1, 1, 1)
-        self._cache = (cols, padded_shape, x.dtype)
+        self._cache = (cols, padded_shape, x.dtype, y.shape)
         return y
 
-    def _dy_mat(self, dy: np.ndarray) -> np.ndarray:
-        """dy as (g, N*Ho*Wo, C_out/g), matching the forward's patch layout."""
-        if self._cache is None:
-            raise RuntimeError("Conv2d.backward called before forward")
+    def _dy_mat(self, dy) -> tuple[np.ndarray, np.ndarray]:
+        """(checked dy, dy as (g, N*Ho*Wo, C_out/g) matching the forward's patch layout)."""
+        dy = self._check_dy(dy, None if self._cache is None else self._cache[3])
         n, _, ho, wo = dy.shape
         g = self.groups
-        return dy.reshape(n, g, -1, ho, wo).transpose(1, 0, 3, 4, 2).reshape(g, n * ho * wo, -1)
+        dy_mat = dy.reshape(n, g, -1, ho, wo).transpose(1, 0, 3, 4, 2).reshape(g, n * ho * wo, -1)
+        return dy, dy_mat
 
     def _accumulate(self, dy: np.ndarray, dy_mat: np.ndarray) -> None:
         cols = self._cache[0]
@@ -131,12 +131,12 @@ class Conv2d(Module):
             self.bias.accumulate(dy.sum(axis=(0, 2, 3)))
 
     def backward_params(self, dy: np.ndarray) -> None:
-        self._accumulate(dy, self._dy_mat(dy))
+        self._accumulate(*self._dy_mat(dy))
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        dy_mat = self._dy_mat(dy)
+        dy, dy_mat = self._dy_mat(dy)
         self._accumulate(dy, dy_mat)
-        _, padded_shape, dtype = self._cache
+        _, padded_shape, dtype, _ = self._cache
         n, _, ho, wo = dy.shape
         g, kh, kw = self.groups, *self.kernel_size
         w = self.weight.data.reshape(g, self.out_channels // g, -1)

@@ -26,9 +26,11 @@ class Dropout(Module):
         self.p = float(p)
         self.rng = init.get_rng(rng)
         self._mask = None
+        self._shape: tuple[int, ...] | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float_array("x", x)
+        self._shape = x.shape
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
@@ -39,6 +41,7 @@ class Dropout(Module):
         return x * self._mask
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
+        dy = self._check_dy(dy, self._shape)
         return dy if self._mask is None else dy * self._mask
 
     def extra_repr(self) -> str:

@@ -11,7 +11,8 @@ class Flatten(Module):
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
-        self._shape = None
+        self._shape = None       # input shape, for dx
+        self._out_shape = None   # output shape, for checking dy
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if not isinstance(x, np.ndarray):
@@ -21,8 +22,10 @@ class Flatten(Module):
         if start > end:
             raise ValueError(f"start_dim: expected <= end_dim for a {nd}D input, got "
                              f"start_dim={self.start_dim}, end_dim={self.end_dim}")
-        self._shape = x.shape
-        return x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
+        y = x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
+        self._shape, self._out_shape = x.shape, y.shape
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
+        dy = self._check_dy(dy, self._out_shape)
         return dy.reshape(self._shape)

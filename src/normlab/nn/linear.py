@@ -39,16 +39,22 @@ class Linear(Module):
 
     def backward_params(self, dy: np.ndarray) -> None:
         """dW = dy^T x, db = sum(dy) over the batch."""
+        self._accumulate(self._checked(dy))
+
+    def _checked(self, dy) -> np.ndarray:
         x = self._x
-        if x is None:
-            raise RuntimeError("Linear.backward called before forward")
+        return self._check_dy(dy, None if x is None else (*x.shape[:-1], self.out_features))
+
+    def _accumulate(self, dy: np.ndarray) -> None:
+        x = self._x
         dy2 = dy.reshape(-1, self.out_features)
         self.weight.accumulate(dy2.T @ x.reshape(-1, self.in_features))
         if self.bias is not None:
             self.bias.accumulate(dy2.sum(axis=0))
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        self.backward_params(dy)
+        dy = self._checked(dy)
+        self._accumulate(dy)
         return dy @ self.weight.data
 
     def extra_repr(self) -> str:

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from .._checks import check_grad
+
 
 class Parameter:
     """A trainable array: ``data`` (the value) and ``grad`` (None until a backward runs)."""
@@ -104,6 +106,15 @@ class Module:
 
     def backward(self, dy):
         raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def _check_dy(self, dy, shape: tuple[int, ...] | None) -> np.ndarray:
+        """The first step of every ``backward``: ``dy`` must be a float array of exactly the last
+        forward output's ``shape`` (None: no forward yet), checked before any gradient or cache
+        changes -- numpy would otherwise broadcast it or fail half-way with a message that does
+        not name ``dy``."""
+        if shape is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return check_grad("dy", dy, shape)
 
     def backward_params(self, dy) -> None:
         """Accumulate parameter gradients only; layers override it to skip computing dx (as

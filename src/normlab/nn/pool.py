@@ -54,8 +54,7 @@ class MaxPool2d(_Pool2d):
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        if self._cache is None:
-            raise RuntimeError("MaxPool2d.backward called before forward")
+        dy = self._check_dy(dy, None if self._cache is None else self._cache[0].shape)
         arg, padded_shape, dtype = self._cache
         kh, kw = self.kernel_size
         onehot = arg[..., None] == np.arange(kh * kw)
@@ -75,8 +74,7 @@ class AvgPool2d(_Pool2d):
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        if self._cache is None:
-            raise RuntimeError("AvgPool2d.backward called before forward")
+        dy = self._check_dy(dy, None if self._cache is None else self._cache[1])
         padded_shape, _ = self._cache
         kh, kw = self.kernel_size
         share = dy / (kh * kw)
