@@ -23,7 +23,7 @@ from ..functional.batch import eval_scale_shift
 from ..nn import BatchNorm1d, Conv2d, Linear, Module, Parameter, Sequential
 from ..nn.norm import _BatchNorm
 from .affine import Affine
-from .report import FoldReport
+from .report import FoldReport, require_eval_mode
 from .weights import fold_into_following, fold_into_preceding
 
 
@@ -57,11 +57,7 @@ def fold_bn(model: Module) -> FoldResult:
     """
     if not isinstance(model, Module):
         raise TypeError(f"model: expected a normlab.nn.Module, got {type(model).__name__}")
-    training = [name or "<root>" for name, m in model.named_modules() if m.training]
-    if training:
-        more = f" (and {len(training) - 5} more)" if len(training) > 5 else ""
-        raise ValueError("model: expected an eval-mode model (call model.eval() first), got "
-                         f"modules in training mode: {', '.join(training[:5])}{more}")
+    require_eval_mode(model)
     folded = copy.deepcopy(model)
     report = FoldReport()
     uses = Counter(id(m) for m in _all_modules(folded))

@@ -28,3 +28,13 @@ class FoldReport:
 
     def __str__(self) -> str:
         return "\n".join(self.lines()) or "no BatchNorm layers found"
+
+
+def require_eval_mode(model) -> None:
+    """Refuse a model (either engine) with any module in training mode: there BN normalises
+    with batch statistics, which no fixed weights reproduce."""
+    training = [name or "<root>" for name, m in model.named_modules() if m.training]
+    if training:
+        more = f" (and {len(training) - 5} more)" if len(training) > 5 else ""
+        raise ValueError("model: expected an eval-mode model (call model.eval() first), got "
+                         f"modules in training mode: {', '.join(training[:5])}{more}")

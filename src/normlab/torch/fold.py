@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from ..fold.report import FoldReport
+from ..fold.report import FoldReport, require_eval_mode
 from ..fold.weights import fold_into_preceding
 from ..functional.batch import eval_scale_shift
 
@@ -47,11 +47,7 @@ def fold_bn(model: torch.nn.Module) -> FoldResult:
     if isinstance(model, torch_jit_types()):
         raise TypeError("model: expected a Python torch.nn.Module, got a TorchScript module "
                         f"({type(model).__name__}); fold the eager model before scripting it")
-    training = [name or "<root>" for name, m in model.named_modules() if m.training]
-    if training:
-        more = f" (and {len(training) - 5} more)" if len(training) > 5 else ""
-        raise ValueError("model: expected an eval-mode model (call model.eval() first), got "
-                         f"modules in training mode: {', '.join(training[:5])}{more}")
+    require_eval_mode(model)
     folded = copy.deepcopy(model)
     report = FoldReport()
     uses = Counter(id(m) for _, m in folded.named_modules(remove_duplicate=False))
