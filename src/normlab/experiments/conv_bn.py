@@ -15,7 +15,7 @@ import numpy as np
 from ..data import Dataset
 from .base import Experiment, Run, RunContext, Summary, derive_seed, scaled
 from .cnn import as_images, cnn_spec, image_shape, norm_param_count
-from .curve import eval_steps, train_curve
+from .curve import eval_steps, final_accuracy, train_curve
 from .train import make_trainer
 
 VARIANTS = {"channel": "batch", "activation": "activation", "none": "none"}
@@ -32,11 +32,6 @@ TIMING_IMAGES = 500
 # Verdict rules (fixed before any run):
 ACC_SLACK = 0.01       # holds if per-channel accuracy >= per-activation - 1 point ...
 PARAM_RATIO = 10       # ... with >= 10x fewer BN parameters; does not hold if 2 points lower
-
-
-def _final(acc: list[float]) -> float:
-    tail = max(1, len(acc) // 5)
-    return float(np.mean(acc[-tail:]))
 
 
 class ConvBN(Experiment):
@@ -108,7 +103,7 @@ class ConvBN(Experiment):
                 "eval_ms_all": {v: [1e3 * s for s in t] for v, t in times.items()}}
 
     def summarize(self, runs: list[Run], metrics: dict[str, dict]) -> Summary:
-        acc = {v: _final(metrics[v]["test_acc"]) for v in VARIANTS}
+        acc = {v: final_accuracy(metrics[v]["test_acc"]) for v in VARIANTS}
         params = {v: metrics[v]["bn_params"] for v in VARIANTS}
         ratio = params["activation"] / max(params["channel"], 1)
         gap = acc["channel"] - acc["activation"]

@@ -70,3 +70,9 @@ def steps_to(steps: list[int], acc: list[float], target: float) -> int | None:
         if a >= target:
             return int(s)
     return None
+
+
+def final_accuracy(acc: list[float]) -> float:
+    """Mean of the last fifth of an accuracy curve: one late evaluation is too noisy."""
+    tail = max(1, len(acc) // 5)
+    return float(np.mean(acc[-tail:]))

@@ -9,12 +9,10 @@ measures steps to the plain Inception's final accuracy: 14x fewer with BN-x5).
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..data import Dataset
 from .base import Experiment, Run, RunContext, Summary, derive_seed, scaled
 from .cnn import as_images, cnn_spec, image_shape
-from .curve import eval_steps, steps_to, train_curve
+from .curve import eval_steps, final_accuracy, steps_to, train_curve
 from .models import mlp_spec
 from .train import make_trainer
 
@@ -32,11 +30,6 @@ TRAINS = 0.5          # a run "trains" if its final test accuracy (last 20% of e
 SPEEDUP_HOLDS = 1.5   # BN reaches the plain net's best accuracy in >= 1.5x fewer steps
 # Published (BN paper Fig. 3, steps to 72.2% top-1 on ImageNet):
 PAPER_STEPS = {"Inception": 31.0e6, "BN-Baseline": 13.3e6, "BN-x5": 2.1e6, "BN-x30": 2.7e6}
-
-
-def _final(acc: list[float]) -> float:
-    tail = max(1, len(acc) // 5)
-    return float(np.mean(acc[-tail:]))
 
 
 class LearningRate(Experiment):
@@ -104,7 +97,7 @@ class LearningRate(Experiment):
             mine = [r for r in runs if r.config["model"] == model]
             lrs = sorted({r.config["lr"] for r in mine})
             by = {(r.config["lr"], r.config["bn"]): metrics[r.key] for r in mine}
-            final = {k: _final(m["test_acc"]) for k, m in by.items()}
+            final = {k: final_accuracy(m["test_acc"]) for k, m in by.items()}
             trains = {k: v >= TRAINS and by[k]["diverged_at"] is None for k, v in final.items()}
             ok_bn = [lr for lr in lrs if trains[(lr, True)]]
             ok_plain = [lr for lr in lrs if trains[(lr, False)]]
@@ -190,7 +183,7 @@ class LearningRate(Experiment):
         for model, marker in zip(MODELS, "os", strict=True):
             mine = [r for r in runs if r.config["model"] == model]
             for bn, style in ((False, "--"), (True, "-")):
-                pts = sorted((r.config["lr"], _final(metrics[r.key]["test_acc"]))
+                pts = sorted((r.config["lr"], final_accuracy(metrics[r.key]["test_acc"]))
                              for r in mine if r.config["bn"] == bn)
                 ax.semilogx(*zip(*pts, strict=True), style, marker=marker,
                             label=f"{model} {'BN' if bn else 'no BN'}")
