@@ -85,6 +85,43 @@ def test_fold_pt_end_to_end(tmp_path, torch):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
 
 
+def test_fold_torchscript_end_to_end(tmp_path, torch):
+    """A TorchScript archive: conv->BN and linear->BN fold, a BN after ReLU is reported kept."""
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.BatchNorm2d(4),
+                          nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.BatchNorm1d(5))
+    with torch.no_grad():
+        for m in (model[1], model[3], model[6]):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.1, 2)
+    src, out = tmp_path / "m.pt", tmp_path / "folded.pt"
+    torch.jit.save(torch.jit.script(model.eval()), str(src))
+    source_bytes = src.read_bytes()
+
+    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "2,3,8,8")
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(ln.startswith("folded batch_norm") for ln in lines) == 2, done.stdout
+    assert sum(ln.startswith("not folded batch_norm") for ln in lines) == 1, done.stdout
+    assert src.read_bytes() == source_bytes
+    folded = torch.jit.load(str(out))
+    kinds = [n.kind() for n in folded.graph.nodes()]
+    assert kinds.count("aten::batch_norm") == 1
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_torchscript_refuses_training_mode(torch):
+    from normlab.torch.fold import fold_bn_script
+
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3),
+                                                    torch.nn.BatchNorm2d(2)))
+    with pytest.raises(ValueError, match="eval-mode model"):
+        fold_bn_script(scripted)
+
+
 def test_bad_input_is_one_line_exit_2_subprocess(tmp_path):
     done = normlab_cli("fold", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "o.npz"),
                        "--input-shape", "1,3,8,8")

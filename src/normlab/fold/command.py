@@ -50,27 +50,32 @@ def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int
     except ImportError as exc:
         raise ValueError("MODEL: a .pt file needs torch: pip install 'normlab[torch]'") from exc
     from ..torch.fold import fold_bn as torch_fold_bn
+    from ..torch.fold import fold_bn_script
 
     if not src.is_file():
         raise ValueError(f"MODEL: expected an existing file, got {str(src)!r}")
-    try:
-        model = torch.load(src, weights_only=False, map_location="cpu")
-    except Exception as exc:  # any unpickling failure is bad input here
-        raise ValueError(f"MODEL: {str(src)!r} is not a loadable torch file: "
-                         f"{type(exc).__name__}: {exc}") from exc
+    try:  # a TorchScript archive (torch.jit.save) first, then a pickled module (torch.save)
+        model = torch.jit.load(src, map_location="cpu")
+    except Exception:
+        try:
+            model = torch.load(src, weights_only=False, map_location="cpu")
+        except Exception as exc:  # any unpickling failure is bad input here
+            raise ValueError(f"MODEL: {str(src)!r} is not a loadable torch file: "
+                             f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"MODEL: expected a pickled full module (torch.save(model)), got "
-                         f"{type(model).__name__} (a state dict does not say which layers "
-                         "it belongs to)")
+        raise ValueError(f"MODEL: expected a TorchScript module (torch.jit.save) or a pickled "
+                         f"full module (torch.save(model)), got {type(model).__name__} (a state "
+                         "dict does not say which layers it belongs to)")
     model.eval()
-    folded, report = torch_fold_bn(model)
+    scripted = isinstance(model, torch.jit.ScriptModule)
+    folded, report = (fold_bn_script if scripted else torch_fold_bn)(model)
     p = next(model.parameters(), None)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen, dtype=torch.float32 if p is None else p.dtype)
     with torch.no_grad():
         want, got = model(x), folded(x)
     with atomic_file(out) as f:
-        torch.save(folded, f)
+        (torch.jit.save if scripted else torch.save)(folded, f)
     return report, (got - want).abs().max().item(), want.abs().max().item()
 
 
