@@ -160,3 +160,23 @@ def masked_moments(x: np.ndarray, mask: np.ndarray, channel_axis: int
     centered = (x - mean.reshape(shape)) * m
     var = np.square(centered).sum(axis=axes) / count
     return mean, var, count
+
+
+def freeze_all(model, kind: type):
+    """Freeze every ``kind`` layer of ``model`` (either engine), checking all before changing any:
+    a layer without running statistics has nothing to freeze to."""
+    layers = [m for m in model.modules() if isinstance(m, kind)]
+    for m in layers:
+        if not m.track_running_stats:
+            raise ValueError(f"model: expected batch norms with running statistics to freeze, "
+                             f"got {m._label()} with track_running_stats=False")
+    for m in layers:
+        m.freeze()
+    return model
+
+
+def unfreeze_all(model, kind: type):
+    for m in model.modules():
+        if isinstance(m, kind):
+            m.unfreeze()
+    return model

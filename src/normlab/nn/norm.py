@@ -361,21 +361,11 @@ class _BatchNorm(_NormBase):
 
 def freeze(model: Module) -> Module:
     """Freeze every batch norm of ``model`` (all are checked before any is frozen)."""
-    layers = [m for m in model.modules() if isinstance(m, _BatchNorm)]
-    for m in layers:
-        if not m.track_running_stats:
-            raise ValueError(f"model: expected batch norms with running statistics to freeze, "
-                             f"got {m._label()} with track_running_stats=False")
-    for m in layers:
-        m.freeze()
-    return model
+    return FR.freeze_all(model, _BatchNorm)
 
 
 def unfreeze(model: Module) -> Module:
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            m.unfreeze()
-    return model
+    return FR.unfreeze_all(model, _BatchNorm)
 
 
 class BatchNorm1d(_BatchNorm):

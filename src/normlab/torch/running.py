@@ -193,18 +193,8 @@ class BatchNorm3d(_RunningStatsMixin, nn.BatchNorm3d):
 
 def freeze(model: nn.Module) -> nn.Module:
     """Freeze every running-statistics BN in ``model`` (all are checked before any changes)."""
-    layers = [m for m in model.modules() if isinstance(m, _RunningStatsMixin)]
-    for m in layers:
-        if not m.track_running_stats:
-            raise ValueError(f"model: expected batch norms with running statistics to freeze, "
-                             f"got {m._label()} with track_running_stats=False")
-    for m in layers:
-        m.freeze()
-    return model
+    return R.freeze_all(model, _RunningStatsMixin)
 
 
 def unfreeze(model: nn.Module) -> nn.Module:
-    for m in model.modules():
-        if isinstance(m, _RunningStatsMixin):
-            m.unfreeze()
-    return model
+    return R.unfreeze_all(model, _RunningStatsMixin)
