@@ -11,10 +11,9 @@ import pytest
 from normlab import data
 from normlab.experiments import get
 from normlab.experiments.base import VERDICTS, RunContext
-from normlab.reproduce import Options, finalize, run_all
+from tests.pipeline import run_ci_pipeline
 
 NAMES = ["train-eval", "regularization", "landscape", "rnn-norm"]
-CI_SCALE = 0.02
 
 
 @pytest.fixture(autouse=True)
@@ -32,15 +31,7 @@ def digits():
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp("expb")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NORMLAB_KERNELS", "numpy")
-    try:
-        results = run_all(Options(NAMES, True, "digits", "numpy", out, 0, CI_SCALE), digits,
-                          warn=lambda m: None)
-        finalize(out, results)
-    finally:
-        mp.undo()
-    return out, results
+    return out, run_ci_pipeline(NAMES, out, digits)
 
 
 @pytest.mark.parametrize("name", NAMES)

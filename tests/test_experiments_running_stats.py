@@ -14,10 +14,9 @@ from normlab.experiments.base import VERDICTS, RunContext
 from normlab.experiments.models import mlp_spec
 from normlab.experiments.running_stats import configure_bn, fp16_overflow, log2_grid, needed
 from normlab.experiments.train_eval import bn_layers, he_trainer
-from normlab.reproduce import Options, finalize, run_all
+from tests.pipeline import run_ci_pipeline
 
 NAME = "running-stats"
-CI_SCALE = 0.02
 
 
 @pytest.fixture(autouse=True)
@@ -34,15 +33,7 @@ def digits():
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp("running_stats")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NORMLAB_KERNELS", "numpy")
-    try:
-        results = run_all(Options([NAME], True, "digits", "numpy", out, 0, CI_SCALE), digits,
-                          warn=lambda m: None)
-        finalize(out, results)
-    finally:
-        mp.undo()
-    return out, results
+    return out, run_ci_pipeline([NAME], out, digits)
 
 
 def _metrics(results):
