@@ -14,6 +14,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ._common import check_channels, per_channel
 
 
+def _copy_state(src: nn.Module, dst: nn.Module, affine: bool) -> None:
+    """Running statistics, batch count and (when ``affine``) gamma/beta from ``src`` to ``dst``."""
+    names = ["running_mean", "running_var", "num_batches_tracked"]
+    names += ["weight", "bias"] if affine else []
+    with torch.no_grad():
+        for name in names:
+            getattr(dst, name).copy_(getattr(src, name))
+
+
 class FrozenBatchNorm2d(nn.Module):
     """BN with fixed statistics and affine parameters; accepts any (N, C, ...) input."""
 
@@ -35,13 +44,7 @@ class FrozenBatchNorm2d(nn.Module):
         """Freeze ``bn``: copy its statistics and affine parameters (state preserved)."""
         ref = bn.running_mean
         frozen = cls(bn.num_features, bn.eps, device=ref.device, dtype=ref.dtype)
-        with torch.no_grad():
-            frozen.running_mean.copy_(bn.running_mean)
-            frozen.running_var.copy_(bn.running_var)
-            frozen.num_batches_tracked.copy_(bn.num_batches_tracked)
-            if bn.affine:
-                frozen.weight.copy_(bn.weight)
-                frozen.bias.copy_(bn.bias)
+        _copy_state(bn, frozen, affine=bn.affine)
         frozen.__dict__["_original"] = bn
         return frozen
 
@@ -63,13 +66,7 @@ class FrozenBatchNorm2d(nn.Module):
         if bn is None:
             bn = nn.BatchNorm2d(self.num_features, self.eps, device=self.running_mean.device,
                                 dtype=self.running_mean.dtype)
-        with torch.no_grad():
-            bn.running_mean.copy_(self.running_mean)
-            bn.running_var.copy_(self.running_var)
-            bn.num_batches_tracked.copy_(self.num_batches_tracked)
-            if bn.affine:
-                bn.weight.copy_(self.weight)
-                bn.bias.copy_(self.bias)
+        _copy_state(self, bn, affine=bn.affine)
         return bn.train(training)
 
     def extra_repr(self) -> str:
