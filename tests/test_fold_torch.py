@@ -243,7 +243,7 @@ def test_graph_reports_what_it_cannot_fold(torch):
             self.bn_branch = nn.BatchNorm2d(4)       # conv_branch's output also feeds the sum
             self.shared = nn.Conv2d(4, 4, 1)
             self.bn_shared = nn.BatchNorm2d(4)       # shared conv is called twice
-            self.bn_after_add = nn.BatchNorm2d(4)    # input is an add, not a layer
+            self.bn_after_add = nn.BatchNorm2d(4)    # input is an add: folds FORWARD
             self.conv_nostats = nn.Conv2d(4, 4, 1)
             self.bn_nostats = nn.BatchNorm2d(4, track_running_stats=False)
             self.convt = nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2)
@@ -263,12 +263,13 @@ def test_graph_reports_what_it_cannot_fold(torch):
     model.eval()
     folded, report = fold_bn(model)
     assert_same_output(torch, model, folded, torch.randn(2, 3, 6, 6), "float32")
-    assert dict(report.folded) == {"bn_ok": "conv_ok", "bn_t": "convt"}
+    assert dict(report.folded) == {"bn_ok": "conv_ok", "bn_t": "convt",
+                                   "bn_after_add": "conv_nostats (the following layer)"}
     reasons = dict(report.skipped)
-    assert set(reasons) == {"bn_branch", "bn_shared", "bn_after_add", "bn_nostats"}
+    assert set(reasons) == {"bn_branch", "bn_shared", "bn_nostats"}
     assert "also used by" in reasons["bn_branch"]
+    assert "its output feeds add()" in reasons["bn_branch"]
     assert "called more than once" in reasons["bn_shared"]
-    assert "add()" in reasons["bn_after_add"]
     assert "track_running_stats=False" in reasons["bn_nostats"]
     assert all(line in str(report) for line in report.lines())
     names = dict(folded.named_modules())
@@ -307,8 +308,8 @@ def test_linear_before_bn2d_and_leading_bn_are_reported(torch):
     model = nn.Sequential(nn.BatchNorm2d(3), nn.Linear(4, 3), nn.BatchNorm2d(3)).eval()
     folded, report = fold_bn(model)
     reasons = dict(report.skipped)
-    assert "no preceding layer" in reasons["0"]
-    assert "only BatchNorm1d" in reasons["2"]
+    assert "no preceding layer" in reasons["0"] and "before Linear 1" in reasons["0"]
+    assert "only BatchNorm1d" in reasons["2"] and "no following layer" in reasons["2"]
     x = torch.randn(2, 3, 5, 4)
     assert_same_output(torch, model, folded, x, "float32")
 
@@ -324,3 +325,159 @@ def test_deepcopy_independence(torch):
     b, _ = fold_bn(copy.deepcopy(model))
     for k, v in a.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), b.state_dict()[k].numpy())
+
+
+# -- BN folded into the FOLLOWING layer ---------------------------------------------------------
+@st.composite
+def bn_first_stacks(draw):
+    """(dims, size, c, [layer specs]) for [ReLU?] -> BN -> Conv blocks, padding modes included."""
+    dims = draw(st.sampled_from([1, 2, 2, 3]))
+    size = draw(st.integers(5, 9)) if dims < 3 else draw(st.integers(4, 6))
+    c = draw(st.sampled_from([2, 4]))
+    layers = []
+    c_in, s = c, size
+    for _ in range(draw(st.integers(1, 3))):
+        c_out = draw(st.sampled_from([2, 4, 6]))
+        k, stride, padding = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(
+            st.integers(0, 1))
+        s_out = (s + 2 * padding - k) // stride + 1
+        if s_out < 2 or s < 2:  # reflect padding needs pad < size
+            k, stride, padding, s_out = 1, 1, 0, s
+        layers.append(dict(c_in=c_in, c_out=c_out, k=k, stride=stride, padding=padding,
+                           groups=draw(st.sampled_from([1, 2])), bias=draw(st.booleans()),
+                           mode=draw(st.sampled_from(["zeros", "zeros", "replicate", "reflect",
+                                                      "circular"])),
+                           affine=draw(st.booleans()), relu=draw(st.booleans())))
+        c_in, s = c_out, s_out
+    return dims, size, c, layers
+
+
+def build_bn_first_stack(torch, dims, layers):
+    nn = torch.nn
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+    bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims]
+    mods = []
+    for spec in layers:
+        if spec["relu"]:
+            mods.append(nn.ReLU())
+        mods.append(bn(spec["c_in"], affine=spec["affine"]))
+        mods.append(conv(spec["c_in"], spec["c_out"], spec["k"], stride=spec["stride"],
+                         padding=spec["padding"], groups=spec["groups"], bias=spec["bias"],
+                         padding_mode=spec["mode"]))
+    return nn.Sequential(*mods)
+
+
+@SETTINGS
+@given(spec=bn_first_stacks(), dtype=st.sampled_from(["float32", "float64"]),
+       tiny_var=st.booleans(), seed=st.integers(0, 2**16), wrap=st.booleans())
+def test_bn_before_conv_folds_into_it_exactly(torch, spec, dtype, tiny_var, seed, wrap):
+    """A BN with no conv right before it folds into the following conv unless that zero-pads."""
+    from normlab.torch.fold import fold_bn
+
+    dims, size, c, layers = spec
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = build_bn_first_stack(torch, dims, layers).to(getattr(torch, dtype))
+    if wrap:
+        model = Wrapper(torch, model).to(getattr(torch, dtype))
+    randomize_bn(torch, model, gen, tiny_var)
+    model.eval()
+    before = state_of(model)
+
+    folded, report = fold_bn(model)
+
+    x = torch.randn((3, c) + (size,) * dims, generator=gen).to(getattr(torch, dtype))
+    assert_same_output(torch, model, folded, x, dtype)
+    assert_unchanged(torch, before, model)
+    # Expected from the spec alone: BN i (module index j) merges backwards when conv i-1 is
+    # right before it, else forwards unless the conv zero-pads.
+    prefix = "body." if wrap else ""
+    expected_folded, expected_skipped, j = {}, set(), 0
+    for i, layer in enumerate(layers):
+        j += layer["relu"]
+        bn_name, conv_name = f"{prefix}{j}", f"{prefix}{j + 1}"
+        if i > 0 and not layer["relu"]:
+            expected_folded[bn_name] = f"{prefix}{j - 1}"
+        elif layer["padding"] == 0 or layer["mode"] != "zeros":
+            expected_folded[bn_name] = f"{conv_name} (the following layer)"
+        else:
+            expected_skipped.add(bn_name)
+        j += 2
+    assert dict(report.folded) == expected_folded, str(report)
+    assert set(dict(report.skipped)) == expected_skipped, str(report)
+    for why in dict(report.skipped).values():
+        assert "pads with zeros, which are not BN's zero point" in why
+    kept = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    assert kept == len(expected_skipped)
+
+
+@SETTINGS
+@given(widths=st.lists(st.integers(1, 7), min_size=2, max_size=4), bias=st.booleans(),
+       affine=st.booleans(), tiny_var=st.booleans(), seed=st.integers(0, 2**16))
+def test_bn_before_linear_folds_into_it_exactly(torch, widths, bias, affine, tiny_var, seed):
+    from normlab.torch.fold import fold_bn
+
+    nn = torch.nn
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mods = []
+    for a, b in zip(widths[:-1], widths[1:], strict=True):
+        mods += [nn.Tanh(), nn.BatchNorm1d(a, affine=affine), nn.Linear(a, b, bias=bias)]
+    model = nn.Sequential(*mods)
+    randomize_bn(torch, model, gen, tiny_var)
+    model.eval()
+    before = state_of(model)
+    folded, report = fold_bn(model)
+    assert_same_output(torch, model, folded, torch.randn(5, widths[0], generator=gen), "float32")
+    assert_unchanged(torch, before, model)
+    assert dict(report.folded) == {str(i): f"{i + 1} (the following layer)"
+                                   for i in range(1, len(mods), 3)}
+    assert not report.skipped
+    assert set(folded.state_dict()) == {f"{i}.{p}" for i in range(2, len(mods), 3)
+                                        for p in ("weight", "bias")}
+
+
+def test_following_fold_is_refused_where_inexact(torch):
+    """Graph path: a BN feeding two consumers, a padded conv, a ConvTranspose or a shared conv
+    stays, with the reason; a BN fed by the input folds into its only consumer."""
+    from normlab.torch.fold import fold_bn
+
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn_in = nn.BatchNorm2d(3)           # the input -> conv_in: folds forward
+            self.conv_in = nn.Conv2d(3, 4, 3, groups=1)
+            self.bn_two = nn.BatchNorm2d(4)          # feeds conv_a and the sum
+            self.conv_a = nn.Conv2d(4, 4, 1)
+            self.bn_pad = nn.BatchNorm2d(4)          # feeds a zero-padded conv
+            self.conv_pad = nn.Conv2d(4, 4, 3, padding=1)
+            self.bn_t = nn.BatchNorm2d(4)            # feeds a ConvTranspose
+            self.convt = nn.ConvTranspose2d(4, 4, 1)
+            self.bn_shared = nn.BatchNorm2d(4)       # feeds a conv called twice
+            self.shared = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.conv_in(self.bn_in(x)))
+            b = self.bn_two(y)
+            y = torch.relu(self.conv_a(b) + b)
+            y = torch.relu(self.conv_pad(self.bn_pad(y)))
+            y = torch.relu(self.convt(self.bn_t(y)))
+            return self.shared(self.bn_shared(y)) + self.shared(y)
+
+    model = Net()
+    randomize_bn(torch, model, torch.Generator().manual_seed(4), tiny_var=True)
+    model.eval()
+    before = state_of(model)
+    folded, report = fold_bn(model)
+    assert_same_output(torch, model, folded, torch.randn(2, 3, 7, 7), "float32")
+    assert_unchanged(torch, before, model)
+    assert dict(report.folded) == {"bn_in": "conv_in (the following layer)"}
+    reasons = dict(report.skipped)
+    assert set(reasons) == {"bn_two", "bn_pad", "bn_t", "bn_shared"}
+    assert "used by conv_a, add()" in reasons["bn_two"]
+    assert "conv_pad pads with zeros, which are not BN's zero point" in reasons["bn_pad"]
+    assert "ConvTranspose2d convt" in reasons["bn_t"]
+    assert "called more than once" in reasons["bn_shared"]
+    assert folded.conv_in.bias is not None

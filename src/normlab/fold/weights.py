@@ -52,7 +52,8 @@ def fold_into_following(weight: np.ndarray, bias: np.ndarray | None, scale: np.n
     W'[o, i, k] = W[o, i, k] * scale[c(o, i)],  b'[o] = b[o] + sum_{i,k} W[o, i, k] shift[c(o, i)],
     where c(o, i) is the input channel that weight entry reads (groups split the channels).
     Zero padding would feed literal zeros -- not ``shift`` -- at the borders, so the caller must
-    not use this for a padded convolution.
+    not use this for a zero-padded convolution (replicate/reflect/circular padding copies the BN
+    outputs themselves, so it stays exact).
     """
     w = np.asarray(weight, dtype=np.float64)
     out_ch, in_g = w.shape[:2]

@@ -1,10 +1,14 @@
-"""Fold eval-mode BatchNorm into the preceding Linear / Conv / ConvTranspose of a torch model.
+"""Fold eval-mode BatchNorm into a neighbouring Linear / Conv / ConvTranspose of a torch model.
 
 At inference BN is a fixed per-channel affine map (Ioffe & Szegedy 2015, Alg. 2, line 11), so
-``conv -> bn`` is one convolution with scaled weights and a shifted bias. ``fold_bn`` works on
-``nn.Sequential`` structurally and on any other module through ``torch.fx`` tracing, returns a
-NEW module (the input is deep-copied, never modified) and a :class:`~normlab.fold.FoldReport`
-naming every BatchNorm it folded and every one it could not, with the reason.
+``conv -> bn`` is one convolution with scaled weights and a shifted bias. A BN with no foldable
+layer before it goes into the FOLLOWING Linear / Conv1d/2d/3d where that is exact: its output
+must feed only that layer, and the conv must not zero-pad (a zero border is not BN's zero
+point, ``shift``; replicate/reflect/circular padding copies BN outputs, so it is exact).
+``fold_bn`` works on ``nn.Sequential`` structurally and on any other module through
+``torch.fx`` tracing, returns a NEW module (the input is deep-copied, never modified) and a
+:class:`~normlab.fold.FoldReport` naming every BatchNorm it folded and every one it could
+not, with the reason.
 
 Channels-first layouts only (torch's own). A ``Linear -> BatchNorm1d`` pair is folded on the
 assumption torch's ``fuse_linear_bn_eval`` also makes: the Linear's output is (N, features), the
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ..fold.report import FoldReport, require_eval_mode
-from ..fold.weights import fold_into_preceding
+from ..fold.weights import fold_into_following, fold_into_preceding
 from ..functional.batch import eval_scale_shift
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,16 +75,24 @@ def _np(t) -> np.ndarray | None:
     return None if t is None else t.detach().cpu().double().numpy()
 
 
-def _fold_pair(layer, bn) -> None:
-    """Merge ``bn`` into ``layer`` in place (float64 math, cast back to the layer's dtype)."""
+def _fold_pair(layer, bn, *, following: bool = False) -> None:
+    """Merge ``bn`` into ``layer`` in place (float64 math, cast back to the layer's dtype).
+
+    ``following``: ``bn`` feeds ``layer`` (its input channels) instead of reading its output.
+    """
     import torch
     from torch import nn
 
     scale, shift = eval_scale_shift(_np(bn.running_mean), _np(bn.running_var), _np(bn.weight),
                                     _np(bn.bias), bn.eps)
-    transposed = isinstance(layer, nn.modules.conv._ConvTransposeNd)
-    w, b = fold_into_preceding(_np(layer.weight), _np(layer.bias), scale, shift,
-                               transposed=transposed, groups=getattr(layer, "groups", 1))
+    groups = getattr(layer, "groups", 1)
+    if following:
+        w, b = fold_into_following(_np(layer.weight), _np(layer.bias), scale, shift,
+                                   groups=groups)
+    else:
+        transposed = isinstance(layer, nn.modules.conv._ConvTransposeNd)
+        w, b = fold_into_preceding(_np(layer.weight), _np(layer.bias), scale, shift,
+                                   transposed=transposed, groups=groups)
     like = layer.weight
     with torch.no_grad():
         like.copy_(torch.from_numpy(w))
@@ -103,10 +115,9 @@ def _why_not(layer, layer_name: str, bn, uses: Counter) -> str | None:
     from torch import nn
     from torch.nn.modules.lazy import LazyModuleMixin
 
-    if not bn.track_running_stats or bn.running_mean is None:
-        return "track_running_stats=False: it normalises with batch statistics even in eval mode"
-    if isinstance(bn, LazyModuleMixin) and bn.has_uninitialized_params():
-        return "lazy BatchNorm is not initialised yet"
+    why = _why_not_bn(bn)
+    if why:
+        return why
     if isinstance(layer, nn.Linear):
         if not isinstance(bn, nn.BatchNorm1d):
             return f"{type(bn).__name__} after Linear {layer_name}: only BatchNorm1d on its " \
@@ -121,6 +132,68 @@ def _why_not(layer, layer_name: str, bn, uses: Counter) -> str | None:
         return f"lazy layer {layer_name} is not initialised yet"
     if out != bn.num_features:
         return f"{layer_name} has {out} output channels but the BatchNorm has {bn.num_features}"
+    if uses[id(layer)] > 1:
+        return f"{layer_name} is shared (registered more than once): folding would change " \
+               "its other uses"
+    return None
+
+
+def _why_not_bn(bn) -> str | None:
+    """None if ``bn`` is a fixed affine map in eval mode, else why it is not."""
+    from torch.nn.modules.lazy import LazyModuleMixin
+
+    if not bn.track_running_stats or bn.running_mean is None:
+        return "track_running_stats=False: it normalises with batch statistics even in eval mode"
+    if isinstance(bn, LazyModuleMixin) and bn.has_uninitialized_params():
+        return "lazy BatchNorm is not initialised yet"
+    return None
+
+
+def _bn_dims(bn) -> int | None:
+    from torch import nn
+
+    for cls, dims in ((nn.BatchNorm1d, 1), (nn.BatchNorm2d, 2), (nn.BatchNorm3d, 3)):
+        if isinstance(bn, cls):
+            return dims
+    return None
+
+
+def _why_not_following(layer, layer_name: str, bn, uses: Counter) -> str | None:
+    """None if ``bn -> layer`` folds exactly into ``layer`` (the BN's only consumer), else why.
+
+    y = W (x * scale + shift) + b is one layer only where every weight entry reads a BN output:
+    true for a Linear and an unpadded conv, and for replicate/reflect/circular padding (which
+    copy BN outputs, so pad(x * scale + shift) = pad(x) * scale + shift per channel).
+    """
+    from torch import nn
+    from torch.nn.modules.lazy import LazyModuleMixin
+
+    why = _why_not_bn(bn)
+    if why:
+        return why
+    if isinstance(layer, nn.Linear):
+        if not isinstance(bn, nn.BatchNorm1d):
+            return f"{type(bn).__name__} before Linear {layer_name}: only BatchNorm1d on its " \
+                   "(N, features) input can be folded"
+        channels = layer.in_features
+    elif isinstance(layer, nn.modules.conv._ConvTransposeNd):
+        return f"the following {type(layer).__name__} {layer_name} sums fewer input positions " \
+               "into its border outputs, so BN's shift is no per-channel bias there"
+    elif isinstance(layer, nn.modules.conv._ConvNd):
+        if len(layer.kernel_size) != _bn_dims(bn):
+            return f"{type(bn).__name__} before {type(layer).__name__} {layer_name}: " \
+                   "spatial dimensions differ"
+        if any(layer._reversed_padding_repeated_twice) and layer.padding_mode == "zeros":
+            return f"the following conv {layer_name} pads with zeros, which are not BN's " \
+                   "zero point (its output for a zero border would be the BN shift)"
+        channels = layer.in_channels
+    else:
+        return f"its output feeds {layer_name} ({type(layer).__name__}), not a Linear/Conv"
+    if isinstance(layer, LazyModuleMixin) and layer.has_uninitialized_params():
+        return f"lazy layer {layer_name} is not initialised yet"
+    if channels != bn.num_features:
+        return f"{layer_name} has {channels} input channels but the BatchNorm has " \
+               f"{bn.num_features}"
     if uses[id(layer)] > 1:
         return f"{layer_name} is shared (registered more than once): folding would change " \
                "its other uses"
@@ -170,19 +243,26 @@ def _fold_sequential(seq, prefix: str, report: FoldReport, uses: Counter):
             if new is not child:
                 seq._modules[name] = new
             continue
-        if i == 0:
-            report.add_skipped(q, "first layer of its Sequential: no preceding layer")
+        prev_name = _join(prefix, names[i - 1]) if i else ""
+        why = "first layer of its Sequential: no preceding layer" if i == 0 else \
+            _why_not(seq._modules[names[i - 1]], prev_name, child, uses)
+        if why is None:
+            _fold_pair(seq._modules[names[i - 1]], child)
+            # Identity keeps the indices, so the other layers' state-dict keys do not move.
+            seq._modules[name] = nn.Identity()
+            report.add_folded(q, prev_name)
             continue
-        prev_name = _join(prefix, names[i - 1])
-        prev = seq._modules[names[i - 1]]
-        why = _why_not(prev, prev_name, child, uses)
-        if why:
-            report.add_skipped(q, why)
+        if i + 1 == len(names):
+            report.add_skipped(q, f"{why}; last layer of its Sequential: no following layer")
             continue
-        _fold_pair(prev, child)
-        # Identity keeps the indices, so the other layers' state-dict keys do not move.
+        next_name = _join(prefix, names[i + 1])
+        next_why = _why_not_following(seq._modules[names[i + 1]], next_name, child, uses)
+        if next_why:
+            report.add_skipped(q, f"{why}; {next_why}")
+            continue
+        _fold_pair(seq._modules[names[i + 1]], child, following=True)
         seq._modules[name] = nn.Identity()
-        report.add_folded(q, prev_name)
+        report.add_folded(q, f"{next_name} (the following layer)")
     return seq
 
 
@@ -196,6 +276,25 @@ def _describe(node) -> str:
     if node.op == "call_method":
         return f".{node.target}()"
     return str(node.target)
+
+
+def _following_in_graph(gm, node, prefix: str, bn, calls: Counter, uses: Counter):
+    """(the layer node ``bn``'s output feeds, None) if it may absorb ``bn``, else (None, why)."""
+    users = list(node.users)
+    if len(users) != 1:
+        used_by = ", ".join(_describe(u) for u in users) or "nothing"
+        return None, f"its output is used by {used_by}, not by one following layer only"
+    user = users[0]
+    if user.op != "call_module":
+        return None, f"its output feeds {_describe(user)}, not a Linear/Conv"
+    name = _join(prefix, user.target)
+    if len(user.args) != 1 or user.kwargs:
+        return None, f"the following {name} is called with more than its input"
+    if calls[user.target] > 1:
+        return None, f"the following {name} is called more than once: folding would change " \
+                     "its other calls"
+    why = _why_not_following(gm.get_submodule(user.target), name, bn, uses)
+    return (None, why) if why else (user, None)
 
 
 def _fold_graph(gm, prefix: str, report: FoldReport, uses: Counter):
@@ -227,6 +326,17 @@ def _fold_graph(gm, prefix: str, report: FoldReport, uses: Counter):
                 others = ", ".join(_describe(u) for u in src.users if u is not node)
                 why = f"the output of {layer_name} is also used by {others}: folding would " \
                       "change what they see"
+        if why and len(node.args) == 1 and not node.kwargs:
+            user, next_why = _following_in_graph(gm, node, prefix, bn, calls, uses)
+            if next_why:
+                report.add_skipped(q, f"{why}; {next_why}")
+                continue
+            _fold_pair(gm.get_submodule(user.target), bn, following=True)
+            node.replace_all_uses_with(src)
+            graph.erase_node(node)
+            folded_targets.add(node.target)
+            report.add_folded(q, f"{_join(prefix, user.target)} (the following layer)")
+            continue
         if why:
             report.add_skipped(q, why)
             continue
