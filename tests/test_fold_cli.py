@@ -113,6 +113,53 @@ def test_fold_torchscript_end_to_end(tmp_path, torch):
         torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+def test_fold_export_archive_end_to_end(tmp_path, torch):
+    """A torch.export archive (.pt2): folded at the ATen level, written back as a .pt2."""
+    nn = torch.nn
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.BatchNorm2d(4), nn.Conv2d(4, 2, 3, padding=1))
+    with torch.no_grad():
+        for m in (model[0], model[4], model[6]):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.1, 2)
+    model.eval()
+    x = torch.randn(2, 3, 8, 8)
+    src, out = tmp_path / "m.pt2", tmp_path / "folded.pt2"
+    torch.export.save(torch.export.export(model, (x,)), src)
+    source_bytes = src.read_bytes()
+
+    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "2,3,8,8")
+
+    assert done.returncode == 0, done.stderr
+    assert "folded 0 -> 1 (the following layer)" in done.stdout
+    assert "folded 4 -> 3" in done.stdout
+    assert "not folded 6:" in done.stdout and "pads with zeros" in done.stdout
+    assert "max abs error" in done.stdout
+    assert src.read_bytes() == source_bytes
+    folded = torch.export.load(out)
+    aten = torch.ops.aten
+    assert sum(n.target is aten.batch_norm.default for n in folded.graph.nodes) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(folded.module()(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_export_archive_wrong_shape_is_one_line_exit_2(tmp_path, torch):
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    src, out = tmp_path / "m.pt2", tmp_path / "o.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),)), src)
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape",
+                                      "2,3,9,9"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: --input-shape: expected a shape the exported")
+    assert result.output.strip().count("\n") == 0 and not out.exists()
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip")
+    result = CliRunner().invoke(app, ["fold", str(tmp_path / "junk.pt2"), "-o", str(out),
+                                      "--input-shape", "2,3,8,8"])
+    assert result.exit_code == 2 and "is not a torch.export archive" in result.output
+
+
 def test_fold_torchscript_refuses_training_mode(torch):
     from normlab.torch.fold import fold_bn_script
 

@@ -1,10 +1,12 @@
 """``normlab fold MODEL -o OUT --input-shape N,C,H,W``: fold BN away in a saved model, verify.
 
-MODEL is either an .npz written by :func:`normlab.fold.archive.save_model` (NumPy engine:
-state dict + architecture spec) or a .pt holding a pickled full torch module
-(``torch.save(model)``; unpickling runs code, so only fold files you trust). The model is put in
-eval mode, folded, written atomically to OUT (same format), and both versions are run on one
-random normal input of the given shape; the max abs error is printed.
+MODEL is an .npz written by :func:`normlab.fold.archive.save_model` (NumPy engine: state dict +
+architecture spec), a .pt holding a pickled full torch module (``torch.save(model)``; unpickling
+runs code, so only fold files you trust) or a TorchScript archive, or a .pt2 written by
+``torch.export.save`` (folded at the ATen level, re-exported with the verification input as
+example input, so with static shapes). The model is put in eval mode, folded, written atomically
+to OUT (same format), and both versions are run on one random normal input of the given shape;
+the max abs error is printed.
 """
 
 from __future__ import annotations
@@ -79,19 +81,52 @@ def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int
     return report, (got - want).abs().max().item(), want.abs().max().item()
 
 
+def _fold_pt2(src: Path, out: Path, shape: tuple[int, ...], seed: int
+              ) -> tuple[FoldReport, float, float]:
+    try:
+        import torch
+    except ImportError as exc:
+        raise ValueError("MODEL: a .pt2 file needs torch: pip install 'normlab[torch]'") from exc
+    from ..torch.fold_export import fold_bn_export
+
+    if not src.is_file():
+        raise ValueError(f"MODEL: expected an existing file, got {str(src)!r}")
+    try:
+        program = torch.export.load(src)
+    except Exception as exc:  # any load failure (not a zip, wrong version) is bad input here
+        raise ValueError(f"MODEL: {str(src)!r} is not a torch.export archive (torch.export.save):"
+                         f" {type(exc).__name__}: {exc}") from exc
+    p = next(iter(program.state_dict.values()), None)
+    gen = torch.Generator().manual_seed(seed)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    x = torch.randn(shape, generator=gen, dtype=dtype)
+    try:
+        with torch.no_grad():
+            want = program.module()(x)
+    except Exception as exc:  # the program's guards reject other shapes than it was exported with
+        raise ValueError(f"--input-shape: expected a shape the exported program accepts, got "
+                         f"{shape}: {type(exc).__name__}: {str(exc).strip()}") from exc
+    folded, report = fold_bn_export(program, (x,))
+    with torch.no_grad():
+        got = folded.module()(x)
+    with atomic_file(out) as f:
+        torch.export.save(folded, f)
+    return report, (got - want).abs().max().item(), want.abs().max().item()
+
+
 def run(model: Path, out: Path, input_shape: str, seed: int = 0) -> None:
     """The command's body: bad input -> one line on stderr and exit code 2."""
     try:
         shape = parse_shape(input_shape)
         suffix = model.suffix.lower()
-        if suffix not in (".npz", ".pt", ".pth"):
-            raise ValueError(f"MODEL: expected a .npz (normlab) or .pt/.pth (torch) file, "
-                             f"got {str(model)!r}")
+        if suffix not in (".npz", ".pt", ".pth", ".pt2"):
+            raise ValueError(f"MODEL: expected a .npz (normlab), .pt/.pth (torch) or .pt2 "
+                             f"(torch.export) file, got {str(model)!r}")
         if out.suffix.lower() != suffix:
             raise ValueError(f"--out: expected a {suffix} file like MODEL, got {str(out)!r}")
         if not out.parent.is_dir():
             raise ValueError(f"--out: expected a file in an existing directory, got {str(out)!r}")
-        fold = _fold_npz if suffix == ".npz" else _fold_pt
+        fold = {".npz": _fold_npz, ".pt2": _fold_pt2}.get(suffix, _fold_pt)
         report, err, ref = fold(model, out, shape, seed)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
         typer.echo(f"Error: {exc}".splitlines()[0], err=True)
