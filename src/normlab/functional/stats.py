@@ -11,6 +11,7 @@ loses every significant digit that way). float16 input is accumulated in float32
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -42,7 +43,9 @@ def moments(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarra
 
 def count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
     """Number of elements each statistic is taken over (the paper's ``m``)."""
-    return int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    # math.prod on Python ints: exact, and ~20x cheaper than np.prod for a handful of dims
+    # (this runs several times per training step of every norm layer)
+    return math.prod([shape[a] for a in axes])
 
 
 def normalize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> Normalized:
