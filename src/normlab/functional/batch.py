@@ -186,4 +186,6 @@ def update_running_stats(running_mean: np.ndarray, running_var: np.ndarray,
     unbiased = cache.var * (cache.n / (cache.n - 1))
     new_mean = (1.0 - factor) * running_mean + factor * cache.mean
     new_var = (1.0 - factor) * running_var + factor * unbiased
-    return new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype)
+    # copy=False: both are fresh arrays, so only a dtype change needs a new one
+    return (new_mean.astype(running_mean.dtype, copy=False),
+            new_var.astype(running_var.dtype, copy=False))
