@@ -10,12 +10,10 @@ Two layouts cover every input without a copy:
   into blocks (one per thread) and the inner loop runs over the contiguous channels, so it
   vectorises; a per-channel loop with a column stride would be an order of magnitude slower.
 
-Statistics: each segment (or chunk of rows) is reduced two-pass while it sits in L1, in float64,
-and the segments are merged with Chan et al.'s formula, so float32 data with |mean| >> std keeps
-its variance (no E[x^2] - E[x]^2 anywhere). Backward sums are accumulated in float64 too.
-
-Per-channel constants are handed to the inner loops in the data dtype (via small scratch arrays)
-so float32 loops stay float32-wide.
+Statistics: each segment (or chunk of rows) is reduced two-pass while it sits in L1, and the
+segments are merged in float64 with Chan et al.'s formula, so float32 data with |mean| >> std
+keeps its variance (no E[x^2] - E[x]^2 anywhere). Inside a segment the sums run in the data
+dtype over chunks of at most CHUNK values (see below); everything per channel is float64.
 """
 
 from __future__ import annotations
@@ -23,31 +21,85 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import pjit
+from ._jit import jit, pjit
 
-ROW_CHUNK_BYTES = 16 * 1024   # rows reduced together in the mc layout: about half of L1
+ROW_CHUNK_BYTES = 32 * 1024   # rows reduced together in the mc layout (L1/L2 resident)
+# Sums run in the data dtype (float32: twice the SIMD lanes of float64) over chunks of at most
+# CHUNK values, and the chunk sums are added in float64: a float32 chunk sum carries at most
+# ~CHUNK/lanes * 2**-24 relative error (~1e-5 worst case, ~1e-7 typical), the float64 total none
+# worth counting, so long channels lose nothing to the narrower accumulator.
+CHUNK = 4096
+
+
+@jit
+def _sum(seg):
+    """sum(seg) of a 1-D view, in the data dtype (full SIMD width for float32).
+
+    Kernels index chunks through 1-D slices from 0: with an index that starts at a computed
+    offset LLVM cannot rule out a negative index, keeps numba's wraparound check in the loop and
+    stops vectorising it (measured 2x slower).
+    """
+    s = seg.dtype.type(0)
+    for b in range(seg.shape[0]):
+        s += seg[b]
+    return s
+
+
+@jit
+def _sq_dev_and_sum(seg, mu, nxt):
+    """(sum((seg - mu)**2), sum(nxt)) in one loop over two equally long 1-D views."""
+    q = seg.dtype.type(0)
+    s = seg.dtype.type(0)
+    for b in range(seg.shape[0]):
+        d = seg[b] - mu
+        q += d * d
+        s += nxt[b]
+    return q, s
+
+
+@jit
+def _sum_and_dot(g, seg, mu):
+    """(sum(g), sum(g * (seg - mu))) of two equally long 1-D views, in the data dtype."""
+    p = g.dtype.type(0)
+    q = g.dtype.type(0)
+    for b in range(g.shape[0]):
+        p += g[b]
+        q += g[b] * (seg[b] - mu)
+    return p, q
 
 
 @pjit
 def train_ncs(x, weight, bias, eps, y, mean_out, var_out):
-    """Fused training forward on (A, C, B): per channel, moments then y = x_hat*w + b."""
+    """Fused training forward on (A, C, B): per channel, moments then y = x_hat*w + b.
+
+    Each segment x[a, c, :] is reduced two-pass (sum, then squared deviations from its own
+    mean). The deviation pass re-reads the segment from L1 and, in the same loop, sums the
+    NEXT segment: a loop that only hit L1 would leave DRAM idle, so this keeps one stream from
+    memory going all the time (~25% faster single-threaded, same numerics).
+    """
     n_a, n_c, n_b = x.shape
-    center = np.empty(n_c, dtype=x.dtype)
-    scale = np.empty(n_c, dtype=x.dtype)
-    shift = np.empty(n_c, dtype=x.dtype)
     for c in prange(n_c):
         count = 0.0
         mean = 0.0
         m2 = 0.0
+        s_next = 0.0
+        for lo in range(0, n_b, CHUNK):
+            s_next += _sum(x[0, c, lo:lo + CHUNK])
         for a in range(n_a):
-            s = 0.0
-            for b in range(n_b):
-                s += x[a, c, b]
-            seg_mean = s / n_b
+            seg_mean = s_next / n_b
+            mu = x.dtype.type(seg_mean)
+            nxt = min(a + 1, n_a - 1)   # the last segment re-sums itself (harmless, L1)
             q = 0.0
-            for b in range(n_b):
-                d = x[a, c, b] - seg_mean
-                q += d * d
+            s_next = 0.0
+            for lo in range(0, n_b, CHUNK):
+                q_chunk, s_chunk = _sq_dev_and_sum(x[a, c, lo:lo + CHUNK], mu,
+                                                   x[nxt, c, lo:lo + CHUNK])
+                q += q_chunk
+                s_next += s_chunk
+            # mu is seg_mean rounded to the data dtype: remove that offset's share of M2 (never
+            # below 0: for near-constant data the rounding of q can exceed the true M2)
+            off = seg_mean - mu
+            q = max(q - n_b * off * off, 0.0)
             total = count + n_b
             delta = seg_mean - mean
             mean += delta * n_b / total
@@ -57,10 +109,9 @@ def train_ncs(x, weight, bias, eps, y, mean_out, var_out):
         inv_std = 1.0 / np.sqrt(var + eps)
         mean_out[c] = mean
         var_out[c] = var
-        center[c] = mean
-        scale[c] = weight[c] * inv_std
-        shift[c] = bias[c]
-        mu, k, t = center[c], scale[c], shift[c]
+        mu = x.dtype.type(mean)
+        k = x.dtype.type(weight[c] * inv_std)
+        t = x.dtype.type(bias[c])
         for a in range(n_a):
             for b in range(n_b):
                 y[a, c, b] = (x[a, c, b] - mu) * k + t
@@ -83,67 +134,128 @@ def backward_ncs(dy, s, center, gain, inv_std, weight, dx, dweight_out, dbias_ou
     """Backward on (A, C, B) with x_hat = (s - center) * gain: one sum pass, one dx pass."""
     n_a, n_c, n_b = dy.shape
     n = n_a * n_b
-    mu_c = np.empty(n_c, dtype=dy.dtype)
-    k_dy = np.empty(n_c, dtype=dy.dtype)
-    k_s = np.empty(n_c, dtype=dy.dtype)
-    k_0 = np.empty(n_c, dtype=dy.dtype)
     for c in prange(n_c):
-        mu_c[c] = center[c]
-        mu = mu_c[c]
+        mu = dy.dtype.type(center[c])
         sum_dy = 0.0
         sum_dy_s = 0.0
         for a in range(n_a):
-            for b in range(n_b):
-                g = dy[a, c, b]
-                sum_dy += g
-                sum_dy_s += g * (s[a, c, b] - mu)
+            for lo in range(0, n_b, CHUNK):
+                p, q = _sum_and_dot(dy[a, c, lo:lo + CHUNK], s[a, c, lo:lo + CHUNK], mu)
+                sum_dy += p
+                sum_dy_s += q
         dweight = gain[c] * sum_dy_s
         dbias_out[c] = sum_dy
         dweight_out[c] = dweight
         # dx = w*inv_std * (dy - sum(dy)/n - x_hat * sum(dy*x_hat)/n), expanded in (dy, s)
         a_c = weight[c] * inv_std[c]
-        k_dy[c] = a_c
-        k_s[c] = -a_c * gain[c] * dweight / n
-        k_0[c] = -a_c * sum_dy / n
-        k1, k2, k3 = k_dy[c], k_s[c], k_0[c]
+        k1 = dy.dtype.type(a_c)
+        k2 = dy.dtype.type(-a_c * gain[c] * dweight / n)
+        k3 = dy.dtype.type(-a_c * sum_dy / n)
         for a in range(n_a):
             for b in range(n_b):
                 dx[a, c, b] = k1 * dy[a, c, b] + k2 * (s[a, c, b] - mu) + k3
 
 
+@jit
+def chunk_rows(n_c, itemsize):
+    """Rows per mc chunk: about ROW_CHUNK_BYTES, 8..256 rows, a multiple of 4 (the row-unroll
+    of the column sums). The float32 column sums of a chunk run down its rows, so the 256 cap
+    bounds how many values each accumulates."""
+    return min(256, max(8, ROW_CHUNK_BYTES // (n_c * itemsize))) // 4 * 4
+
+
+# The column loops below take four rows per step: the accumulators s[c], p[c], q[c] live in
+# memory, and loading/storing them once per four rows instead of every row is what makes these
+# loops run at the speed of reading x (measured 1.8 ms -> 1.5 ms on a (100352, 64) float32).
+
+@jit
+def _col_sums(x, r0, r1, s):
+    """s[c] = sum(x[r0:r1, c]) in s's dtype."""
+    s[:] = 0
+    r4 = r0 + (r1 - r0) // 4 * 4
+    for r in range(r0, r4, 4):
+        a0, a1, a2, a3 = x[r], x[r + 1], x[r + 2], x[r + 3]
+        for c in range(x.shape[1]):
+            s[c] += (a0[c] + a1[c]) + (a2[c] + a3[c])
+    for r in range(r4, r1):
+        a0 = x[r]
+        for c in range(x.shape[1]):
+            s[c] += a0[c]
+
+
+@jit
+def _col_dev_sums(x, r0, r1, m, p, q):
+    """p[c] = sum(x[r0:r1, c] - m[c]) and q[c] = sum((x[r0:r1, c] - m[c])**2)."""
+    p[:] = 0
+    q[:] = 0
+    r4 = r0 + (r1 - r0) // 4 * 4
+    for r in range(r0, r4, 4):
+        a0, a1, a2, a3 = x[r], x[r + 1], x[r + 2], x[r + 3]
+        for c in range(x.shape[1]):
+            d0, d1, d2, d3 = a0[c] - m[c], a1[c] - m[c], a2[c] - m[c], a3[c] - m[c]
+            p[c] += (d0 + d1) + (d2 + d3)
+            q[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+    for r in range(r4, r1):
+        a0 = x[r]
+        for c in range(x.shape[1]):
+            d0 = a0[c] - m[c]
+            p[c] += d0
+            q[c] += d0 * d0
+
+
+@jit
+def _col_grad_sums(dy, s, r0, r1, m, p, q):
+    """p[c] = sum(dy[r0:r1, c]) and q[c] = sum(dy[r0:r1, c] * (s[r0:r1, c] - m[c]))."""
+    p[:] = 0
+    q[:] = 0
+    r4 = r0 + (r1 - r0) // 4 * 4
+    for r in range(r0, r4, 4):
+        g0, g1, g2, g3 = dy[r], dy[r + 1], dy[r + 2], dy[r + 3]
+        a0, a1, a2, a3 = s[r], s[r + 1], s[r + 2], s[r + 3]
+        for c in range(dy.shape[1]):
+            p[c] += (g0[c] + g1[c]) + (g2[c] + g3[c])
+            q[c] += ((g0[c] * (a0[c] - m[c]) + g1[c] * (a1[c] - m[c]))
+                     + (g2[c] * (a2[c] - m[c]) + g3[c] * (a3[c] - m[c])))
+    for r in range(r4, r1):
+        g0, a0 = dy[r], s[r]
+        for c in range(dy.shape[1]):
+            p[c] += g0[c]
+            q[c] += g0[c] * (a0[c] - m[c])
+
+
 @pjit
 def moments_mc(x, n_blocks, mean_out, var_out):
-    """Per-column mean and biased variance of (M, C): chunked two-pass + Chan merge."""
+    """Per-column mean and biased variance of (M, C): chunked two-pass + Chan merge.
+
+    Per chunk of rows, in the data dtype and vectorised across columns: s = sum(x), then with
+    m' = s/n the corrected two-pass sums p = sum(x - m'), q = sum((x - m')^2), giving the chunk's
+    mean m' + p/n and M2 = q - p^2/n (Chan, Golub & LeVeque 1983); chunks merge in float64.
+    """
     n_m, n_c = x.shape
-    rows = max(1, ROW_CHUNK_BYTES // (n_c * x.itemsize))
+    rows = chunk_rows(n_c, x.itemsize)
     counts = np.zeros(n_blocks)
     means = np.zeros((n_blocks, n_c))
     m2s = np.zeros((n_blocks, n_c))
     for t in prange(n_blocks):
         lo = t * n_m // n_blocks
         hi = (t + 1) * n_m // n_blocks
-        seg_mean = np.empty(n_c)
-        seg_q = np.empty(n_c)
+        s = np.empty(n_c, dtype=x.dtype)
+        p = np.empty(n_c, dtype=x.dtype)
+        q = np.empty(n_c, dtype=x.dtype)
         count = 0.0
         for r0 in range(lo, hi, rows):
             r1 = min(r0 + rows, hi)
             n_seg = r1 - r0
-            seg_mean[:] = 0.0
-            for r in range(r0, r1):
-                for c in range(n_c):
-                    seg_mean[c] += x[r, c]
-            for c in range(n_c):
-                seg_mean[c] /= n_seg
-            seg_q[:] = 0.0
-            for r in range(r0, r1):
-                for c in range(n_c):
-                    d = x[r, c] - seg_mean[c]
-                    seg_q[c] += d * d
+            _col_sums(x, r0, r1, s)
+            s /= x.dtype.type(n_seg)   # now the chunk's provisional mean m'
+            _col_dev_sums(x, r0, r1, s, p, q)
             total = count + n_seg
             for c in range(n_c):
-                delta = seg_mean[c] - means[t, c]
+                dev = float(p[c]) / n_seg
+                seg_m2 = max(float(q[c]) - dev * float(p[c]), 0.0)
+                delta = float(s[c]) + dev - means[t, c]
                 means[t, c] += delta * n_seg / total
-                m2s[t, c] += seg_q[c] + delta * delta * count * n_seg / total
+                m2s[t, c] += seg_m2 + delta * delta * count * n_seg / total
             count = total
         counts[t] = count
     count = 0.0
@@ -175,16 +287,24 @@ def affine_mc(x, center, scale, shift, n_blocks, y):
 
 @pjit
 def backward_mc(dy, s, center, gain, inv_std, weight, n_blocks, dx, dweight_out, dbias_out):
-    """Backward on (M, C) with x_hat = (s - center) * gain: block sums, then the dx pass."""
+    """Backward on (M, C) with x_hat = (s - center) * gain: block sums, then the dx pass.
+
+    Column sums run in the data dtype over chunks of rows (as in moments_mc), added in float64.
+    """
     n_m, n_c = dy.shape
+    rows = chunk_rows(n_c, dy.itemsize)
     sums_dy = np.zeros((n_blocks, n_c))
     sums_dy_s = np.zeros((n_blocks, n_c))
+    mu = center.astype(dy.dtype)
     for t in prange(n_blocks):
-        for r in range(t * n_m // n_blocks, (t + 1) * n_m // n_blocks):
+        p = np.empty(n_c, dtype=dy.dtype)
+        q = np.empty(n_c, dtype=dy.dtype)
+        hi = (t + 1) * n_m // n_blocks
+        for r0 in range(t * n_m // n_blocks, hi, rows):
+            _col_grad_sums(dy, s, r0, min(r0 + rows, hi), mu, p, q)
             for c in range(n_c):
-                g = dy[r, c]
-                sums_dy[t, c] += g
-                sums_dy_s[t, c] += g * (s[r, c] - center[c])
+                sums_dy[t, c] += p[c]
+                sums_dy_s[t, c] += q[c]
     k_dy = np.empty(n_c, dtype=dy.dtype)
     k_s = np.empty(n_c, dtype=dy.dtype)
     k_0 = np.empty(n_c, dtype=dy.dtype)
@@ -203,5 +323,8 @@ def backward_mc(dy, s, center, gain, inv_std, weight, n_blocks, dx, dweight_out,
         k_0[c] = -a_c * sum_dy / n_m
     for t in prange(n_blocks):
         for r in range(t * n_m // n_blocks, (t + 1) * n_m // n_blocks):
+            g_row = dy[r]
+            s_row = s[r]
+            dx_row = dx[r]
             for c in range(n_c):
-                dx[r, c] = k_dy[c] * dy[r, c] + k_s[c] * (s[r, c] - center[c]) + k_0[c]
+                dx_row[c] = k_dy[c] * g_row[c] + k_s[c] * (s_row[c] - mu[c]) + k_0[c]
