@@ -203,3 +203,124 @@ def test_bad_input_is_one_line_exit_2(tmp_path, case):
     assert result.exit_code == 2, result.output
     assert not out.exists()
     assert result.output.strip().count("\n") == 0 and result.output.startswith("Error: ")
+
+
+# -- a torch state dict + --arch ----------------------------------------------------------------
+def randomize_torch_bn(torch, model) -> None:
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) * 2 + 1e-4)
+                m.weight.copy_(torch.randn(m.num_features, generator=gen))
+
+
+def test_fold_state_dict_with_registry_arch(tmp_path, torch):
+    from normlab.fold.arch import build_module
+
+    model = build_module("conv-bn-digits")
+    randomize_torch_bn(torch, model)
+    src, out = tmp_path / "weights.pt", tmp_path / "folded.pt"
+    torch.save(model.state_dict(), src)
+
+    done = normlab_cli("fold", str(src), "--arch", "conv-bn-digits", "-o", str(out),
+                       "--input-shape", "3,1,8,8")
+
+    assert done.returncode == 0, done.stderr
+    bns = [name for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 2
+    for name in bns:
+        assert f"folded {name} -> {int(name) - 1}\n" in done.stdout, done.stdout
+    assert "the folded full module" in done.stdout
+    folded = torch.load(out, weights_only=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_state_dict_with_import_path_arch(tmp_path, torch):
+    (tmp_path / "my_arch_for_fold.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    nn = torch.nn\n"
+        "    return nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3), nn.ReLU(),\n"
+        "                         nn.BatchNorm2d(4), nn.Conv2d(4, 2, 3, padding=1))\n")
+    nn = torch.nn
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4),
+                          nn.Conv2d(4, 2, 3, padding=1))
+    randomize_torch_bn(torch, model)
+    src, out = tmp_path / "weights.pt", tmp_path / "folded.pt"
+    torch.save(model.state_dict(), src)
+
+    done = subprocess.run([sys.executable, "-m", "normlab.cli", "fold", "weights.pt", "--arch",
+                           "my_arch_for_fold:build", "-o", "folded.pt", "--input-shape",
+                           "2,3,7,7"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "folded 0 -> 1 (the following layer)" in done.stdout
+    assert "not folded 3:" in done.stdout and "pads with zeros" in done.stdout
+    folded = torch.load(out, weights_only=False)
+    x = torch.randn(2, 3, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown name", "--arch: expected package.module:callable or one of paper-fig1"),
+    ("import failure", "--arch: expected an importable package.module:callable, got "
+                       "'no_such_module_for_fold:build' (ModuleNotFoundError"),
+    ("not callable", "--arch: expected 'math:pi' to be callable, got float"),
+    ("not a module", "--arch: expected builtins:dict() to return a torch.nn.Module, got dict"),
+    # conv + BN + conv + BN + Linear: 2 + 5 + 2 + 5 + 2 keys
+    ("keys", "MODEL: expected the state dict keys of --arch conv-bn-digits (16 keys), got 1 "
+             "missing ['0.weight'] and 1 unexpected ['extra.weight']"),
+    ("shapes", "MODEL: expected tensors shaped as --arch paper-fig1-digits builds them, got "),
+    ("no arch", "MODEL: expected a full module (torch.save(model)) or TorchScript, got a state "
+                "dict without --arch"),
+    ("arch with npz", "--arch: expected only with a .pt/.pth torch state dict, got MODEL"),
+])
+def test_state_dict_bad_input_is_one_line_exit_2(tmp_path, torch, case, message):
+    from normlab.fold.arch import build_module
+
+    src, out = tmp_path / "weights.pt", tmp_path / "o.pt"
+    arch, shape = ["--arch", "conv-bn-digits"], "1,1,8,8"
+    state = build_module("conv-bn-digits").state_dict()
+    if case == "unknown name":
+        arch = ["--arch", "resnet-9000"]
+    elif case == "import failure":
+        arch = ["--arch", "no_such_module_for_fold:build"]
+    elif case == "not callable":
+        arch = ["--arch", "math:pi"]
+    elif case == "not a module":
+        arch = ["--arch", "builtins:dict"]
+    elif case == "keys":
+        state["extra.weight"] = state.pop("0.weight")
+    elif case == "shapes":
+        arch, shape = ["--arch", "paper-fig1-digits"], "2,64"
+        wrong = build_module("paper-fig1")  # 784 inputs: same keys, other shapes
+        state = wrong.state_dict()
+    elif case == "no arch":
+        arch = []
+    else:
+        src, out = tmp_path / "m.npz", tmp_path / "o.npz"
+        from normlab.fold.archive import build
+        save_model(src, SPEC, build(SPEC))
+    if src.suffix == ".pt":
+        torch.save(state, src)
+    result = CliRunner().invoke(app, ["fold", str(src), *arch, "-o", str(out),
+                                      "--input-shape", shape])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: {message}"), result.output
+    assert result.output.strip().count("\n") == 0 and not out.exists()
+
+
+def test_help_lists_every_registry_architecture():
+    from normlab.fold.arch import ARCHITECTURES
+
+    result = CliRunner().invoke(app, ["fold", "--help"], terminal_width=200)
+    text = " ".join(result.output.split())
+    for name in ARCHITECTURES:
+        assert name in text, name
+    assert "package.module:callable" in text and ".pt2" in text

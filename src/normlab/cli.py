@@ -48,16 +48,23 @@ def bench(quick: bool = typer.Option(False, "--quick", help="Fewer repetitions."
 
 
 @app.command()
-def fold(model: Path = typer.Argument(..., help=".npz (normlab: state dict + architecture) "
-                                       "or .pt (a pickled full torch module)."),
-         out: Path = typer.Option(..., "-o", "--out", help="Where to write the folded model."),
+def fold(model: Path = typer.Argument(..., help=".npz (normlab: state dict + architecture), "
+                                       ".pt/.pth (a pickled full torch module, TorchScript, or "
+                                       "a state dict with --arch) or .pt2 (torch.export.save)."),
+         out: Path = typer.Option(..., "-o", "--out", help="Where to write the folded model "
+                                  "(same format as MODEL; with --arch the folded FULL module, "
+                                  "torch.save(model))."),
          input_shape: str = typer.Option(..., "--input-shape",
                                          help="Verification input shape, e.g. 1,3,32,32."),
-         seed: int = typer.Option(0, "--seed", help="Seed of the random verification input.")
+         seed: int = typer.Option(0, "--seed", help="Seed of the random verification input."),
+         arch: str = typer.Option(None, "--arch", help="MODEL is a torch state dict of this "
+                                  "architecture: package.module:callable (called with no "
+                                  "arguments) or paper-fig1 | paper-fig1-digits | init-scale | "
+                                  "conv-bn | conv-bn-digits.")
          ) -> None:
     """Fold eval-mode BatchNorm into neighbouring layers and verify on a random input."""
     from .fold.command import run as run_fold
-    run_fold(model, out, input_shape, seed)
+    run_fold(model, out, input_shape, seed, arch)
 
 
 @app.command()

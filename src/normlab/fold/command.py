@@ -2,7 +2,9 @@
 
 MODEL is an .npz written by :func:`normlab.fold.archive.save_model` (NumPy engine: state dict +
 architecture spec), a .pt holding a pickled full torch module (``torch.save(model)``; unpickling
-runs code, so only fold files you trust) or a TorchScript archive, or a .pt2 written by
+runs code, so only fold files you trust) or a TorchScript archive, a .pt/.pth STATE DICT with
+``--arch`` naming its architecture (see :mod:`normlab.fold.arch`; OUT is then the folded FULL
+module, ``torch.save(model)``, since the folded model has no BN layers), or a .pt2 written by
 ``torch.export.save`` (folded at the ATen level, re-exported with the verification input as
 example input, so with static shapes). The model is put in eval mode, folded, written atomically
 to OUT (same format), and both versions are run on one random normal input of the given shape;
@@ -45,17 +47,23 @@ def _fold_npz(src: Path, out: Path, shape: tuple[int, ...], seed: int
     return report, float(np.abs(got - want).max()), float(np.abs(want).max())
 
 
-def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int
-             ) -> tuple[FoldReport, float, float]:
+def _import_torch(what: str):
     try:
         import torch
     except ImportError as exc:
-        raise ValueError("MODEL: a .pt file needs torch: pip install 'normlab[torch]'") from exc
-    from ..torch.fold import fold_bn as torch_fold_bn
-    from ..torch.fold import fold_bn_script
+        raise ValueError(f"MODEL: {what} needs torch: pip install 'normlab[torch]'") from exc
+    return torch
 
+
+def _load_pt(src: Path, arch: str | None):
+    """The torch module in ``src``: TorchScript, a pickled module, or a state dict + --arch."""
+    torch = _import_torch("a .pt file")
     if not src.is_file():
         raise ValueError(f"MODEL: expected an existing file, got {str(src)!r}")
+    if arch is not None:
+        from .arch import load_with_arch
+
+        return load_with_arch(src, arch)
     try:  # a TorchScript archive (torch.jit.save) first, then a pickled module (torch.save)
         model = torch.jit.load(src, map_location="cpu")
     except Exception:
@@ -64,10 +72,26 @@ def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int
         except Exception as exc:  # any unpickling failure is bad input here
             raise ValueError(f"MODEL: {str(src)!r} is not a loadable torch file: "
                              f"{type(exc).__name__}: {exc}") from exc
+    if isinstance(model, dict):
+        raise ValueError("MODEL: expected a full module (torch.save(model)) or TorchScript, got "
+                         "a state dict without --arch: pass --arch package.module:callable or "
+                         "a normlab architecture name to say which layers it belongs to")
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"MODEL: expected a TorchScript module (torch.jit.save) or a pickled "
-                         f"full module (torch.save(model)), got {type(model).__name__} (a state "
-                         "dict does not say which layers it belongs to)")
+                         f"full module (torch.save(model)), got {type(model).__name__}")
+    return model
+
+
+def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch: str | None = None
+             ) -> tuple[FoldReport, float, float]:
+    """Fold a torch module; OUT is a pickled full module (also for a state dict + --arch: the
+    folded model has no BN layers, so the original architecture no longer fits its weights)."""
+    import torch
+
+    from ..torch.fold import fold_bn as torch_fold_bn
+    from ..torch.fold import fold_bn_script
+
+    model = _load_pt(src, arch)
     model.eval()
     scripted = isinstance(model, torch.jit.ScriptModule)
     folded, report = (fold_bn_script if scripted else torch_fold_bn)(model)
@@ -83,10 +107,7 @@ def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int
 
 def _fold_pt2(src: Path, out: Path, shape: tuple[int, ...], seed: int
               ) -> tuple[FoldReport, float, float]:
-    try:
-        import torch
-    except ImportError as exc:
-        raise ValueError("MODEL: a .pt2 file needs torch: pip install 'normlab[torch]'") from exc
+    torch = _import_torch("a .pt2 file")
     from ..torch.fold_export import fold_bn_export
 
     if not src.is_file():
@@ -114,7 +135,8 @@ def _fold_pt2(src: Path, out: Path, shape: tuple[int, ...], seed: int
     return report, (got - want).abs().max().item(), want.abs().max().item()
 
 
-def run(model: Path, out: Path, input_shape: str, seed: int = 0) -> None:
+def run(model: Path, out: Path, input_shape: str, seed: int = 0, arch: str | None = None
+        ) -> None:
     """The command's body: bad input -> one line on stderr and exit code 2."""
     try:
         shape = parse_shape(input_shape)
@@ -126,13 +148,20 @@ def run(model: Path, out: Path, input_shape: str, seed: int = 0) -> None:
             raise ValueError(f"--out: expected a {suffix} file like MODEL, got {str(out)!r}")
         if not out.parent.is_dir():
             raise ValueError(f"--out: expected a file in an existing directory, got {str(out)!r}")
-        fold = {".npz": _fold_npz, ".pt2": _fold_pt2}.get(suffix, _fold_pt)
-        report, err, ref = fold(model, out, shape, seed)
+        if arch is not None and suffix not in (".pt", ".pth"):
+            raise ValueError(f"--arch: expected only with a .pt/.pth torch state dict, got "
+                             f"MODEL {str(model)!r}")
+        if arch is not None:
+            report, err, ref = _fold_pt(model, out, shape, seed, arch)
+        else:
+            fold = {".npz": _fold_npz, ".pt2": _fold_pt2}.get(suffix, _fold_pt)
+            report, err, ref = fold(model, out, shape, seed)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
         typer.echo(f"Error: {exc}".splitlines()[0], err=True)
         raise typer.Exit(2) from None
     for line in report.lines() or ["no BatchNorm layers found"]:
         typer.echo(line)
-    typer.echo(f"wrote {out}")
+    what = " (the folded full module, torch.save(model))" if arch is not None else ""
+    typer.echo(f"wrote {out}{what}")
     typer.echo(f"verification on a random {'x'.join(map(str, shape))} input: max abs error "
                f"{err:.3g} (max |output| {ref:.3g}, relative {err / max(ref, 1e-30):.3g})")
