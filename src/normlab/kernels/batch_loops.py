@@ -13,7 +13,7 @@ Two layouts cover every input without a copy:
 Statistics: each segment (or chunk of rows) is reduced two-pass while it sits in L1, and the
 segments are merged in float64 with Chan et al.'s formula, so float32 data with |mean| >> std
 keeps its variance (no E[x^2] - E[x]^2 anywhere). Inside a segment the sums run in the data
-dtype over chunks of at most CHUNK values (see below); everything per channel is float64.
+dtype over chunks (see :mod:`.sums`); everything per channel is float64.
 """
 
 from __future__ import annotations
@@ -22,27 +22,9 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit, pjit
+from .sums import CHUNK, grad_sums, sum64
 
 ROW_CHUNK_BYTES = 32 * 1024   # rows reduced together in the mc layout (L1/L2 resident)
-# Sums run in the data dtype (float32: twice the SIMD lanes of float64) over chunks of at most
-# CHUNK values, and the chunk sums are added in float64: a float32 chunk sum carries at most
-# ~CHUNK/lanes * 2**-24 relative error (~1e-5 worst case, ~1e-7 typical), the float64 total none
-# worth counting, so long channels lose nothing to the narrower accumulator.
-CHUNK = 4096
-
-
-@jit
-def _sum(seg):
-    """sum(seg) of a 1-D view, in the data dtype (full SIMD width for float32).
-
-    Kernels index chunks through 1-D slices from 0: with an index that starts at a computed
-    offset LLVM cannot rule out a negative index, keeps numba's wraparound check in the loop and
-    stops vectorising it (measured 2x slower).
-    """
-    s = seg.dtype.type(0)
-    for b in range(seg.shape[0]):
-        s += seg[b]
-    return s
 
 
 @jit
@@ -55,17 +37,6 @@ def _sq_dev_and_sum(seg, mu, nxt):
         q += d * d
         s += nxt[b]
     return q, s
-
-
-@jit
-def _sum_and_dot(g, seg, mu):
-    """(sum(g), sum(g * (seg - mu))) of two equally long 1-D views, in the data dtype."""
-    p = g.dtype.type(0)
-    q = g.dtype.type(0)
-    for b in range(g.shape[0]):
-        p += g[b]
-        q += g[b] * (seg[b] - mu)
-    return p, q
 
 
 @pjit
@@ -82,9 +53,7 @@ def train_ncs(x, weight, bias, eps, y, mean_out, var_out):
         count = 0.0
         mean = 0.0
         m2 = 0.0
-        s_next = 0.0
-        for lo in range(0, n_b, CHUNK):
-            s_next += _sum(x[0, c, lo:lo + CHUNK])
+        s_next = sum64(x[0, c])
         for a in range(n_a):
             seg_mean = s_next / n_b
             mu = x.dtype.type(seg_mean)
@@ -139,10 +108,9 @@ def backward_ncs(dy, s, center, gain, inv_std, weight, dx, dweight_out, dbias_ou
         sum_dy = 0.0
         sum_dy_s = 0.0
         for a in range(n_a):
-            for lo in range(0, n_b, CHUNK):
-                p, q = _sum_and_dot(dy[a, c, lo:lo + CHUNK], s[a, c, lo:lo + CHUNK], mu)
-                sum_dy += p
-                sum_dy_s += q
+            p, q = grad_sums(dy[a, c], s[a, c], mu)
+            sum_dy += p
+            sum_dy_s += q
         dweight = gain[c] * sum_dy_s
         dbias_out[c] = sum_dy
         dweight_out[c] = dweight

@@ -2,8 +2,10 @@
 
 Both normalise contiguous runs of memory: a LayerNorm row is the trailing ``normalized_shape``
 of one sample, a GroupNorm block is one sample's C/G channels times the spatial positions. Each
-run is reduced two-pass in float64 while it sits in cache, then normalised in one more pass; the
-affine map is per element (LayerNorm, eq. 4 of Ba et al.) or per channel (GroupNorm).
+run is reduced two-pass while it sits in cache (:func:`.sums.moments`: data-dtype lanes, float64
+totals), then normalised in one more pass; the affine map is per element (LayerNorm, eq. 4 of
+Ba et al.) or per channel (GroupNorm). Loops run over 1-D views indexed from 0 (see
+:mod:`.sums` for why).
 """
 
 from __future__ import annotations
@@ -11,22 +13,13 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import jit, pjit
+from ._jit import pjit
+from .sums import CHUNK, grad_sums, moments
 
-
-@jit
-def row_moments(x, r):
-    """(mean, M2) of row ``r`` of a C-contiguous 2D array, two-pass in float64."""
-    n = x.shape[1]
-    s = 0.0
-    for j in range(n):
-        s += x[r, j]
-    mean = s / n
-    q = 0.0
-    for j in range(n):
-        d = x[r, j] - mean
-        q += d * d
-    return mean, q
+# LayerNorm's parameter gradients sum down the rows; each thread keeps data-dtype partial sums
+# and adds them into its float64 totals every FLUSH_ROWS rows (the same accuracy argument as
+# CHUNK in .sums, across rows instead of along them).
+FLUSH_ROWS = 256
 
 
 @pjit
@@ -35,12 +28,13 @@ def layer_forward(x, weight, bias, eps, n_blocks, y, mean_out, inv_std_out):
     n_r, n_d = x.shape
     for t in prange(n_blocks):
         for r in range(t * n_r // n_blocks, (t + 1) * n_r // n_blocks):
-            mean, q = row_moments(x, r)
+            mean, m2 = moments(x[r])
             mean_out[r] = mean
-            inv_std_out[r] = 1.0 / np.sqrt(q / n_d + eps)
+            inv_std_out[r] = 1.0 / np.sqrt(m2 / n_d + eps)
             mu, k = mean_out[r], inv_std_out[r]
+            x_row, y_row = x[r], y[r]
             for j in range(n_d):
-                y[r, j] = (x[r, j] - mu) * k * weight[j] + bias[j]
+                y_row[j] = (x_row[j] - mu) * k * weight[j] + bias[j]
 
 
 @pjit
@@ -48,25 +42,39 @@ def layer_backward(dy, x, mean, inv_std, weight, n_blocks, dx, dweight_out, dbia
     """Rows of (R, D); per-block parameter-gradient partial sums go to (n_blocks, D)."""
     n_r, n_d = x.shape
     for t in prange(n_blocks):
-        coef = np.empty(2, dtype=x.dtype)
-        for r in range(t * n_r // n_blocks, (t + 1) * n_r // n_blocks):
+        dw_part = np.zeros(n_d, dtype=x.dtype)
+        db_part = np.zeros(n_d, dtype=x.dtype)
+        lo_r, hi_r = t * n_r // n_blocks, (t + 1) * n_r // n_blocks
+        for r in range(lo_r, hi_r):
             mu, k = mean[r], inv_std[r]
-            s1 = 0.0
-            s2 = 0.0
+            s1 = 0.0   # sum(dy * w)
+            s2 = 0.0   # sum(dy * w * x_hat)
+            for lo in range(0, n_d, CHUNK):
+                g, x_row, w = dy[r, lo:lo + CHUNK], x[r, lo:lo + CHUNK], weight[lo:lo + CHUNK]
+                dw, db = dw_part[lo:lo + CHUNK], db_part[lo:lo + CHUNK]
+                a1 = x.dtype.type(0)
+                a2 = x.dtype.type(0)
+                for j in range(g.shape[0]):
+                    x_hat = (x_row[j] - mu) * k
+                    gw = g[j] * w[j]
+                    a1 += gw
+                    a2 += gw * x_hat
+                    dw[j] += g[j] * x_hat
+                    db[j] += g[j]
+                s1 += a1
+                s2 += a2
+            m1 = x.dtype.type(s1 / n_d)
+            m2 = x.dtype.type(s2 / n_d)
+            g, x_row, dx_row = dy[r], x[r], dx[r]
             for j in range(n_d):
-                g = dy[r, j]
-                x_hat = (x[r, j] - mu) * k
-                gw = g * weight[j]
-                s1 += gw
-                s2 += gw * x_hat
-                dweight_out[t, j] += g * x_hat
-                dbias_out[t, j] += g
-            coef[0] = s1 / n_d
-            coef[1] = s2 / n_d
-            m1, m2 = coef[0], coef[1]
-            for j in range(n_d):
-                x_hat = (x[r, j] - mu) * k
-                dx[r, j] = k * (dy[r, j] * weight[j] - m1 - x_hat * m2)
+                x_hat = (x_row[j] - mu) * k
+                dx_row[j] = k * (g[j] * weight[j] - m1 - x_hat * m2)
+            if (r - lo_r + 1) % FLUSH_ROWS == 0 or r == hi_r - 1:
+                for j in range(n_d):
+                    dweight_out[t, j] += dw_part[j]
+                    dbias_out[t, j] += db_part[j]
+                dw_part[:] = 0
+                db_part[:] = 0
 
 
 @pjit
@@ -76,17 +84,19 @@ def group_forward(x, weight, bias, groups, spatial, eps, y, mean_out, var_out, i
     per_group = n_m // spatial
     for i in prange(n_blocks):
         g = i % groups
-        mean, q = row_moments(x, i)
+        mean, m2 = moments(x[i])
         mean_out[i] = mean
-        var_out[i] = q / n_m
-        inv_std_out[i] = 1.0 / np.sqrt(q / n_m + eps)
+        var_out[i] = m2 / n_m
+        inv_std_out[i] = 1.0 / np.sqrt(m2 / n_m + eps)
         mu, k = mean_out[i], inv_std_out[i]
         for cg in range(per_group):
             c = g * per_group + cg
             kw = k * weight[c]
             b = bias[c]
-            for s in range(cg * spatial, (cg + 1) * spatial):
-                y[i, s] = (x[i, s] - mu) * kw + b
+            x_seg = x[i, cg * spatial:(cg + 1) * spatial]
+            y_seg = y[i, cg * spatial:(cg + 1) * spatial]
+            for s in range(spatial):
+                y_seg[s] = (x_seg[s] - mu) * kw + b
 
 
 @pjit
@@ -102,22 +112,19 @@ def group_backward(dy, x, mean, inv_std, weight, groups, spatial, dx, dweight_nc
         s2 = 0.0
         for cg in range(per_group):
             c = g * per_group + cg
-            sum_dy = 0.0
-            sum_dy_xhat = 0.0
-            for s in range(cg * spatial, (cg + 1) * spatial):
-                gy = dy[i, s]
-                sum_dy += gy
-                sum_dy_xhat += gy * ((x[i, s] - mu) * k)
-            dweight_nc[n, c] = sum_dy_xhat
+            sl = slice(cg * spatial, (cg + 1) * spatial)
+            sum_dy, sum_dy_s = grad_sums(dy[i, sl], x[i, sl], mu)
+            dweight_nc[n, c] = sum_dy_s * k
             dbias_nc[n, c] = sum_dy
             s1 += weight[c] * sum_dy
-            s2 += weight[c] * sum_dy_xhat
-        coef = np.empty(2, dtype=x.dtype)
-        coef[0] = s1 / n_m
-        coef[1] = s2 / n_m
-        m1, m2 = coef[0], coef[1]
+            s2 += weight[c] * sum_dy_s * k
+        m1 = x.dtype.type(s1 / n_m)
+        m2 = x.dtype.type(s2 / n_m)
         for cg in range(per_group):
             w = weight[g * per_group + cg]
-            for s in range(cg * spatial, (cg + 1) * spatial):
-                x_hat = (x[i, s] - mu) * k
-                dx[i, s] = k * (dy[i, s] * w - m1 - x_hat * m2)
+            x_seg = x[i, cg * spatial:(cg + 1) * spatial]
+            g_seg = dy[i, cg * spatial:(cg + 1) * spatial]
+            dx_seg = dx[i, cg * spatial:(cg + 1) * spatial]
+            for s in range(spatial):
+                x_hat = (x_seg[s] - mu) * k
+                dx_seg[s] = k * (g_seg[s] * w - m1 - x_hat * m2)
