@@ -18,6 +18,8 @@ from ._jit import blocks
 
 def _layout(x: np.ndarray) -> tuple[str, np.ndarray]:
     """("mc", (M, C) view) for (N, C) and channels-last, else ("ncs", (N, C, S) contiguous)."""
+    if x.ndim == 2 and x.flags.c_contiguous:   # the common (N, C) case, without moveaxis
+        return "mc", x
     n_batch, n_c = x.shape[:2]
     last = np.moveaxis(x, 1, -1)
     if last.flags.c_contiguous and (x.ndim == 2 or not x.flags.c_contiguous):
@@ -27,7 +29,7 @@ def _layout(x: np.ndarray) -> tuple[str, np.ndarray]:
 
 def _like(layout: str, flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """View a kernel output back as ``shape`` (N, C, ...), in the layout it was computed in."""
-    if layout == "ncs":
+    if layout == "ncs" or len(shape) == 2:
         return flat.reshape(shape)
     return np.moveaxis(flat.reshape((shape[0], *shape[2:], shape[1])), -1, 1)
 
@@ -37,29 +39,35 @@ def _as_layout(layout: str, a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     a = a.astype(dtype, copy=False)
     if layout == "ncs":
         return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
+    if a.ndim == 2:
+        return np.ascontiguousarray(a)
     return np.ascontiguousarray(np.moveaxis(a, 1, -1)).reshape(-1, a.shape[1])
 
 
 def _vector(v, n_c: int, fill: float) -> np.ndarray:
-    return np.full(n_c, fill) if v is None else np.asarray(v, dtype=np.float64)
+    """A parameter vector for the loops (float32 or float64; they compute in float64).
+
+    float16 parameters reach here when the NumPy path trained a float16 input (it saves a
+    float32 x_hat, which the backward kernel handles); numba has no float16, so they widen.
+    """
+    if v is None:
+        return np.full(n_c, fill)
+    return v if v.dtype in (np.float32, np.float64) else v.astype(np.float64)
 
 
 def train(x: np.ndarray, weight, bias, eps: float) -> tuple[np.ndarray, BatchNormCache]:
     n_c = x.shape[1]
     w, b = _vector(weight, n_c, 1.0), _vector(bias, n_c, 0.0)
-    mean, var = np.empty(n_c), np.empty(n_c)
+    mean, var, inv_std = np.empty(n_c), np.empty(n_c), np.empty(n_c)
     layout, flat = _layout(x)
     out = np.empty_like(flat)
     if layout == "ncs":
-        loops.train_ncs.pick(flat.nbytes)(flat, w, b, eps, out, mean, var)
+        loops.train_ncs.pick(flat.nbytes)(flat, w, b, eps, out, mean, var, inv_std)
     else:
-        n_blocks = blocks(flat.nbytes)
-        loops.moments_mc.pick(flat.nbytes)(flat, n_blocks, mean, var)
-        inv_std = 1.0 / np.sqrt(var + eps)
-        loops.affine_mc.pick(flat.nbytes)(flat, mean.astype(x.dtype), (w * inv_std).astype(x.dtype),
-                        b.astype(x.dtype), n_blocks, out)
-    inv_std = per_channel(1.0 / np.sqrt(var + eps), x.ndim).astype(x.dtype)
-    cache = BatchNormCache(x, inv_std, weight, mean.astype(x.dtype), var.astype(x.dtype),
+        loops.train_mc.pick(flat.nbytes)(flat, w, b, eps, blocks(flat.nbytes), out, mean, var,
+                                         inv_std)
+    cache = BatchNormCache(x, per_channel(inv_std.astype(x.dtype), x.ndim), weight,
+                           mean.astype(x.dtype), var.astype(x.dtype),
                            count(x.shape, channel_axes(x.ndim)), x.dtype, saved_is_input=True)
     return _like(layout, out, x.shape), cache
 
@@ -81,13 +89,11 @@ def backward(dy: np.ndarray, cache: BatchNormCache
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     saved = cache.saved
     n_c = saved.shape[1]
+    inv_std = cache.inv_std.ravel()
     if cache.saved_is_input:   # x_hat = (x - mean) * inv_std
-        center = cache.mean.astype(saved.dtype)
-        gain = cache.inv_std.astype(np.float64).ravel()
+        center, gain = cache.mean.astype(saved.dtype, copy=False), inv_std
     else:                      # the NumPy path saved x_hat itself
-        center = np.zeros(n_c, dtype=saved.dtype)
-        gain = np.ones(n_c)
-    inv_std = cache.inv_std.astype(np.float64).ravel()
+        center, gain = np.zeros(n_c, dtype=saved.dtype), np.ones(n_c)
     w = _vector(cache.weight, n_c, 1.0)
     layout, s = _layout(saved)
     g = _as_layout(layout, dy, saved.dtype)

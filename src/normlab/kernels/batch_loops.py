@@ -40,7 +40,7 @@ def _sq_dev_and_sum(seg, mu, nxt):
 
 
 @pjit
-def train_ncs(x, weight, bias, eps, y, mean_out, var_out):
+def train_ncs(x, weight, bias, eps, y, mean_out, var_out, inv_std_out):
     """Fused training forward on (A, C, B): per channel, moments then y = x_hat*w + b.
 
     Each segment x[a, c, :] is reduced two-pass (sum, then squared deviations from its own
@@ -78,6 +78,7 @@ def train_ncs(x, weight, bias, eps, y, mean_out, var_out):
         inv_std = 1.0 / np.sqrt(var + eps)
         mean_out[c] = mean
         var_out[c] = var
+        inv_std_out[c] = inv_std
         mu = x.dtype.type(mean)
         k = x.dtype.type(weight[c] * inv_std)
         t = x.dtype.type(bias[c])
@@ -192,8 +193,9 @@ def _col_grad_sums(dy, s, r0, r1, m, p, q):
 
 
 @pjit
-def moments_mc(x, n_blocks, mean_out, var_out):
-    """Per-column mean and biased variance of (M, C): chunked two-pass + Chan merge.
+def train_mc(x, weight, bias, eps, n_blocks, y, mean_out, var_out, inv_std_out):
+    """Training forward on (M, C): per-column moments (chunked two-pass + Chan merge), then
+    y = x_hat * w + b, in one call (small inputs pay one dispatch, not three).
 
     Per chunk of rows, in the data dtype and vectorised across columns: s = sum(x), then with
     m' = s/n the corrected two-pass sums p = sum(x - m'), q = sum((x - m')^2), giving the chunk's
@@ -239,8 +241,20 @@ def moments_mc(x, n_blocks, mean_out, var_out):
             mean_out[c] += delta * counts[t] / total
             var_out[c] += m2s[t, c] + delta * delta * count * counts[t] / total
         count = total
+    center = np.empty(n_c, dtype=x.dtype)
+    scale = np.empty(n_c, dtype=x.dtype)
+    shift = np.empty(n_c, dtype=x.dtype)
     for c in range(n_c):
         var_out[c] /= count
+        inv_std_out[c] = 1.0 / np.sqrt(var_out[c] + eps)
+        center[c] = mean_out[c]
+        scale[c] = weight[c] * inv_std_out[c]
+        shift[c] = bias[c]
+    for t in prange(n_blocks):
+        for r in range(t * n_m // n_blocks, (t + 1) * n_m // n_blocks):
+            x_row, y_row = x[r], y[r]
+            for c in range(n_c):
+                y_row[c] = (x_row[c] - center[c]) * scale[c] + shift[c]
 
 
 @pjit
@@ -249,15 +263,16 @@ def affine_mc(x, center, scale, shift, n_blocks, y):
     n_m, n_c = x.shape
     for t in prange(n_blocks):
         for r in range(t * n_m // n_blocks, (t + 1) * n_m // n_blocks):
+            x_row, y_row = x[r], y[r]
             for c in range(n_c):
-                y[r, c] = (x[r, c] - center[c]) * scale[c] + shift[c]
+                y_row[c] = (x_row[c] - center[c]) * scale[c] + shift[c]
 
 
 @pjit
 def backward_mc(dy, s, center, gain, inv_std, weight, n_blocks, dx, dweight_out, dbias_out):
     """Backward on (M, C) with x_hat = (s - center) * gain: block sums, then the dx pass.
 
-    Column sums run in the data dtype over chunks of rows (as in moments_mc), added in float64.
+    Column sums run in the data dtype over chunks of rows (as in train_mc), added in float64.
     """
     n_m, n_c = dy.shape
     rows = chunk_rows(n_c, dy.itemsize)
