@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable
-from functools import lru_cache
 
 import numpy as np
 
@@ -119,32 +118,13 @@ class SGD(Optimizer):
 
 
 def _fused_momentum_step():
-    """The plain momentum update (buf <- mu buf + g; p <- p - lr buf) as ONE pass over p, g and
-    buf, or None on the NumPy reference path (``NORMLAB_KERNELS=numpy``, no numba).
-
-    NumPy needs four passes and a parameter-sized temporary for it (buf *= mu; buf += g;
-    p -= lr * buf); the fused loop does the same float operations in the same order, each
-    rounded to the parameter dtype, without fastmath (no reassociation, no FMA contraction),
-    so it is bit-for-bit the NumPy result (tests/test_optim.py checks that) at ~2x the speed.
-    """
+    """The plain momentum update as one compiled pass (:mod:`normlab.kernels.sgd`), or None on
+    the NumPy reference path (``NORMLAB_KERNELS=numpy``, no numba)."""
     from . import kernels
 
     if kernels.backend() != "numba":
         return None
-    return _compiled_momentum_step()
-
-
-@lru_cache(maxsize=1)
-def _compiled_momentum_step():
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
-    def momentum_step(p, g, buf, lr, mu):   # pragma: no cover - compiled
-        for i in range(p.size):
-            b = buf[i] * mu + g[i]
-            buf[i] = b
-            p[i] = p[i] - lr * b
-
+    from .kernels.sgd import momentum_step
     return momentum_step
 
 
