@@ -1,8 +1,9 @@
 """``normlab bench``: normalisation speed against the textbook code and PyTorch CPU eager.
 
 All implementations run in one process, interleaved (rep 1 of every implementation, then rep 2,
-...), and each cell is the median of its repetitions: the machine's noise (~2x between runs on
-a shared 2-core box) then hits every implementation alike and ratios stay meaningful.
+..., the order rotating each round), and each cell is the median of its repetitions: the
+machine's noise (~2x between runs on a shared 2-core box) then hits every implementation alike
+and ratios stay meaningful.
 
 Byte model (what "GB/s" counts): the minimum traffic of the computation over whole arrays of
 the input's size S bytes -- training forward+backward reads x, writes y, reads x and dy, writes
@@ -203,8 +204,13 @@ def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int
     for fn in fns.values():   # warm-up: numba compile/cache load, allocator, torch dispatch
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for rep in range(repeats):
+        # rotate the order every round so each implementation follows every other one equally
+        # often: libgomp workers spin ~1 ms after a parallel region, so a threaded call right
+        # after another threaded library's shares the cores with its spinning threads
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            fn = fns[name]
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
