@@ -289,3 +289,56 @@ def test_instance_running_update_from_kernel_cache(monkeypatch):
         out.append(F.instance_running_update(np.zeros(4), np.ones(4), cache, 0.1))
     for a, b in zip(out[0], out[1], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+# Shapes that cross the kernels' internal blocking: a BN segment longer than one float32 chunk
+# (sums.CHUNK), (M, C) inputs with whole chunks plus a tail that is not a multiple of the 4-row
+# unroll, LayerNorm rows longer than a chunk and more rows than one flush of the parameter
+# partial sums, GroupNorm blocks longer than a chunk.
+def _blocking_shapes():
+    from normlab.kernels import rows_loops
+    from normlab.kernels.batch_loops import chunk_rows
+    from normlab.kernels.sums import CHUNK
+
+    rows_c3 = chunk_rows(3, 4)
+    return CHUNK, rows_c3, rows_loops.FLUSH_ROWS
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["ncs_long_segment", "mc_tail", "mc_wide", "nhwc_tail"])
+def test_batch_norm_across_kernel_blocking(monkeypatch, dtype, case):
+    chunk, rows_c3, _ = _blocking_shapes()
+    shape, layout = {"ncs_long_segment": ((3, 2, chunk + 3), "contiguous"),
+                     "mc_tail": ((2 * rows_c3 + 3, 3), "contiguous"),
+                     "mc_wide": ((19, 1024), "contiguous"),
+                     "nhwc_tail": ((3, 3, 7, rows_c3 // 7 + 1), "channels_last")}[case]
+    rng = np.random.default_rng(7)
+    x, dy = _make(shape, dtype, layout, rng), _make(shape, dtype, layout, rng)
+    fast, ref = _both_paths(monkeypatch, x, dy)
+    assert fast[-1].saved_is_input
+    _assert_close(fast, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_norm_across_kernel_blocking(monkeypatch, dtype):
+    chunk, _, flush = _blocking_shapes()
+    rng = np.random.default_rng(8)
+    shape = (flush + 3, chunk + 5)
+    x = rng.normal(1.0, 2.0, size=shape).astype(dtype)
+    dy = rng.normal(size=shape).astype(dtype)
+    w, b = rng.normal(size=shape[1:]).astype(dtype), rng.normal(size=shape[1:]).astype(dtype)
+    _compare_pair(monkeypatch, lambda: F.layer_norm_forward(x, shape[1:], w, b),
+                  F.layer_norm_backward, dy, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_group_norm_across_kernel_blocking(monkeypatch, dtype):
+    chunk, _, _ = _blocking_shapes()
+    side = int(np.ceil(np.sqrt(chunk / 2))) + 1   # 2 channels per group: block > one chunk
+    shape = (2, 4, side, side)
+    rng = np.random.default_rng(9)
+    x = rng.normal(-1.0, 3.0, size=shape).astype(dtype)
+    dy = rng.normal(size=shape).astype(dtype)
+    w, b = rng.normal(size=4).astype(dtype), rng.normal(size=4).astype(dtype)
+    _compare_pair(monkeypatch, lambda: F.group_norm_forward(x, 2, w, b), F.group_norm_backward,
+                  dy, dtype)
