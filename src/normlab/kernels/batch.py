@@ -13,6 +13,7 @@ import numpy as np
 from ..functional.batch import BatchNormCache, channel_axes, eval_scale_shift, per_channel
 from ..functional.stats import count
 from . import batch_loops as loops
+from . import outputs
 from ._jit import blocks
 
 
@@ -60,7 +61,7 @@ def train(x: np.ndarray, weight, bias, eps: float) -> tuple[np.ndarray, BatchNor
     w, b = _vector(weight, n_c, 1.0), _vector(bias, n_c, 0.0)
     mean, var, inv_std = np.empty(n_c), np.empty(n_c), np.empty(n_c)
     layout, flat = _layout(x)
-    out = np.empty_like(flat)
+    out = outputs.empty(flat.shape, flat.dtype)
     if layout == "ncs":
         loops.train_ncs.pick(flat.nbytes)(flat, w, b, eps, out, mean, var, inv_std)
     else:
@@ -77,7 +78,7 @@ def evaluate(x: np.ndarray, running_mean, running_var, weight, bias, eps: float)
     center = np.zeros(x.shape[1], dtype=x.dtype)
     scale, shift = scale.astype(x.dtype), shift.astype(x.dtype)
     layout, flat = _layout(x)
-    out = np.empty_like(flat)
+    out = outputs.empty(flat.shape, flat.dtype)
     if layout == "ncs":
         loops.affine_ncs.pick(flat.nbytes)(flat, center, scale, shift, out)
     else:
@@ -97,7 +98,7 @@ def backward(dy: np.ndarray, cache: BatchNormCache
     w = _vector(cache.weight, n_c, 1.0)
     layout, s = _layout(saved)
     g = _as_layout(layout, dy, saved.dtype)
-    dx = np.empty_like(s)
+    dx = outputs.empty(s.shape, s.dtype)
     dweight, dbias = np.empty(n_c), np.empty(n_c)
     if layout == "ncs":
         loops.backward_ncs.pick(s.nbytes)(g, s, center, gain, inv_std, w, dx, dweight, dbias)

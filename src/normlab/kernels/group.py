@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..functional.group import GroupNormCache
+from . import outputs
 from . import rows_loops as loops
 
 
@@ -22,7 +23,7 @@ def forward(x: np.ndarray, num_groups: int, weight, bias, eps: float
     x = np.ascontiguousarray(x)
     x2 = x.reshape(n_batch * num_groups, -1)
     spatial = x2.shape[1] * num_groups // n_c
-    y2 = np.empty_like(x2)
+    y2 = outputs.empty(x2.shape, x2.dtype)
     mean, var, inv_std = (np.empty(x2.shape[0], x.dtype) for _ in range(3))
     kernel = loops.group_forward.pick(x2.nbytes)
     kernel(x2, _vector(weight, n_c, x.dtype, 1.0), _vector(bias, n_c, x.dtype, 0.0),
@@ -41,7 +42,7 @@ def backward(dy: np.ndarray, cache: GroupNormCache
     num_groups = cache.mean.shape[1]
     x2 = x.reshape(n_batch * num_groups, -1)
     dy2 = np.ascontiguousarray(dy.astype(x.dtype, copy=False)).reshape(x2.shape)
-    dx2 = np.empty_like(x2)
+    dx2 = outputs.empty(x2.shape, x2.dtype)
     dweight, dbias = np.empty((n_batch, n_c)), np.empty((n_batch, n_c))
     loops.group_backward.pick(x2.nbytes)(dy2, x2, cache.mean.ravel(), cache.inv_std.ravel(),
                          _vector(cache.weight, n_c, x.dtype, 1.0), num_groups,

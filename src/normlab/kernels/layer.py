@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..functional.layer import LayerNormCache
+from . import outputs
 from . import rows_loops as loops
 from ._jit import blocks
 
@@ -24,7 +25,7 @@ def forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight, bias, eps:
     x = np.ascontiguousarray(x)
     x2 = x.reshape(int(np.prod(lead, dtype=np.int64)), -1)
     n_r, n_d = x2.shape
-    y2 = np.empty_like(x2)
+    y2 = outputs.empty(x2.shape, x2.dtype)
     mean, inv_std = np.empty(n_r, x.dtype), np.empty(n_r, x.dtype)
     kernel = loops.layer_forward.pick(x2.nbytes)
     kernel(x2, _vector(weight, n_d, x.dtype, 1.0), _vector(bias, n_d, x.dtype, 0.0),
@@ -43,7 +44,7 @@ def backward(dy: np.ndarray, cache: LayerNormCache
     x2 = x.reshape(-1, n_d)
     dy2 = np.ascontiguousarray(dy.astype(x.dtype, copy=False)).reshape(x2.shape)
     n_blocks = blocks(x2.nbytes)
-    dx2 = np.empty_like(x2)
+    dx2 = outputs.empty(x2.shape, x2.dtype)
     dweight, dbias = np.zeros((n_blocks, n_d)), np.zeros((n_blocks, n_d))
     loops.layer_backward.pick(x2.nbytes)(dy2, x2, cache.mean.ravel(), cache.inv_std.ravel(),
                          _vector(cache.weight, n_d, x.dtype, 1.0), n_blocks, dx2, dweight, dbias)
