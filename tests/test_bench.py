@@ -22,12 +22,13 @@ def test_bench_tiny_writes_valid_json(tmp_path):
     cases = {(r["case"], tuple(r["shape"])) for r in result["rows"]}
     assert cases == {(c.name, c.shape) for c in TINY_CASES}
     for row in result["rows"]:
-        assert row["median_s"] > 0 and row["mode"] in ("train", "eval")
-        factor = 5 if row["mode"] == "train" else 2
+        assert row["median_s"] > 0 and row["mode"] in ("train", "eval", "loop")
+        factor = 2 if row["mode"] == "eval" else 5
         nbytes = 4 * int(np.prod(row["shape"]))
         assert np.isclose(row["gbps"], factor * nbytes / row["median_s"] / 1e9)
     assert {"normlab-numpy", "textbook"} <= {r["impl"] for r in result["rows"]}
-    assert "byte model" in proc.stdout
+    assert {r["mode"] for r in result["rows"]} == {"train", "eval", "loop"}
+    assert "byte model" in proc.stdout and "fwd+bwd loop" in proc.stdout
 
 
 def test_write_json_is_atomic(tmp_path):
