@@ -28,7 +28,7 @@ def test_bench_tiny_writes_valid_json(tmp_path):
         assert np.isclose(row["gbps"], factor * nbytes / row["median_s"] / 1e9)
     assert {"normlab-numpy", "textbook"} <= {r["impl"] for r in result["rows"]}
     assert {r["mode"] for r in result["rows"]} == {"train", "eval", "loop"}
-    assert "byte model" in proc.stdout and "fwd+bwd loop" in proc.stdout
+    assert "byte model" in proc.stdout
 
 
 def test_write_json_is_atomic(tmp_path):
