@@ -15,6 +15,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 from .convert import from_torch, to_torch
 from .fold import fold_bn as fold_bn  # returns (model, FoldReport); see normlab.torch.fold
+from .fold_export import fold_bn_export
 from .frozen import FrozenBatchNorm2d, freeze_bn, unfreeze_bn
 from .ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from .health import BNHealthReport, bn_health
@@ -27,7 +28,8 @@ from .sync import SyncBatchNorm, convert_sync_batchnorm
 __all__ = [
     "BNHealthReport", "BatchRenorm1d", "BatchRenorm2d", "FrozenBatchNorm2d", "GhostBatchNorm1d",
     "GhostBatchNorm2d", "RecurrentBatchNorm", "SequenceBatchNorm", "SyncBatchNorm",
-    "bn_health", "convert_sync_batchnorm", "freeze_bn", "from_torch", "recalibrate_bn",
+    "bn_health", "convert_sync_batchnorm", "fold_bn", "fold_bn_export", "freeze_bn",
+    "from_torch", "recalibrate_bn",
     "to_torch", "unfreeze_bn",
     "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "freeze", "unfreeze",
 ]
