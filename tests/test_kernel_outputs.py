@@ -113,3 +113,15 @@ def test_layer_outputs_survive_later_calls():
         F.layer_norm_forward(x, (16, 16))
     np.testing.assert_array_equal(y1, keep)
     np.testing.assert_array_equal(dx1, keep_dx)
+
+
+def test_release_frees_only_unreferenced_buffers():
+    outputs.release()
+    kept = outputs.empty(BIG, np.float32)
+    dropped = outputs.empty((BIG[0] * 2, BIG[1]), np.float32)
+    del dropped
+    before = outputs.pooled_bytes()
+    assert outputs.release() == 2 * kept.nbytes
+    assert outputs.pooled_bytes() == before - 2 * kept.nbytes
+    assert outputs.pooled_bytes() >= kept.nbytes   # the buffer in use stays pooled
+    assert _addr(outputs.empty(BIG, np.float32)) != _addr(kept)

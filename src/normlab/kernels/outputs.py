@@ -12,7 +12,8 @@ How: each pooled buffer is a raw byte array; callers get a typed view of it, and
 (and every view of a view) keeps the buffer referenced, so ``sys.getrefcount`` tells exactly
 when the last user let go. Only then is the buffer handed out again -- nothing a caller still
 holds is ever overwritten. The pool keeps at most POOL_BYTES; buffers are never shared between
-threads (handing out happens under a lock). ``NORMLAB_OUTPUT_POOL=0`` turns it off.
+threads (handing out happens under a lock). ``NORMLAB_OUTPUT_POOL=0`` turns it off;
+:func:`release` gives the free buffers' memory back.
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ def _new_buffer(nbytes: int) -> np.ndarray:
     if held + nbytes <= POOL_BYTES:
         _pool.append(buf)
     return buf
+
+
+def release() -> int:
+    """Drop every buffer nothing references (their memory goes back to malloc); returns the
+    bytes released. Buffers still in use stay pooled."""
+    with _lock:
+        held = sum(b.nbytes for b in _pool)
+        # free: referenced by the list, the loop variable and getrefcount's argument only
+        _pool[:] = [b for b in _pool if sys.getrefcount(b) > _FREE_REFCOUNT]
+        return held - sum(b.nbytes for b in _pool)
 
 
 def pooled_bytes() -> int:
