@@ -55,15 +55,29 @@ def _both_paths(monkeypatch, x, dy, affine=True, seed=0):
     return fast, ref
 
 
-def _assert_close(fast, ref, dtype):
+def _agree(a, b, dtype, name, exact=None):
+    """a (kernel) == b (NumPy path) within TOL; with ``exact`` (the float64 result), an element
+    may also differ from b where a is at least as close to the exact value as b is. float32
+    sums cancel (seen: dweight -0.605 from terms summing to 234 in magnitude; a GroupNorm group
+    of 3 values with std 0.056 at mean 1.4), the kernel's chunked sums and NumPy's round
+    differently, and which one lands nearer the truth is what matters (in both cases seen, the
+    kernel: errors 2.8e-6 vs 3.8e-5 and 5.3e-5 vs 9.7e-5)."""
+    if exact is not None:
+        t = np.asarray(exact, dtype=np.float64)
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        a, b = np.where(np.abs(a64 - t) <= np.abs(b64 - t), b64, a64), b64
+    np.testing.assert_allclose(a, b, err_msg=name, **TOL[dtype])
+
+
+def _assert_close(fast, ref, dtype, exact=None):
     names = ("y", "dx", "dweight", "dbias", "running_mean", "running_var", "eval")
-    for name, a, b in zip(names, fast[:7], ref[:7], strict=True):
+    for i, (name, a, b) in enumerate(zip(names, fast[:7], ref[:7], strict=True)):
         if a is None:
             assert b is None
             continue
         assert a.dtype == b.dtype, name
         assert a.shape == b.shape, name
-        np.testing.assert_allclose(a, b, err_msg=name, **TOL[dtype])
+        _agree(a, b, dtype, name, None if exact is None else exact[i])
 
 
 SHAPES = [(8, 3), (5, 4, 7), (3, 4, 5, 6), (2, 3, 2, 3, 4)]
@@ -102,9 +116,11 @@ def test_batch_norm_matches_numpy_hypothesis(n, c, spatial, dtype, channels_last
     mp = pytest.MonkeyPatch()
     try:
         fast, ref = _both_paths(mp, x, dy, affine=affine, seed=seed)
+        exact, _ = _both_paths(mp, x.astype(np.float64), dy.astype(np.float64), affine=affine,
+                               seed=seed)
     finally:
         mp.undo()
-    _assert_close(fast, ref, dtype)
+    _assert_close(fast, ref, dtype, exact)
 
 
 @pytest.mark.parametrize("shape", [(4096, 3), (64, 3, 64)])
@@ -208,8 +224,10 @@ def test_import_normlab_does_not_import_numba():
     assert out.stdout.strip() == "False"
 
 
-def _compare_pair(monkeypatch, forward, backward, dy, dtype):
-    """Run forward+backward on both paths; kernel path must have saved x; results agree."""
+def _compare_pair(monkeypatch, forward, backward, dy, dtype, exact=None):
+    """Run forward+backward on both paths; kernel path must have saved x; results agree.
+
+    ``exact``: (y, dx, dweight, dbias) in float64, see :func:`_agree`."""
     monkeypatch.setenv("NORMLAB_KERNELS", "auto")
     y, cache = forward()
     fast = (y, *backward(dy, cache))
@@ -220,11 +238,12 @@ def _compare_pair(monkeypatch, forward, backward, dy, dtype):
         ref = (y_ref, *backward(dy, cache_ref))
         fast_via_numpy = backward(dy, cache)   # a kernel cache through the NumPy backward
     np.testing.assert_allclose(cache.x_hat, cache_ref.x_hat, **TOL[dtype])
-    for name, a, b in zip(("y", "dx", "dweight", "dbias"), fast, ref, strict=True):
+    for i, (name, a, b) in enumerate(zip(("y", "dx", "dweight", "dbias"), fast, ref,
+                                         strict=True)):
         assert a.dtype == b.dtype and a.shape == b.shape, name
-        np.testing.assert_allclose(a, b, err_msg=name, **TOL[dtype])
-    for a, b in zip(fast_via_numpy, ref[1:], strict=True):
-        np.testing.assert_allclose(a, b, **TOL[dtype])
+        _agree(a, b, dtype, name, None if exact is None else exact[i])
+    for i, (a, b) in enumerate(zip(fast_via_numpy, ref[1:], strict=True)):
+        _agree(a, b, dtype, "via numpy", None if exact is None else exact[i + 1])
     return cache, cache_ref
 
 
@@ -271,10 +290,13 @@ def test_group_norm_matches_numpy_hypothesis(n, per_group, groups, spatial, dtyp
     rng = np.random.default_rng(seed)
     layout = "channels_last" if channels_last and spatial else "contiguous"
     x, dy = _make(shape, dtype, layout, rng), _make(shape, dtype, layout, rng)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    y64, cache64 = F.group_norm_forward(x64, groups)
+    exact = (y64, *F.group_norm_backward(dy64, cache64))
     mp = pytest.MonkeyPatch()
     try:
         _compare_pair(mp, lambda: F.group_norm_forward(x, groups), F.group_norm_backward, dy,
-                      dtype)
+                      dtype, exact)
     finally:
         mp.undo()
 

@@ -59,7 +59,8 @@ def _vector(v, n_c: int, fill: float) -> np.ndarray:
 def train(x: np.ndarray, weight, bias, eps: float) -> tuple[np.ndarray, BatchNormCache]:
     n_c = x.shape[1]
     w, b = _vector(weight, n_c, 1.0), _vector(bias, n_c, 0.0)
-    mean, var, inv_std = np.empty(n_c), np.empty(n_c), np.empty(n_c)
+    # the loops compute in float64 and store the statistics in the data dtype
+    mean, var, inv_std = (np.empty(n_c, x.dtype) for _ in range(3))
     layout, flat = _layout(x)
     out = outputs.empty(flat.shape, flat.dtype)
     if layout == "ncs":
@@ -67,8 +68,7 @@ def train(x: np.ndarray, weight, bias, eps: float) -> tuple[np.ndarray, BatchNor
     else:
         loops.train_mc.pick(flat.nbytes)(flat, w, b, eps, blocks(flat.nbytes), out, mean, var,
                                          inv_std)
-    cache = BatchNormCache(x, per_channel(inv_std.astype(x.dtype), x.ndim), weight,
-                           mean.astype(x.dtype), var.astype(x.dtype),
+    cache = BatchNormCache(x, per_channel(inv_std, x.ndim), weight, mean, var,
                            count(x.shape, channel_axes(x.ndim)), x.dtype, saved_is_input=True)
     return _like(layout, out, x.shape), cache
 
@@ -99,11 +99,10 @@ def backward(dy: np.ndarray, cache: BatchNormCache
     layout, s = _layout(saved)
     g = _as_layout(layout, dy, saved.dtype)
     dx = outputs.empty(s.shape, s.dtype)
-    dweight, dbias = np.empty(n_c), np.empty(n_c)
+    dweight, dbias = np.empty(n_c, saved.dtype), np.empty(n_c, saved.dtype)
     if layout == "ncs":
         loops.backward_ncs.pick(s.nbytes)(g, s, center, gain, inv_std, w, dx, dweight, dbias)
     else:
         loops.backward_mc.pick(s.nbytes)(g, s, center, gain, inv_std, w, blocks(s.nbytes), dx,
                                          dweight, dbias)
-    dx = _like(layout, dx, saved.shape).astype(cache.dtype, copy=False)
-    return dx, dweight.astype(saved.dtype), dbias.astype(saved.dtype)
+    return _like(layout, dx, saved.shape).astype(cache.dtype, copy=False), dweight, dbias

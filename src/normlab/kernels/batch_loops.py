@@ -229,26 +229,28 @@ def train_mc(x, weight, bias, eps, n_blocks, y, mean_out, var_out, inv_std_out):
             count = total
         counts[t] = count
     count = 0.0
-    for c in range(n_c):
-        mean_out[c] = 0.0
-        var_out[c] = 0.0   # holds M2 until the end
+    mean = np.zeros(n_c)
+    m2 = np.zeros(n_c)
     for t in range(n_blocks):
         if counts[t] == 0:
             continue
         total = count + counts[t]
         for c in range(n_c):
-            delta = means[t, c] - mean_out[c]
-            mean_out[c] += delta * counts[t] / total
-            var_out[c] += m2s[t, c] + delta * delta * count * counts[t] / total
+            delta = means[t, c] - mean[c]
+            mean[c] += delta * counts[t] / total
+            m2[c] += m2s[t, c] + delta * delta * count * counts[t] / total
         count = total
     center = np.empty(n_c, dtype=x.dtype)
     scale = np.empty(n_c, dtype=x.dtype)
     shift = np.empty(n_c, dtype=x.dtype)
     for c in range(n_c):
-        var_out[c] /= count
-        inv_std_out[c] = 1.0 / np.sqrt(var_out[c] + eps)
-        center[c] = mean_out[c]
-        scale[c] = weight[c] * inv_std_out[c]
+        var = m2[c] / count
+        inv_std = 1.0 / np.sqrt(var + eps)
+        mean_out[c] = mean[c]
+        var_out[c] = var
+        inv_std_out[c] = inv_std
+        center[c] = mean[c]
+        scale[c] = weight[c] * inv_std
         shift[c] = bias[c]
     for t in prange(n_blocks):
         for r in range(t * n_m // n_blocks, (t + 1) * n_m // n_blocks):

@@ -18,6 +18,7 @@ threads (handing out happens under a lock). ``NORMLAB_OUTPUT_POOL=0`` turns it o
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -40,7 +41,7 @@ def _enabled() -> bool:
 def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """Like ``np.empty(shape, dtype)`` (C order, contents undefined), from the pool if large."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize   # math.prod: np.prod costs ~2 us per call
     if nbytes < MIN_BYTES or not _enabled():
         return np.empty(shape, dtype)
     with _lock:
