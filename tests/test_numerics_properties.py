@@ -206,3 +206,39 @@ def test_gradient_sums_to_zero_per_channel(backend, dtype, seed, log_offset, log
     well = delta * r < 1e-3
     bound = (rounding + true_term)[well].sum()
     assert bound < 1e-2 * np.abs(dx.astype(np.float64)).sum(axis=axes)[well].sum() or not well.any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("family", ["batch", "layer", "group"])
+def test_mean_rounding_does_not_shift_x_hat(backend, family):
+    """Groups of 2 values 0.035 apart at -2.08 (variance 30 eps): the mean rounded to float32 is
+    off by ~1e-7, inv_std (57) turns that into a common shift of x_hat, and the backward's
+    terms cancel 30x. Without removing the shift dx was off by 4e-4 relative (PyTorch: 2e-4);
+    with it the error is float32 rounding."""
+    rng = np.random.default_rng(0)
+    pair = np.array([-2.098741, -2.0641305])
+    if family == "batch":    # (2, C): each channel one pair
+        x = np.stack([pair + 0.01 * c for c in range(3)], axis=1)
+    elif family == "layer":  # rows of 2
+        x = np.stack([pair + 0.01 * r for r in range(4)])
+    else:                    # (N, 4) in 2 groups of 2 channels
+        x = np.stack([np.concatenate([pair, pair + 0.5]) + 0.01 * r for r in range(3)])
+    x = x.astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+
+    def run(a, g):
+        if family == "batch":
+            _, cache = F.batch_norm_train(a)
+            return F.batch_norm_backward(g, cache)[0]
+        if family == "layer":
+            _, cache = F.layer_norm_forward(a, (2,))
+            return F.layer_norm_backward(g, cache)[0]
+        _, cache = F.group_norm_forward(a, 2)
+        return F.group_norm_backward(g, cache)[0]
+
+    with kernels(backend):
+        dx = run(x, dy).astype(np.float64)
+        exact = run(x.astype(np.float64), dy.astype(np.float64))
+    scale = np.abs(exact).max()
+    assert scale > 0.1   # the case is not degenerate: dx is far from zero
+    assert np.abs(dx - exact).max() <= 2e-5 * scale

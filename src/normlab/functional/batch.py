@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import kernels
 from .._checks import as_float_array, check_eps, check_grad, check_ndim, check_param
-from .stats import compute_dtype, count, normalize
+from .stats import compute_dtype, count, normalize, recentre
 
 
 class BatchNormCache(NamedTuple):
@@ -25,6 +25,9 @@ class BatchNormCache(NamedTuple):
     n: int                      # values per channel, the paper's m
     dtype: np.dtype             # dtype of the input, for casting dx back
     saved_is_input: bool = False
+    # (C,) float64, kernels only: the exact batch mean minus ``mean`` (which is rounded to the
+    # data dtype). The kernel backward takes it out of x_hat again; see kernels.batch_loops.
+    offset: np.ndarray | None = None
 
     @property
     def x_hat(self) -> np.ndarray:
@@ -32,7 +35,9 @@ class BatchNormCache(NamedTuple):
         if not self.saved_is_input:
             return self.saved
         x = self.saved.astype(self.inv_std.dtype, copy=False)
-        return (x - per_channel(self.mean, x.ndim)) * self.inv_std
+        centred = x - per_channel(self.mean, x.ndim)
+        recentre(centred, channel_axes(x.ndim))
+        return centred * self.inv_std
 
 
 def channel_axes(ndim: int) -> tuple[int, ...]:

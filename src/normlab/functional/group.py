@@ -21,7 +21,7 @@ from .._checks import (
     check_positive_int,
 )
 from .batch import per_channel
-from .stats import count, normalize, normalize_backward
+from .stats import count, normalize, normalize_backward, recentre
 
 
 class GroupNormCache(NamedTuple):
@@ -34,6 +34,7 @@ class GroupNormCache(NamedTuple):
     shape: tuple[int, ...]       # input shape
     dtype: np.dtype
     saved_is_input: bool = False
+    offset: np.ndarray | None = None  # (N*G,) float64, kernels: exact mean minus ``mean``
 
     @property
     def x_hat(self) -> np.ndarray:
@@ -41,7 +42,9 @@ class GroupNormCache(NamedTuple):
         if not self.saved_is_input:
             return self.saved
         grouped = self.saved.reshape(*self.mean.shape, -1).astype(self.inv_std.dtype, copy=False)
-        return (grouped - self.mean[..., None]) * self.inv_std
+        centred = grouped - self.mean[..., None]
+        recentre(centred, (2,))
+        return centred * self.inv_std
 
 
 def check_input(x, num_channels: int | None, num_groups: int, *, min_ndim: int = 2,

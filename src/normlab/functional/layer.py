@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import kernels
 from .._checks import as_float_array, check_eps, check_grad, check_param
-from .stats import normalize, normalize_backward
+from .stats import normalize, normalize_backward, recentre
 
 
 class LayerNormCache(NamedTuple):
@@ -24,13 +24,16 @@ class LayerNormCache(NamedTuple):
     dtype: np.dtype
     mean: np.ndarray | None = None   # keepdims; set by the kernel path, which saves x
     saved_is_input: bool = False
+    offset: np.ndarray | None = None  # (rows,) float64, kernels: exact mean minus ``mean``
 
     @property
     def x_hat(self) -> np.ndarray:
         """The normalised input (recomputed when the fast path saved x instead)."""
         if not self.saved_is_input:
             return self.saved
-        return (self.saved.astype(self.inv_std.dtype, copy=False) - self.mean) * self.inv_std
+        centred = self.saved.astype(self.inv_std.dtype, copy=False) - self.mean
+        recentre(centred, self.axes)
+        return centred * self.inv_std
 
 
 def check_input(x, normalized_shape: tuple[int, ...], name: str = "x") -> np.ndarray:

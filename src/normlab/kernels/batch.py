@@ -61,15 +61,17 @@ def train(x: np.ndarray, weight, bias, eps: float) -> tuple[np.ndarray, BatchNor
     w, b = _vector(weight, n_c, 1.0), _vector(bias, n_c, 0.0)
     # the loops compute in float64 and store the statistics in the data dtype
     mean, var, inv_std = (np.empty(n_c, x.dtype) for _ in range(3))
+    offset = np.empty(n_c)
     layout, flat = _layout(x)
     out = outputs.empty(flat.shape, flat.dtype)
     if layout == "ncs":
-        loops.train_ncs.pick(flat.nbytes)(flat, w, b, eps, out, mean, var, inv_std)
+        loops.train_ncs.pick(flat.nbytes)(flat, w, b, eps, out, mean, var, inv_std, offset)
     else:
         loops.train_mc.pick(flat.nbytes)(flat, w, b, eps, blocks(flat.nbytes), out, mean, var,
-                                         inv_std)
+                                         inv_std, offset)
     cache = BatchNormCache(x, per_channel(inv_std, x.ndim), weight, mean, var,
-                           count(x.shape, channel_axes(x.ndim)), x.dtype, saved_is_input=True)
+                           count(x.shape, channel_axes(x.ndim)), x.dtype, saved_is_input=True,
+                           offset=offset)
     return _like(layout, out, x.shape), cache
 
 
@@ -91,18 +93,21 @@ def backward(dy: np.ndarray, cache: BatchNormCache
     saved = cache.saved
     n_c = saved.shape[1]
     inv_std = cache.inv_std.ravel()
-    if cache.saved_is_input:   # x_hat = (x - mean) * inv_std
+    if cache.saved_is_input:   # x_hat = (x - mean - offset) * inv_std
         center, gain = cache.mean.astype(saved.dtype, copy=False), inv_std
+        offset = np.zeros(n_c) if cache.offset is None else cache.offset
     else:                      # the NumPy path saved x_hat itself
         center, gain = np.zeros(n_c, dtype=saved.dtype), np.ones(n_c)
+        offset = np.zeros(n_c)
     w = _vector(cache.weight, n_c, 1.0)
     layout, s = _layout(saved)
     g = _as_layout(layout, dy, saved.dtype)
     dx = outputs.empty(s.shape, s.dtype)
     dweight, dbias = np.empty(n_c, saved.dtype), np.empty(n_c, saved.dtype)
     if layout == "ncs":
-        loops.backward_ncs.pick(s.nbytes)(g, s, center, gain, inv_std, w, dx, dweight, dbias)
+        loops.backward_ncs.pick(s.nbytes)(g, s, center, offset, gain, inv_std, w, dx, dweight,
+                                          dbias)
     else:
-        loops.backward_mc.pick(s.nbytes)(g, s, center, gain, inv_std, w, blocks(s.nbytes), dx,
-                                         dweight, dbias)
+        loops.backward_mc.pick(s.nbytes)(g, s, center, offset, gain, inv_std, w,
+                                         blocks(s.nbytes), dx, dweight, dbias)
     return _like(layout, dx, saved.shape).astype(cache.dtype, copy=False), dweight, dbias

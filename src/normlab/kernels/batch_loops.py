@@ -28,25 +28,30 @@ ROW_CHUNK_BYTES = 32 * 1024   # rows reduced together in the mc layout (L1/L2 re
 
 
 @jit
-def _sq_dev_and_sum(seg, mu, nxt):
-    """(sum((seg - mu)**2), sum(nxt)) in one loop over two equally long 1-D views."""
+def _dev_sums_and_next(seg, mu, nxt):
+    """(sum(seg - mu), sum((seg - mu)**2), sum(nxt)) in one loop over equally long 1-D views."""
+    p = seg.dtype.type(0)
     q = seg.dtype.type(0)
     s = seg.dtype.type(0)
     for b in range(seg.shape[0]):
         d = seg[b] - mu
+        p += d
         q += d * d
         s += nxt[b]
-    return q, s
+    return p, q, s
 
 
 @pjit
-def train_ncs(x, weight, bias, eps, y, mean_out, var_out, inv_std_out):
+def train_ncs(x, weight, bias, eps, y, mean_out, var_out, inv_std_out, offset_out):
     """Fused training forward on (A, C, B): per channel, moments then y = x_hat*w + b.
 
-    Each segment x[a, c, :] is reduced two-pass (sum, then squared deviations from its own
-    mean). The deviation pass re-reads the segment from L1 and, in the same loop, sums the
-    NEXT segment: a loop that only hit L1 would leave DRAM idle, so this keeps one stream from
-    memory going all the time (~25% faster single-threaded, same numerics).
+    Each segment x[a, c, :] is reduced with the corrected two-pass algorithm (sum; then, with
+    mu = the sum's mean in the data dtype, p = sum(x - mu) and q = sum((x - mu)^2) give the
+    segment's mean mu + p/n and M2 = q - p^2/n). The deviation pass re-reads the segment from
+    L1 and, in the same loop, sums the NEXT segment: a loop that only hit L1 would leave DRAM
+    idle, so this keeps one stream from memory going all the time (~25% faster
+    single-threaded, same numerics). ``offset_out``: the float64 mean minus ``mean_out`` (the
+    mean rounded to the data dtype), for the backward (see :func:`backward_ncs`).
     """
     n_a, n_c, n_b = x.shape
     for c in prange(n_c):
@@ -58,17 +63,19 @@ def train_ncs(x, weight, bias, eps, y, mean_out, var_out, inv_std_out):
             seg_mean = s_next / n_b
             mu = x.dtype.type(seg_mean)
             nxt = min(a + 1, n_a - 1)   # the last segment re-sums itself (harmless, L1)
+            p = 0.0
             q = 0.0
             s_next = 0.0
             for lo in range(0, n_b, CHUNK):
-                q_chunk, s_chunk = _sq_dev_and_sum(x[a, c, lo:lo + CHUNK], mu,
-                                                   x[nxt, c, lo:lo + CHUNK])
+                p_chunk, q_chunk, s_chunk = _dev_sums_and_next(x[a, c, lo:lo + CHUNK], mu,
+                                                               x[nxt, c, lo:lo + CHUNK])
+                p += p_chunk
                 q += q_chunk
                 s_next += s_chunk
-            # mu is seg_mean rounded to the data dtype: remove that offset's share of M2 (never
-            # below 0: for near-constant data the rounding of q can exceed the true M2)
-            off = seg_mean - mu
-            q = max(q - n_b * off * off, 0.0)
+            dev = p / n_b
+            seg_mean = float(mu) + dev
+            # never below 0: for near-constant data the rounding of q can exceed the true M2
+            q = max(q - dev * p, 0.0)
             total = count + n_b
             delta = seg_mean - mean
             mean += delta * n_b / total
@@ -79,6 +86,7 @@ def train_ncs(x, weight, bias, eps, y, mean_out, var_out, inv_std_out):
         mean_out[c] = mean
         var_out[c] = var
         inv_std_out[c] = inv_std
+        offset_out[c] = mean - float(mean_out[c])
         mu = x.dtype.type(mean)
         k = x.dtype.type(weight[c] * inv_std)
         t = x.dtype.type(bias[c])
@@ -100,26 +108,32 @@ def affine_ncs(x, center, scale, shift, y):
 
 
 @pjit
-def backward_ncs(dy, s, center, gain, inv_std, weight, dx, dweight_out, dbias_out):
-    """Backward on (A, C, B) with x_hat = (s - center) * gain: one sum pass, one dx pass."""
+def backward_ncs(dy, s, center, offset, gain, inv_std, weight, dx, dweight_out, dbias_out):
+    """Backward on (A, C, B) with x_hat = (s - center - offset) * gain: one sum pass, one dx
+    pass. ``offset`` is what the forward's float64 mean exceeded ``center`` (that mean in the
+    data dtype) by: inv_std times it would shift every x_hat alike, which matters where inv_std
+    is large (the per-sample norms do the same, see rows_loops.layer_backward)."""
     n_a, n_c, n_b = dy.shape
     n = n_a * n_b
     for c in prange(n_c):
         mu = dy.dtype.type(center[c])
+        off = offset[c] + (float(center[c]) - float(mu))
         sum_dy = 0.0
         sum_dy_s = 0.0
         for a in range(n_a):
             p, q = grad_sums(dy[a, c], s[a, c], mu)
             sum_dy += p
             sum_dy_s += q
-        dweight = gain[c] * sum_dy_s
+        dweight = gain[c] * (sum_dy_s - off * sum_dy)
         dbias_out[c] = sum_dy
         dweight_out[c] = dweight
-        # dx = w*inv_std * (dy - sum(dy)/n - x_hat * sum(dy*x_hat)/n), expanded in (dy, s)
+        # dx = w*inv_std * (dy - sum(dy)/n - x_hat * sum(dy*x_hat)/n), expanded in (dy, s),
+        # with x_hat = (s - mu - off) * gain: the -off folds into the constant term
         a_c = weight[c] * inv_std[c]
         k1 = dy.dtype.type(a_c)
-        k2 = dy.dtype.type(-a_c * gain[c] * dweight / n)
-        k3 = dy.dtype.type(-a_c * sum_dy / n)
+        k2_64 = -a_c * gain[c] * dweight / n
+        k2 = dy.dtype.type(k2_64)
+        k3 = dy.dtype.type(-a_c * sum_dy / n - k2_64 * off)
         for a in range(n_a):
             for b in range(n_b):
                 dx[a, c, b] = k1 * dy[a, c, b] + k2 * (s[a, c, b] - mu) + k3
@@ -193,7 +207,7 @@ def _col_grad_sums(dy, s, r0, r1, m, p, q):
 
 
 @pjit
-def train_mc(x, weight, bias, eps, n_blocks, y, mean_out, var_out, inv_std_out):
+def train_mc(x, weight, bias, eps, n_blocks, y, mean_out, var_out, inv_std_out, offset_out):
     """Training forward on (M, C): per-column moments (chunked two-pass + Chan merge), then
     y = x_hat * w + b, in one call (small inputs pay one dispatch, not three).
 
@@ -249,6 +263,7 @@ def train_mc(x, weight, bias, eps, n_blocks, y, mean_out, var_out, inv_std_out):
         mean_out[c] = mean[c]
         var_out[c] = var
         inv_std_out[c] = inv_std
+        offset_out[c] = mean[c] - float(mean_out[c])
         center[c] = mean[c]
         scale[c] = weight[c] * inv_std
         shift[c] = bias[c]
@@ -271,15 +286,16 @@ def affine_mc(x, center, scale, shift, n_blocks, y):
 
 
 @pjit
-def backward_mc(dy, s, center, gain, inv_std, weight, n_blocks, dx, dweight_out, dbias_out):
-    """Backward on (M, C) with x_hat = (s - center) * gain: block sums, then the dx pass.
+def backward_mc(dy, s, center, offset, gain, inv_std, weight, n_blocks, dx, dweight_out,
+                dbias_out):
+    """Backward on (M, C) with x_hat = (s - center - offset) * gain (as in
+    :func:`backward_ncs`): block sums, then the dx pass.
 
     Column sums run in the data dtype over chunks of rows (as in train_mc), added in float64.
     """
     n_m, n_c = dy.shape
     rows = chunk_rows(n_c, dy.itemsize)
-    sums_dy = np.zeros((n_blocks, n_c))
-    sums_dy_s = np.zeros((n_blocks, n_c))
+    sums = np.zeros((n_blocks, 2, n_c))   # sum(dy), sum(dy (s - mu))
     mu = center.astype(dy.dtype)
     for t in prange(n_blocks):
         p = np.empty(n_c, dtype=dy.dtype)
@@ -288,8 +304,8 @@ def backward_mc(dy, s, center, gain, inv_std, weight, n_blocks, dx, dweight_out,
         for r0 in range(t * n_m // n_blocks, hi, rows):
             _col_grad_sums(dy, s, r0, min(r0 + rows, hi), mu, p, q)
             for c in range(n_c):
-                sums_dy[t, c] += p[c]
-                sums_dy_s[t, c] += q[c]
+                sums[t, 0, c] += p[c]
+                sums[t, 1, c] += q[c]
     k_dy = np.empty(n_c, dtype=dy.dtype)
     k_s = np.empty(n_c, dtype=dy.dtype)
     k_0 = np.empty(n_c, dtype=dy.dtype)
@@ -297,15 +313,17 @@ def backward_mc(dy, s, center, gain, inv_std, weight, n_blocks, dx, dweight_out,
         sum_dy = 0.0
         sum_dy_s = 0.0
         for t in range(n_blocks):
-            sum_dy += sums_dy[t, c]
-            sum_dy_s += sums_dy_s[t, c]
-        dweight = gain[c] * sum_dy_s
+            sum_dy += sums[t, 0, c]
+            sum_dy_s += sums[t, 1, c]
+        off = offset[c] + (float(center[c]) - float(mu[c]))
+        dweight = gain[c] * (sum_dy_s - off * sum_dy)
         dbias_out[c] = sum_dy
         dweight_out[c] = dweight
         a_c = weight[c] * inv_std[c]
         k_dy[c] = a_c
-        k_s[c] = -a_c * gain[c] * dweight / n_m
-        k_0[c] = -a_c * sum_dy / n_m
+        k2 = -a_c * gain[c] * dweight / n_m
+        k_s[c] = k2
+        k_0[c] = -a_c * sum_dy / n_m - k2 * off   # x_hat = (s - mu - off) * gain
     for t in prange(n_blocks):
         for r in range(t * n_m // n_blocks, (t + 1) * n_m // n_blocks):
             g_row = dy[r]

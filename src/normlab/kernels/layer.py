@@ -26,14 +26,14 @@ def forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight, bias, eps:
     x2 = x.reshape(int(np.prod(lead, dtype=np.int64)), -1)
     n_r, n_d = x2.shape
     y2 = outputs.empty(x2.shape, x2.dtype)
-    mean, inv_std = np.empty(n_r, x.dtype), np.empty(n_r, x.dtype)
+    mean, inv_std, offset = np.empty(n_r, x.dtype), np.empty(n_r, x.dtype), np.empty(n_r)
     kernel = loops.layer_forward.pick(x2.nbytes)
     kernel(x2, _vector(weight, n_d, x.dtype, 1.0), _vector(bias, n_d, x.dtype, 0.0),
-                        eps, blocks(x2.nbytes), y2, mean, inv_std)
+           eps, blocks(x2.nbytes), y2, mean, inv_std, offset)
     keep = lead + (1,) * k
     axes = tuple(range(x.ndim - k, x.ndim))
     cache = LayerNormCache(x, inv_std.reshape(keep), weight, axes, x.dtype, mean.reshape(keep),
-                           saved_is_input=True)
+                           saved_is_input=True, offset=offset)
     return y2.reshape(x.shape), cache
 
 
@@ -46,8 +46,11 @@ def backward(dy: np.ndarray, cache: LayerNormCache
     n_blocks = blocks(x2.nbytes)
     dx2 = outputs.empty(x2.shape, x2.dtype)
     dweight, dbias = np.zeros((n_blocks, n_d)), np.zeros((n_blocks, n_d))
-    loops.layer_backward.pick(x2.nbytes)(dy2, x2, cache.mean.ravel(), cache.inv_std.ravel(),
-                         _vector(cache.weight, n_d, x.dtype, 1.0), n_blocks, dx2, dweight, dbias)
+    offset = np.zeros(x2.shape[0]) if cache.offset is None else cache.offset
+    loops.layer_backward.pick(x2.nbytes)(dy2, x2, cache.mean.ravel(), offset,
+                                         cache.inv_std.ravel(),
+                                         _vector(cache.weight, n_d, x.dtype, 1.0), n_blocks, dx2,
+                                         dweight, dbias)
     param_shape = x.shape[x.ndim - len(cache.axes):]
     return (dx2.reshape(x.shape).astype(cache.dtype, copy=False),
             dweight.sum(axis=0).astype(x.dtype).reshape(param_shape),

@@ -77,3 +77,4 @@ def grad_sums(g, seg, mu):
         p += p_chunk
         q += q_chunk
     return p, q
+
