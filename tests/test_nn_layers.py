@@ -161,6 +161,34 @@ def test_cross_entropy_matches_torch_and_finite_differences(torch):
     assert_grad_close(grad, numerical_grad(lambda: loss(logits, labels), logits))
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("label_dtype", [np.int64, np.uint8])
+def test_cross_entropy_paths_match_torch(torch, monkeypatch, backend, dtype, label_dtype):
+    """The fused kernel and the NumPy path: same loss and gradient as torch (float32 within
+    float32 rounding), dloss scales the gradient, a bad label raises before the cache moves."""
+    monkeypatch.setenv("NORMLAB_KERNELS", backend)
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((60, 10)) * 8).astype(dtype)
+    labels = rng.integers(0, 10, 60).astype(label_dtype)
+    loss = nn.CrossEntropyLoss()
+    value = loss(logits, labels)
+    grad = loss.backward(0.5)
+    lt = torch.from_numpy(logits.astype(np.float64)).requires_grad_(True)
+    ref = torch.nn.functional.cross_entropy(lt, torch.from_numpy(labels.astype(np.int64)))
+    (0.5 * ref).backward()
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    assert grad.dtype == dtype and grad.shape == logits.shape
+    np.testing.assert_allclose(value, ref.item(), rtol=tol)
+    np.testing.assert_allclose(grad, lt.grad.numpy(), rtol=tol * 10, atol=tol * 0.1)
+    cache = loss._cache
+    bad = labels.copy()
+    bad[7] = 10
+    with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 10\)"):
+        loss(logits, bad)
+    assert loss._cache is cache
+
+
 def test_mse_matches_torch_and_finite_differences(torch):
     rng = np.random.default_rng(4)
     pred, target = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))

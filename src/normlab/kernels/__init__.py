@@ -43,7 +43,8 @@ def backend() -> str:
 
 
 def for_array(x: np.ndarray, family: str) -> ModuleType | None:
-    """The kernel module for ``family`` ("batch", "layer", "group") if it should handle ``x``."""
+    """The kernel module for ``family`` ("batch", "layer", "group", "loss") if it should handle
+    ``x``."""
     if x.dtype not in _KERNEL_DTYPES or x.size == 0 or backend() != "numba":
         return None
     if family == "batch":
@@ -55,4 +56,7 @@ def for_array(x: np.ndarray, family: str) -> ModuleType | None:
     if family == "group":
         from . import group
         return group
-    raise ValueError(f"family: expected 'batch', 'layer' or 'group', got {family!r}")
+    if family == "loss":
+        from . import loss
+        return loss
+    raise ValueError(f"family: expected 'batch', 'layer', 'group' or 'loss', got {family!r}")
