@@ -135,26 +135,33 @@ def build_conv_stack(torch, dims, layers):
 @given(spec=conv_stacks(), dtype=st.sampled_from(["float32", "float64"]),
        tiny_var=st.booleans(), seed=st.integers(0, 2**16), wrap=st.booleans())
 def test_conv_stacks_fold_exactly(torch, spec, dtype, tiny_var, seed, wrap):
+    folded, report = fold_random_stack(torch, build_conv_stack, spec, dtype, tiny_var, seed,
+                                       wrap)
+    layers = spec[3]
+    assert len(report.folded) == len(layers) and not report.skipped, str(report)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                   for m in folded.modules())
+
+
+def fold_random_stack(torch, build, spec, dtype, tiny_var, seed, wrap):
+    """Build ``spec`` with ``build``, randomise its BN statistics, fold it; check the folded
+    model computes the same and the original is untouched; return (folded, report)."""
     from normlab.torch.fold import fold_bn
 
     dims, size, c, layers = spec
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = build_conv_stack(torch, dims, layers).to(getattr(torch, dtype))
+    model = build(torch, dims, layers).to(getattr(torch, dtype))
     if wrap:  # the same stack inside a custom module: exercised through torch.fx
         model = Wrapper(torch, model).to(getattr(torch, dtype))
     randomize_bn(torch, model, gen, tiny_var)
     model.eval()
     before = state_of(model)
-
     folded, report = fold_bn(model)
-
     x = torch.randn((3, c) + (size,) * dims, generator=gen).to(getattr(torch, dtype))
     assert_same_output(torch, model, folded, x, dtype)
     assert_unchanged(torch, before, model)
-    assert len(report.folded) == len(layers) and not report.skipped, str(report)
-    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                   for m in folded.modules())
+    return folded, report
 
 
 def Wrapper(torch, body):
@@ -372,23 +379,9 @@ def build_bn_first_stack(torch, dims, layers):
        tiny_var=st.booleans(), seed=st.integers(0, 2**16), wrap=st.booleans())
 def test_bn_before_conv_folds_into_it_exactly(torch, spec, dtype, tiny_var, seed, wrap):
     """A BN with no conv right before it folds into the following conv unless that zero-pads."""
-    from normlab.torch.fold import fold_bn
-
-    dims, size, c, layers = spec
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = build_bn_first_stack(torch, dims, layers).to(getattr(torch, dtype))
-    if wrap:
-        model = Wrapper(torch, model).to(getattr(torch, dtype))
-    randomize_bn(torch, model, gen, tiny_var)
-    model.eval()
-    before = state_of(model)
-
-    folded, report = fold_bn(model)
-
-    x = torch.randn((3, c) + (size,) * dims, generator=gen).to(getattr(torch, dtype))
-    assert_same_output(torch, model, folded, x, dtype)
-    assert_unchanged(torch, before, model)
+    folded, report = fold_random_stack(torch, build_bn_first_stack, spec, dtype, tiny_var, seed,
+                                       wrap)
+    layers = spec[3]
     # Expected from the spec alone: BN i (module index j) merges backwards when conv i-1 is
     # right before it, else forwards unless the conv zero-pads.
     prefix = "body." if wrap else ""
