@@ -11,9 +11,9 @@ float32, fresh arrays -> this pool (PyTorch eager in the same loop): BN2d (32, 6
 How: each pooled buffer is a raw byte array; callers get a typed view of it, and every view
 (and every view of a view) keeps the buffer referenced, so ``sys.getrefcount`` tells exactly
 when the last user let go. Only then is the buffer handed out again -- nothing a caller still
-holds is ever overwritten. The pool keeps at most POOL_BYTES; buffers are never shared between
-threads (handing out happens under a lock). ``NORMLAB_OUTPUT_POOL=0`` turns it off;
-:func:`release` gives the free buffers' memory back.
+holds is ever overwritten. The pool keeps at most POOL_BYTES (1 GB, less on small machines);
+buffers are never shared between threads (handing out happens under a lock).
+``NORMLAB_OUTPUT_POOL=0`` turns it off; :func:`release` gives the free buffers' memory back.
 """
 
 from __future__ import annotations
@@ -26,7 +26,18 @@ import threading
 import numpy as np
 
 MIN_BYTES = 1 << 20     # smaller blocks stay on malloc's own free lists: nothing to gain
-POOL_BYTES = 1 << 30    # free + in-use buffers the pool keeps track of, at most
+
+
+def _budget() -> int:
+    """1 GB, or an eighth of the machine's memory where that is less."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):   # no sysconf (Windows) or no such name
+        return 1 << 30
+    return min(1 << 30, ram // 8)
+
+
+POOL_BYTES = _budget()   # free + in-use buffers the pool keeps track of, at most
 
 _pool: list[np.ndarray] = []
 _lock = threading.Lock()
