@@ -7,20 +7,25 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from normlab.bench import TINY_CASES, write_json
+from normlab.bench import FULL_CASES, TINY_CASES, write_json
 from normlab.bench_textbook import TextbookBatchNorm
 
 
-def test_bench_tiny_writes_valid_json(tmp_path):
+@pytest.mark.parametrize(("flag", "expected_cases"), [("--tiny", TINY_CASES),
+                                                      ("--quick", FULL_CASES)])
+def test_bench_runs_and_writes_valid_json(tmp_path, flag, expected_cases):
+    """--quick is the issue's CI smoke run (full-size shapes, fewer repetitions: ~12 s alone);
+    --tiny checks the same output on toy shapes."""
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "normlab.cli", "bench", "--tiny", "--json",
-                           str(out)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "normlab.cli", "bench", flag, "--json",
+                           str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["copy_gbps"] > 0
     cases = {(r["case"], tuple(r["shape"])) for r in result["rows"]}
-    assert cases == {(c.name, c.shape) for c in TINY_CASES}
+    assert cases == {(c.name, c.shape) for c in expected_cases}
     for row in result["rows"]:
         assert row["median_s"] > 0 and row["mode"] in ("train", "eval", "loop")
         factor = 2 if row["mode"] == "eval" else 5
