@@ -13,8 +13,8 @@ dx: 5 S; eval (or LayerNorm/GroupNorm) forward reads x, writes y: 2 S. Parameter
 re-reads that hit cache are not counted. Copy bandwidth is the faster of ``np.copyto`` and a
 copy over all numba threads of a 256 MB array, counted as read + write (2 x its size) per copy,
 the same way. The copies write into an existing array, while every implementation timed here
-allocates its outputs; fresh pages cost a page fault on first write (glibc returns large freed
-blocks to the kernel), which is part of what users pay and part of every timing.
+returns new outputs; where that memory comes from (fresh pages fault on first write, reused
+ones may have left the cache) is part of what users pay and part of every timing.
 """
 
 from __future__ import annotations
@@ -198,12 +198,14 @@ def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> dict[str, float
 
 def _copy_gbps(copy: Callable[[], object], nbytes: int, repeats: int) -> float:
     copy()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        copy()
-        times.append(time.perf_counter() - t0)
-    return 2 * nbytes / statistics.median(times) / 1e9
+    return 2 * nbytes / statistics.median(_elapsed(copy) for _ in range(repeats)) / 1e9
+
+
+def _elapsed(fn: Callable[[], object]) -> float:
+    """Seconds one call of ``fn`` takes."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int
@@ -217,10 +219,7 @@ def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int
         # often: libgomp workers spin ~1 ms after a parallel region, so a threaded call right
         # after another threaded library's shares the cores with its spinning threads
         for name in names[rep % len(names):] + names[:rep % len(names)]:
-            fn = fns[name]
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(_elapsed(fns[name]))
     return times
 
 
@@ -232,11 +231,7 @@ def _time_back_to_back(fns: dict[str, Callable[[], object]], repeats: int
     times: dict[str, list[float]] = {}
     for name, fn in fns.items():
         fn()
-        times[name] = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+        times[name] = [_elapsed(fn) for _ in range(repeats)]
     return times
 
 
