@@ -94,8 +94,7 @@ def backward(dy: np.ndarray, cache: BatchNormCache
     n_c = saved.shape[1]
     inv_std = cache.inv_std.ravel()
     if cache.saved_is_input:   # x_hat = (x - mean - offset) * inv_std
-        center, gain = cache.mean.astype(saved.dtype, copy=False), inv_std
-        offset = np.zeros(n_c) if cache.offset is None else cache.offset
+        center, gain, offset = cache.mean.astype(saved.dtype, copy=False), inv_std, cache.offset
     else:                      # the NumPy path saved x_hat itself
         center, gain = np.zeros(n_c, dtype=saved.dtype), np.ones(n_c)
         offset = np.zeros(n_c)

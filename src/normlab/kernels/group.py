@@ -45,8 +45,7 @@ def backward(dy: np.ndarray, cache: GroupNormCache
     dy2 = np.ascontiguousarray(dy.astype(x.dtype, copy=False)).reshape(x2.shape)
     dx2 = outputs.empty(x2.shape, x2.dtype)
     dweight, dbias = np.empty((n_batch, n_c)), np.empty((n_batch, n_c))
-    offset = np.zeros(x2.shape[0]) if cache.offset is None else cache.offset
-    loops.group_backward.pick(x2.nbytes)(dy2, x2, cache.mean.ravel(), offset,
+    loops.group_backward.pick(x2.nbytes)(dy2, x2, cache.mean.ravel(), cache.offset,
                                          cache.inv_std.ravel(),
                                          _vector(cache.weight, n_c, x.dtype, 1.0), num_groups,
                                          x2.shape[1] * num_groups // n_c, dx2, dweight, dbias)

@@ -46,8 +46,7 @@ def backward(dy: np.ndarray, cache: LayerNormCache
     n_blocks = blocks(x2.nbytes)
     dx2 = outputs.empty(x2.shape, x2.dtype)
     dweight, dbias = np.zeros((n_blocks, n_d)), np.zeros((n_blocks, n_d))
-    offset = np.zeros(x2.shape[0]) if cache.offset is None else cache.offset
-    loops.layer_backward.pick(x2.nbytes)(dy2, x2, cache.mean.ravel(), offset,
+    loops.layer_backward.pick(x2.nbytes)(dy2, x2, cache.mean.ravel(), cache.offset,
                                          cache.inv_std.ravel(),
                                          _vector(cache.weight, n_d, x.dtype, 1.0), n_blocks, dx2,
                                          dweight, dbias)
