@@ -1,22 +1,31 @@
-"""``normlab reproduce``: run experiments resumably, then write results, CSVs, figures, report.
+"""``normlab reproduce``: run experiments over seeds resumably, then write results, CSVs,
+figures and the report.
 
-Resume: every run's result is checkpointed (``OUT/checkpoints/<experiment>/<run>.done``) with
-the hash of its full configuration (experiment, run config, data fingerprint, engine, seed,
-size); long runs also leave ``<run>.partial`` checkpoints (model, optimizer, metrics so far).
-Re-running the same command skips finished runs and continues partial ones; a checkpoint of
-another configuration is ignored, a corrupted one (checksum) is redone with a warning. Mini-
-batches and initial weights are pure functions of the seed, so a resumed reproduction produces
-exactly the metrics of an uninterrupted one.
+Work is split into units, one per (experiment, seed, run). Every unit's result is checkpointed
+(``OUT/checkpoints/<experiment>/seed<k>/<run>.done``) with the hash of its full configuration
+(experiment, run config, data fingerprint, engine, seed, size); long runs also leave
+``<run>.partial`` checkpoints (model, optimizer, metrics so far). Re-running the same command
+skips finished units and continues partial ones; a checkpoint of another configuration is
+ignored, a corrupted one (checksum) is redone with a warning. Mini-batches and initial weights
+are pure functions of the seed, so a resumed reproduction produces exactly the metrics of an
+uninterrupted one, whatever the number of worker processes (``--jobs``) that ran the units.
+
+Experiments already in ``OUT/results.json`` from a run with the same settings (data, engine,
+seeds, size) are kept when others are (re)run into the same folder; a folder holds one run at a
+time (:func:`out_lock`).
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
+import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +34,7 @@ from ._io import atomic_write_bytes, atomic_write_text
 from .data import Dataset
 from .experiments import registry
 from .experiments.base import Run, RunContext
+from .experiments.evidence import METHOD
 from .experiments.store import (
     CorruptCheckpoint,
     config_hash,
@@ -34,6 +44,9 @@ from .experiments.store import (
 )
 
 CI_SCALE_ENV = "NORMLAB_CI_SCALE"
+DEFAULT_SEEDS = {True: 3, False: 5}   # --quick: 3 seeds; full size: 5
+# Settings that must match for experiments of an earlier run in the same --out to be kept.
+COMPATIBLE = ("quick", "data", "engine", "seeds", "steps_scale")
 
 
 class UsageError(ValueError):
@@ -49,6 +62,30 @@ class Options:
     out: Path
     seed: int
     steps_scale: float = 1.0
+    seeds: int = 1
+    jobs: int = 1
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One run of one experiment at one seed: what a worker process executes."""
+
+    experiment: str
+    seed: int
+    run: Run
+    scale: float
+
+    @property
+    def id(self) -> tuple[str, int, str]:
+        return self.experiment, self.seed, self.run.key
+
+    @property
+    def label(self) -> str:
+        return f"{self.experiment} s{self.seed} {self.run.label or self.run.key}"
 
 
 def resolve_scale(quick: bool, steps_scale: float | None) -> float:
@@ -75,6 +112,29 @@ def check_out_dir(out: Path) -> None:
         raise UsageError(f"--out: cannot write to {str(out)!r} ({exc.strerror or exc})") from None
 
 
+@contextmanager
+def out_lock(out: Path) -> Iterator[None]:
+    """Hold ``OUT/.normlab.lock`` for the whole run: a second run into the same folder is
+    refused at once instead of silently overwriting the first one's results."""
+    path = out / ".normlab.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UsageError(f"--out: {str(out)!r} is in use by another normlab run "
+                             f"({holder}); wait for it or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def environment() -> dict:
     import numpy as np
 
@@ -94,61 +154,109 @@ def experiment_scale(exp, opts: Options) -> float:
     return (exp.quick_scale if opts.quick else 1.0) * opts.steps_scale
 
 
-def run_all(opts: Options, data: Dataset, *, on_start_experiment: Callable = None,
-            on_start_run: Callable = None, on_end_run: Callable = None,
-            on_progress: Callable = None,
-            warn: Callable[[str], None] = print) -> dict:
-    """Run (or resume) every run of every experiment; returns the results dict (also on disk)."""
-    experiments = [registry.get(n) for n in opts.names]
-    results = {"normlab": __version__,
-               "config": {"experiments": opts.names, "quick": opts.quick, "data": opts.data_spec,
-                          "engine": opts.engine, "seed": opts.seed,
-                          "steps_scale": opts.steps_scale},
-               "data": {"name": data.name, "description": data.describe(), "source": data.source,
-                        "fingerprint": data.fingerprint},
-               "environment": environment(), "experiments": {}, "timing": {}}
-    for exp in experiments:
+def plan(opts: Options, data: Dataset) -> list[Unit]:
+    """Every unit of the reproduction, experiment by experiment, seeds interleaved by run (so
+    each experiment finishes as early as the workers allow)."""
+    units = []
+    for name in opts.names:
+        exp = registry.get(name)
+        scale = experiment_scale(exp, opts)
+        for run in exp.runs(data, scale):
+            units += [Unit(name, seed, run, scale) for seed in opts.seed_list]
+    return units
+
+
+def skeleton(opts: Options, data: Dataset) -> dict:
+    """results.json without any experiment yet."""
+    return {"normlab": __version__,
+            "config": {"experiments": opts.names, "quick": opts.quick, "data": opts.data_spec,
+                       "engine": opts.engine, "seed": opts.seed, "seeds": opts.seed_list,
+                       "jobs": opts.jobs, "steps_scale": opts.steps_scale},
+            "data": {"name": data.name, "description": data.describe(), "source": data.source,
+                     "fingerprint": data.fingerprint},
+            "environment": environment(), "intervals_method": METHOD,
+            "experiments": {}, "timing": {}}
+
+
+def previous_results(out: Path, results: dict) -> tuple[dict, str | None]:
+    """Experiments of an earlier run in ``out`` that this run keeps, and a note for the user.
+
+    Kept only when the earlier run had the same settings (:data:`COMPATIBLE`) and data;
+    otherwise the note says what differs and that the earlier results will be replaced.
+    """
+    path = out / "results.json"
+    if not path.is_file():
+        return {}, None
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        old_cfg, old_exps = old["config"], old["experiments"]
+        same_data = old["data"]["fingerprint"] == results["data"]["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, f"{str(path)!r} is not a normlab results file; it will be replaced"
+    cfg = results["config"]
+    differs = [k for k in COMPATIBLE if old_cfg.get(k) != cfg.get(k)]
+    if not same_data:
+        differs.append("data fingerprint")
+    others = [n for n in old_exps if n not in cfg["experiments"]]
+    if not others:
+        return {}, None
+    if differs:
+        return {}, (f"{str(path)!r} holds {', '.join(others)} from a run with other settings "
+                    f"({', '.join(differs)}); they will be dropped from the new results")
+    kept = {n: old_exps[n] for n in others}
+    timing = {n: old.get("timing", {}).get(n) for n in others}
+    return {"experiments": kept, "timing": timing}, None
+
+
+def run_all(opts: Options, data: Dataset, events=None, warn=print) -> dict:
+    """Run (or resume) every unit; returns the results dict (written by :func:`finalize`)."""
+    from .pool import Events, run_units
+
+    events = events or Events()
+    results = skeleton(opts, data)
+    units = plan(opts, data)
+    t0 = time.perf_counter()
+    done = run_units(units, opts, data, events, warn)
+    for name in opts.names:
+        exp = registry.get(name)
         scale = experiment_scale(exp, opts)
         runs = exp.runs(data, scale)
-        if on_start_experiment:
-            on_start_experiment(exp, runs)
-        folder = opts.out / "checkpoints" / exp.name
-        folder.mkdir(parents=True, exist_ok=True)
-        metrics, t0 = {}, time.perf_counter()
-        for run in runs:
-            if on_start_run:
-                on_start_run(exp, run)
-            metrics[run.key] = _run_or_resume(exp, run, data, opts, scale, folder, on_progress,
-                                              warn)
-            if on_end_run:
-                on_end_run(exp, run)
-        results["experiments"][exp.name] = {
+        mine = [u for u in units if u.experiment == name]
+        results["experiments"][name] = {
             "title": exp.title, "source": exp.source, "claim": exp.claim,
-            "setup": exp.setup(data, scale), "scale": scale,
-            "runs": {r.key: {"label": r.label, "config": r.config, "metrics": metrics[r.key]}
-                     for r in runs}}
-        results["timing"][exp.name] = round(time.perf_counter() - t0, 2)
+            "setup": exp.setup(data, scale), "scale": scale, "seeds": opts.seed_list,
+            "scale_note": exp.scale_note(data, scale),
+            "published": [p.to_json() for p in exp.published],
+            "runs": {r.key: {"label": r.label, "config": r.config,
+                             "metrics": {str(s): done[(name, s, r.key)][0]
+                                         for s in opts.seed_list}} for r in runs}}
+        results["timing"][name] = round(sum(done[u.id][1] for u in mine), 2)
+    results["wall_time"] = round(time.perf_counter() - t0, 2)
     return results
 
 
-def _run_or_resume(exp, run: Run, data: Dataset, opts: Options, scale: float, folder: Path,
-                   on_progress, warn) -> dict:
+def run_unit(unit: Unit, data: Dataset, opts: Options, progress=None, warn=print) -> dict:
+    """Run one unit, or return its finished checkpoint's metrics."""
+    exp = registry.get(unit.experiment)
+    run = unit.run
+    folder = opts.out / "checkpoints" / exp.name / f"seed{unit.seed}"
+    folder.mkdir(parents=True, exist_ok=True)
     identity = {"experiment": exp.name, "run": run.key, "config": run.config,
-                "data": [data.name, data.fingerprint], "engine": opts.engine, "seed": opts.seed,
-                "scale": scale}
+                "data": [data.name, data.fingerprint], "engine": opts.engine,
+                "seed": unit.seed, "scale": unit.scale}
     h = config_hash(identity)
     done_path = folder / f"{run.key}.done"
     if done_path.is_file():
         try:
             meta, _ = read_checkpoint(done_path)
             if meta.get("config_hash") == h:
-                if on_progress:
-                    on_progress(1, 1)
+                if progress:
+                    progress(1, 1)
                 return meta["metrics"]
         except CorruptCheckpoint as exc:
-            warn(f"warning: {exc}; redoing run {exp.name}/{run.key}")
-    ctx = RunContext(exp.name, run.key, data, opts.engine, opts.seed, h,
-                     partial_path=folder / f"{run.key}.partial", progress=on_progress,
+            warn(f"warning: {exc}; redoing run {exp.name}/seed{unit.seed}/{run.key}")
+    ctx = RunContext(exp.name, run.key, data, opts.engine, unit.seed, h,
+                     partial_path=folder / f"{run.key}.partial", progress=progress,
                      warn=lambda m: warn(f"warning: {m}"))
     metrics = exp.run(ctx, run.config)
     write_checkpoint(done_path, {"config_hash": h, "identity": identity, "metrics": metrics})
@@ -156,11 +264,19 @@ def _run_or_resume(exp, run: Run, data: Dataset, opts: Options, scale: float, fo
     return metrics
 
 
-def finalize(out: Path, results: dict) -> Path:
+def by_seed(entry: dict) -> tuple[list[Run], dict[int, dict]]:
+    """(runs, seed -> run key -> metrics) of one experiment's results.json entry."""
+    runs = [Run(k, v["config"], v.get("label", "")) for k, v in entry["runs"].items()]
+    seeds = sorted({int(s) for v in entry["runs"].values() for s in v["metrics"]})
+    return runs, {s: {k: v["metrics"][str(s)] for k, v in entry["runs"].items()} for s in seeds}
+
+
+def finalize(out: Path, results: dict, keep: dict | None = None) -> Path:
     """Summaries, verdicts, metrics.csv, figures (PNG+SVG), results.json and report.html.
 
     Everything is derived from the run metrics in ``results``, so ``normlab report DIR`` can
-    rebuild it all from ``results.json``.
+    rebuild it all from ``results.json``. ``keep`` (from :func:`previous_results`) adds the
+    experiments of an earlier compatible run in the same folder.
     """
     import matplotlib
 
@@ -169,24 +285,30 @@ def finalize(out: Path, results: dict) -> Path:
 
     from .report.html import write_report
 
+    if keep:
+        results["experiments"] = {**keep["experiments"], **results["experiments"]}
+        results["timing"] = {**keep["timing"], **results["timing"]}
     for name, entry in results["experiments"].items():
         exp = registry.get(name)
-        runs = [Run(k, v["config"], v.get("label", "")) for k, v in entry["runs"].items()]
-        metrics = {k: v["metrics"] for k, v in entry["runs"].items()}
+        runs, metrics = by_seed(entry)
         summary = exp.summarize(runs, metrics)
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         _write_csv(folder / "metrics.csv", summary.rows)
         figures = []
-        for fig_name, fig in exp.figures(runs, metrics, summary).items():
-            for ext in ("png", "svg"):
-                buf = io.BytesIO()
-                fig.savefig(buf, format=ext, dpi=110, metadata=_fig_metadata(ext))
-                atomic_write_bytes(folder / f"{fig_name}.{ext}", buf.getvalue())
-            plt.close(fig)
-            figures.append(f"{name}/{fig_name}.png")
+        with matplotlib.rc_context({"svg.hashsalt": "normlab"}):   # stable SVG element ids
+            for fig_name, fig in exp.figures(runs, metrics, summary).items():
+                for ext in ("png", "svg"):
+                    buf = io.BytesIO()
+                    fig.savefig(buf, format=ext, dpi=110, metadata=_fig_metadata(ext))
+                    atomic_write_bytes(folder / f"{fig_name}.{ext}", buf.getvalue())
+                plt.close(fig)
+                figures.append(f"{name}/{fig_name}.png")
         entry.update({"measured": summary.measured, "verdict": summary.verdict,
                       "reason": summary.reason, "thresholds": summary.thresholds,
+                      "intervals": {k: iv.to_json() for k, iv in summary.intervals.items()},
+                      "criteria": [j.to_json() for j in summary.judged],
+                      "published": [p.to_json() for p in exp.published],
                       "figures": figures, "csv": f"{name}/metrics.csv"})
     atomic_write_text(out / "results.json", to_json(results))
     return write_report(out, results)
@@ -200,7 +322,8 @@ def _fig_metadata(ext: str) -> dict:
 def _write_csv(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (float(v) if hasattr(v, "dtype") else v) for k, v in row.items()})

@@ -2,10 +2,12 @@
 
 An :class:`Experiment` names the claim and its source, splits its work into independent
 :class:`Run` units (each checkpointed on its own, so a killed reproduction resumes run by run),
-runs one unit (``run(ctx, config) -> metrics``), and turns the metrics of all its runs into a
-:class:`Summary`: measured numbers, a verdict computed from them against stated thresholds, rows
-for ``metrics.csv``, and figures. Adding an experiment = one file with a subclass + one registry
-entry (:mod:`normlab.experiments.registry`).
+runs one unit for one seed (``run(ctx, config) -> metrics``), reduces the runs of one seed to
+named statistics (``statistics``), and declares, before any run, the :class:`Criterion` bars
+those statistics are judged against and the numbers its sources publish. :meth:`summarize` is the
+same for every experiment: a 95% interval per statistic over the seeds, one verdict per criterion
+and one combination rule (:mod:`.evidence`). Adding an experiment = one file with a subclass +
+one registry entry (:mod:`normlab.experiments.registry`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Dataset
+from .evidence import COMBINATION_RULE, METHOD, VERDICTS, Criterion, Interval, Judged, \
+    Published, combine, interval
 from .store import CorruptCheckpoint, read_checkpoint, write_checkpoint
 
-VERDICTS = ("holds", "does not hold", "inconclusive")
+Metrics = dict[str, dict]            # run key -> that run's metrics, for one seed
+BySeed = dict[int, Metrics]          # seed -> the metrics of every run at that seed
 
 
 @dataclass(frozen=True)
@@ -34,13 +39,15 @@ class Run:
 
 @dataclass
 class Summary:
-    """What an experiment concluded from its runs' metrics."""
+    """What an experiment concluded from its runs' metrics over all seeds."""
 
     measured: dict            # name -> number or text, shown in the report's table
     verdict: str              # one of VERDICTS
     reason: str               # how the verdict follows from the measured numbers
     thresholds: str           # the rule, stated before looking at any result
     rows: list[dict] = field(default_factory=list)   # metrics.csv
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    judged: list[Judged] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -48,13 +55,16 @@ class Summary:
 
 
 class Experiment:
-    """Base class; subclasses set the class attributes and implement the four methods."""
+    """Base class; subclasses set the class attributes and implement the methods below."""
 
     name: str = ""
     title: str = ""
     source: str = ""          # paper + section / textbook + figure
     claim: str = ""           # the published claim, in words
     quick_scale: float = 0.1  # --quick multiplies step counts by this (the method is unchanged)
+    criteria: tuple[Criterion, ...] = ()     # the bars, fixed before any run
+    published: tuple[Published, ...] = ()    # what the sources report
+    definitions: str = ""     # what the statistics mean, for the report's rule paragraph
 
     def setup(self, data: Dataset, scale: float) -> str:
         """The exact setup as prose for the report (architecture, optimizer, steps, init)."""
@@ -67,12 +77,51 @@ class Experiment:
         """Do one run; return its metrics (JSON-able)."""
         raise NotImplementedError
 
-    def summarize(self, runs: list[Run], metrics: dict[str, dict]) -> Summary:
+    def statistics(self, runs: list[Run], metrics: Metrics) -> dict[str, float]:
+        """The numbers of one seed that the criteria read (and others worth an interval)."""
         raise NotImplementedError
 
-    def figures(self, runs: list[Run], metrics: dict[str, dict], summary: Summary) -> dict:
+    def scale_note(self, data: Dataset, scale: float) -> str:
+        """Our scale in a few words (model, steps, training images) for the published table."""
+        return ""
+
+    def rows(self, runs: list[Run], metrics: Metrics) -> list[dict]:
+        """metrics.csv rows of one seed (a ``seed`` column is added in front)."""
+        return []
+
+    def describe(self, runs: list[Run], by_seed: BySeed) -> dict:
+        """Extra report rows (name -> text) beside the statistics' intervals."""
+        return {}
+
+    def figures(self, runs: list[Run], by_seed: BySeed, summary: Summary) -> dict:
         """name -> matplotlib Figure (saved as name.png and name.svg)."""
         raise NotImplementedError
+
+    def summarize(self, runs: list[Run], by_seed: BySeed) -> Summary:
+        """Intervals over seeds, one verdict per criterion, the one combination rule."""
+        if not by_seed:
+            raise ValueError(f"{self.name}: expected the metrics of at least one seed, got none")
+        seeds = sorted(by_seed)
+        stats = {s: self.statistics(runs, by_seed[s]) for s in seeds}
+        log = {c.statistic for c in self.criteria if c.log}
+        intervals = {k: interval([stats[s][k] for s in seeds], log=k in log)
+                     for k in stats[seeds[0]]}
+        missing = [c.statistic for c in self.criteria if c.statistic not in intervals]
+        if missing:
+            raise ValueError(f"{self.name}: criteria read statistics {missing} that "
+                             f"statistics() does not return")
+        judged = [Judged(c, intervals[c.statistic], c.judge(intervals[c.statistic]))
+                  for c in self.criteria]
+        verdict = combine(judged)
+        measured = {k: iv.text() for k, iv in intervals.items()}
+        measured.update(self.describe(runs, by_seed))
+        thresholds = " ".join(filter(None, [
+            self.definitions, "Bars, fixed before any run: "
+            + "; ".join(c.rule() for c in self.criteria) + ".", COMBINATION_RULE,
+            f"Intervals: {METHOD}."]))
+        rows = [{"seed": s, **r} for s in seeds for r in self.rows(runs, by_seed[s])]
+        return Summary(measured, verdict, "; ".join(j.text() for j in judged), thresholds, rows,
+                       intervals, judged)
 
 
 def scaled(n: int, scale: float, minimum: int = 1) -> int:

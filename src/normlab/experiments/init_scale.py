@@ -13,8 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import Dataset
-from .base import Experiment, Run, RunContext, Summary, derive_seed, scaled
+from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from .evidence import Criterion, Published
+from .holdout import parts
 from .models import mlp_spec
+from .plots import BAND_NOTE, band, seeds_of
 from .train import evaluate, make_trainer, replacement_batch
 
 STDS = np.logspace(0, -4, 16)
@@ -27,10 +30,12 @@ HIDDEN = (100,) * 5
 # The book's BatchNormalization uses eps = 10e-7 (= 1e-6). It matters at std 1e-4, where the
 # pre-activation variance (~1e-6) would be swamped by PyTorch's default 1e-5.
 EPS = 1e-6
-
-# Verdict rules (fixed before any run):
 LEARNED = 0.5          # a net "learns" if its final training accuracy reaches 50% (chance: 10%)
-BN_RANGE = 12          # "almost the whole range": BN learns at >= 12 of the 16 stds
+
+N_BN = "stds where BN learns (of 16)"
+N_MORE = "stds where BN learns - where the plain net learns"
+PLAIN_LARGE = "final training accuracy, no BN, std 1"
+PLAIN_SMALL = "final training accuracy, no BN, std 1e-4"
 
 
 class InitScale(Experiment):
@@ -42,13 +47,29 @@ class InitScale(Experiment):
              "standard deviations (1 to 1e-4); without BN it fails to learn at both ends "
              "(too large and too small).")
     quick_scale = 1.0  # the full experiment takes seconds: --quick keeps the published size
+    criteria = (
+        Criterion("BN learns at almost every std", N_BN, 12),
+        Criterion("BN learns at more stds than the plain net", N_MORE, 1),
+        Criterion("the plain net fails at std 1", PLAIN_LARGE, LEARNED, "<="),
+        Criterion("the plain net fails at std 1e-4", PLAIN_SMALL, LEARNED, "<="),
+    )
+    published = (
+        Published("Saito, Deep Learning from Scratch (2016)", "sec. 6.3.2, fig. 6-19",
+                  "training accuracy over 20 epochs at 16 weight-init stds, BN vs no BN",
+                  "BN learns at almost every std; the plain net fails at the large and the "
+                  "small ones (a plot)",
+                  "MNIST, 1,000 training images, 784-(100x5)-10 ReLU MLP, batch 100, SGD lr "
+                  "0.01, 20 epochs", N_BN, qualitative=True),
+    )
+    definitions = (f"'Learns' = final training accuracy (eval mode, on the training images) >= "
+                   f"{LEARNED}; counts over the 16 stds np.logspace(0, -4, 16).")
 
     def setup(self, data: Dataset, scale: float) -> str:
         epochs = scaled(EPOCHS, scale, 2)
         sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))
         return (f"{sizes} MLP, hidden layers Linear -> BatchNorm1d -> ReLU (plain: Linear -> "
                 f"ReLU), BN eps {EPS} (the book's 10e-7), on the first "
-                f"{min(N_TRAIN, len(data.x_train))} training images of "
+                f"{min(N_TRAIN, len(parts(data).train))} training images of "
                 f"{data.describe()}; batch {BATCH} drawn with replacement, plain SGD lr {LR}, "
                 f"{epochs} epochs of {STEPS_PER_EPOCH} steps (book: {EPOCHS}); Linear weights "
                 f"N(0, std^2) with biases 0, for 16 stds np.logspace(0, -4, 16); accuracy on "
@@ -61,7 +82,7 @@ class InitScale(Experiment):
             for bn in (False, True):
                 cfg = {"std_index": i, "std": float(std), "bn": bn, "epochs": epochs,
                        "steps_per_epoch": STEPS_PER_EPOCH, "batch": BATCH, "lr": LR,
-                       "n_train": min(N_TRAIN, len(data.x_train)),
+                       "n_train": min(N_TRAIN, len(parts(data).train)),
                        "sizes": [data.n_features, *HIDDEN, data.n_classes], "eps": EPS}
                 out.append(Run(f"std{i:02d}-{'bn' if bn else 'plain'}", cfg,
                                f"std {std:.2g} {'with' if bn else 'without'} BN"))
@@ -72,7 +93,7 @@ class InitScale(Experiment):
         i = cfg["std_index"]
         trainer = make_trainer(ctx.engine, spec, cfg["std"], ctx.rng("init", i), cfg["lr"])
         stream = derive_seed(ctx.seed, self.name, "batches", i)
-        x, y = ctx.data.flat("train")
+        x, y = parts(ctx.data).train.flat()
         x, y = x[:cfg["n_train"]], y[:cfg["n_train"]]
         total = cfg["epochs"] * cfg["steps_per_epoch"]
         acc = []
@@ -85,49 +106,31 @@ class InitScale(Experiment):
             ctx.report(total, total)
         return {"train_acc": acc, "final_acc": acc[-1]}
 
-    def summarize(self, runs: list[Run], metrics: dict[str, dict]) -> Summary:
-        n = len(STDS)
-        final = {bn: np.array([metrics[f"std{i:02d}-{bn}"]["final_acc"] for i in range(n)])
-                 for bn in ("plain", "bn")}
-        learned = {k: v >= LEARNED for k, v in final.items()}
-        n_bn, n_plain = int(learned["bn"].sum()), int(learned["plain"].sum())
-        plain_fails_large, plain_fails_small = not learned["plain"][0], not learned["plain"][-1]
-        if n_bn >= BN_RANGE and plain_fails_large and plain_fails_small and n_bn > n_plain:
-            verdict = "holds"
-        elif n_bn <= n_plain or (not plain_fails_large and not plain_fails_small):
-            verdict = "does not hold"
-        else:
-            verdict = "inconclusive"
-        measured = {
-            "stds where BN learns (of 16)": n_bn,
-            "stds where the plain net learns (of 16)": n_plain,
-            "plain net at std 1 (final acc)": round(float(final["plain"][0]), 3),
-            "plain net at std 1e-4 (final acc)": round(float(final["plain"][-1]), 3),
-            "BN net at std 1 (final acc)": round(float(final["bn"][0]), 3),
-            "BN net at std 1e-4 (final acc)": round(float(final["bn"][-1]), 3),
-            "mean final acc over stds, BN": round(float(final["bn"].mean()), 3),
-            "mean final acc over stds, no BN": round(float(final["plain"].mean()), 3),
-        }
-        reason = (f"BN learns at {n_bn}/16 stds, plain at {n_plain}/16; plain fails at std 1: "
-                  f"{plain_fails_large}, at std 1e-4: {plain_fails_small}")
-        thresholds = (f"'learns' = final training accuracy >= {LEARNED}. Holds if BN learns at "
-                      f">= {BN_RANGE}/16 stds, at more stds than the plain net, and the plain net "
-                      f"fails at both std 1 and std 1e-4; does not hold if BN learns at no more "
-                      f"stds than the plain net or the plain net learns at both ends; otherwise "
-                      f"inconclusive.")
-        rows = [{"std": float(STDS[i]), "final_acc_plain": final["plain"][i],
-                 "final_acc_bn": final["bn"][i]} for i in range(n)]
-        return Summary(measured, verdict, reason, thresholds, rows)
+    def statistics(self, runs: list[Run], metrics: Metrics) -> dict[str, float]:
+        final = {k: np.array([metrics[f"std{i:02d}-{k}"]["final_acc"] for i in range(len(STDS))])
+                 for k in ("plain", "bn")}
+        learned = {k: int((v >= LEARNED).sum()) for k, v in final.items()}
+        return {N_BN: learned["bn"], "stds where the plain net learns (of 16)": learned["plain"],
+                N_MORE: learned["bn"] - learned["plain"],
+                PLAIN_LARGE: float(final["plain"][0]), PLAIN_SMALL: float(final["plain"][-1]),
+                "final training accuracy, BN, std 1": float(final["bn"][0]),
+                "final training accuracy, BN, std 1e-4": float(final["bn"][-1])}
 
-    def figures(self, runs: list[Run], metrics: dict[str, dict], summary: Summary) -> dict:
+    def rows(self, runs: list[Run], metrics: Metrics) -> list[dict]:
+        return [{"std": float(std), "final_acc_plain": metrics[f"std{i:02d}-plain"]["final_acc"],
+                 "final_acc_bn": metrics[f"std{i:02d}-bn"]["final_acc"]}
+                for i, std in enumerate(STDS)]
+
+    def figures(self, runs, by_seed, summary) -> dict:
         import matplotlib.pyplot as plt
 
         grid, axes = plt.subplots(4, 4, figsize=(11, 9), sharex=True, sharey=True,
                                   layout="constrained")
         for i, ax in enumerate(axes.flat):
-            bn, plain = (metrics[f"std{i:02d}-{k}"]["train_acc"] for k in ("bn", "plain"))
-            ax.plot(bn, color="tab:blue", label="Batch Normalization")
-            ax.plot(plain, "--", color="tab:gray", label="Normal (without BN)")
+            bn, plain = (seeds_of(by_seed, f"std{i:02d}-{k}", "train_acc") for k in ("bn", "plain"))
+            epochs = range(len(bn[0]))
+            band(ax, epochs, bn, "-", "Batch Normalization", color="tab:blue")
+            band(ax, epochs, plain, "--", "Normal (without BN)", color="tab:gray")
             ax.set_title(f"W: {STDS[i]:.3g}", fontsize="small")
             ax.set_ylim(0, 1)
         for ax in axes[-1]:
@@ -135,10 +138,13 @@ class InitScale(Experiment):
         for ax in axes[:, 0]:
             ax.set_ylabel("accuracy")
         axes[0, 0].legend(loc="upper left", fontsize="x-small")
+        grid.suptitle(BAND_NOTE, fontsize="small")
         summary_fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
         for key, style, label in (("bn", "o-", "with BN"), ("plain", "s--", "without BN")):
-            ax.semilogx(STDS, [metrics[f"std{i:02d}-{key}"]["final_acc"]
-                               for i in range(len(STDS))], style, label=label)
+            curves = [[by_seed[s][f"std{i:02d}-{key}"]["final_acc"] for i in range(len(STDS))]
+                      for s in sorted(by_seed)]
+            band(ax, STDS, curves, style, label)
+        ax.set_xscale("log")
         ax.axhline(LEARNED, color="tab:red", lw=0.8, ls=":", label="'learns' threshold")
         ax.set(xlabel="initial weight std", ylabel="final training accuracy", ylim=(0, 1),
                title="Final accuracy vs init scale")

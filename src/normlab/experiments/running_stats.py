@@ -27,8 +27,11 @@ import numpy as np
 
 from .. import nn
 from ..data import Dataset
-from .base import Experiment, Run, RunContext, Summary, derive_seed, scaled
+from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from .evidence import Criterion, Published
+from .holdout import parts
 from .models import mlp_spec
+from .plots import BAND_NOTE, band
 from .train import epoch_batch, evaluate
 from .train_eval import bn_layers, forward_batch_stats, he_trainer
 
@@ -45,12 +48,18 @@ OVERFLOW = 1e5                     # (b) x * 1e5 in float16 overflows (max 65504
 INJECT_AT = 0.5                    # (b) the overflowed batch arrives half-way through training
 N_EVALS = 10                       # (b) eval points over training
 
-# Verdict rules (fixed before any run):
 CLOSE = 0.01        # (a) "correct": eval accuracy within 1 point of the exact-statistics one,
                     #     from some k on for every later k of the grid ("needed" = that k)
-FEWER = 4           # (a) "far fewer": needed(exact), needed(ema_debiased) <= needed(ema) / 4
-CHANCE_SLACK = 0.05  # (b) poisoned: final accuracy <= 1/classes + 0.05 and NaN statistics
-UNAFFECTED = 0.01   # (b) skipped: final accuracy within 1 point of the run that never saw it
+
+
+def fewer(b: int) -> str:
+    return f"(a) batches of {b}: needed by the EMA / by the slower of exact and debiased"
+
+
+POISONED = "(b) poisoned run: final test accuracy - chance"
+POISONED_FINITE = "(b) poisoned run: share of BN layers with finite statistics"
+SKIP_GAP = "(b) skipped run: |final test accuracy - clean run's|"
+SKIPPED_OK = "(b) skipped run: share of BN layers finite with exactly one skip"
 
 
 def configure_bn(trainer, **options) -> None:
@@ -152,6 +161,27 @@ class RunningStats(Experiment):
              "poisons the plain running statistics for the rest of training (eval accuracy at "
              "chance while training goes on normally); skipping non-finite batches prevents it.")
     quick_scale = 0.25
+    criteria = (
+        *(Criterion(f"(a) far fewer batches at batch size {b}", fewer(b), 4, log=True)
+          for b in ESTIMATE_BATCHES),
+        Criterion("(b) one overflow poisons the plain statistics", POISONED_FINITE, 0.0, "<="),
+        Criterion("(b) ... and eval accuracy falls to chance", POISONED, 0.05, "<="),
+        Criterion("(b) skipping keeps the statistics finite", SKIPPED_OK, 1.0),
+        Criterion("(b) ... and the accuracy of the clean run", SKIP_GAP, 0.01, "<="),
+    )
+    published = (
+        Published("PyTorch issue #88474", "report",
+                  "one overflowed fp16 batch under a loss scaler turns the BN running "
+                  "statistics to NaN", "qualitative (a bug report)",
+                  "ResNet under torch.cuda.amp", POISONED_FINITE, qualitative=True),
+        Published("Kingma & Ba 2015", "sec. 3",
+                  "a zero-started moving average is biased toward its start; dividing by "
+                  "1 - beta^t removes the bias", "qualitative (a derivation)", "-",
+                  fewer(ESTIMATE_BATCHES[0]), qualitative=True),
+    )
+    definitions = (f"(a) needed(e) = first k of the grid from which eval accuracy stays within "
+                   f"{CLOSE} of the accuracy with the exact statistics of the whole training "
+                   f"set (never: 2x the grid's end). (b) chance = 1 / classes.")
 
     def setup(self, data: Dataset, scale: float) -> str:
         steps = scaled(STEPS, scale, 50)
@@ -207,7 +237,7 @@ class RunningStats(Experiment):
         """SGD on the shared batch stream; ``special(xb, yb)`` replaces the step at
         ``cfg["inject_at"]`` (returns its loss or None) and ``after(step)`` runs after each."""
         stream = derive_seed(ctx.seed, self.name, "batches")
-        x, y = ctx.data.flat("train")
+        x, y = parts(ctx.data).train.flat()
         losses = []
         for step in range(cfg["steps"]):
             idx = epoch_batch(stream, len(x), cfg["batch"], step)
@@ -226,8 +256,8 @@ class RunningStats(Experiment):
     def _estimators(self, ctx: RunContext, cfg: dict) -> dict:
         trainer = self._trainer(ctx, cfg)
         loss = self._train(ctx, cfg, trainer)
-        x_tr, _ = ctx.data.flat("train")
-        x_te, y_te = ctx.data.flat("test")
+        p = parts(ctx.data)
+        (x_tr, _), (x_te, y_te) = p.train.flat(), p.test.flat()
         # reference: exact statistics of the whole training set (order/split independent)
         configure_bn(trainer, running_stats="exact")
         for s in range(0, len(x_tr), REFERENCE_CHUNK):
@@ -257,7 +287,7 @@ class RunningStats(Experiment):
 
     def _poison(self, ctx: RunContext, cfg: dict) -> dict:
         trainer = self._trainer(ctx, cfg, skip_nonfinite=cfg["skip_nonfinite"])
-        x_te, y_te = ctx.data.flat("test")
+        x_te, y_te = parts(ctx.data).test.flat()
         every = max(1, cfg["steps"] // N_EVALS)
         hist = {"step": [], "eval_acc": []}
         caught: list[str] = []
@@ -288,95 +318,28 @@ class RunningStats(Experiment):
                 "injected_loss": injected.get("loss"), "warnings": caught,
                 "bn": bn_state(trainer), "n_classes": int(cfg["sizes"][-1])}
 
-    def summarize(self, runs: list[Run], metrics: dict[str, dict]) -> Summary:
-        # (a)
-        est_keys = [k for k in metrics if k.startswith("batch-")]
-        est_keys.sort(key=lambda k: metrics[k]["estimate_batch"])
-        need: dict[int, dict[str, int | None]] = {}
-        parts_a = []
-        for key in est_keys:
+    def statistics(self, runs: list[Run], metrics: Metrics) -> dict[str, float]:
+        out = {}
+        for key in (k for k in metrics if k.startswith("batch-")):
             m = metrics[key]
-            n = {e: needed(m["grid"], a, m["reference_acc"]) for e, a in m["acc"].items()}
-            need[m["estimate_batch"]] = n
-
-            def inf(e, n=n):
-                return float("inf") if n[e] is None else n[e]
-
-            fast = ("exact", "ema_debiased")
-            if all(n[e] is None for e in (*fast, "ema")):
-                parts_a.append("inconclusive")     # nothing reaches the reference
-            elif all(inf(e) * FEWER <= inf("ema") for e in fast):
-                parts_a.append("holds")
-            elif any(inf(e) >= inf("ema") for e in fast):
-                parts_a.append("does not hold")
-            else:
-                parts_a.append("inconclusive")
-        va = ("holds" if parts_a and all(v == "holds" for v in parts_a) else
-              "does not hold" if "does not hold" in parts_a else "inconclusive")
-        # (b)
+            n = {e: needed(m["grid"], a, m["reference_acc"]) or 2 * m["grid"][-1]
+                 for e, a in m["acc"].items()}
+            out[fewer(m["estimate_batch"])] = n["ema"] / max(n["exact"], n["ema_debiased"])
+            out.update({f"(a) batches of {m['estimate_batch']}: needed, {e}": v
+                        for e, v in n.items()})
         clean, poisoned, skipped = metrics["clean"], metrics["poisoned"], metrics["skipped"]
-        chance = 1.0 / poisoned["n_classes"]
-        poisoned_nan = not any(layer["finite"] for layer in poisoned["bn"])
-        skipped_ok = (all(layer["finite"] for layer in skipped["bn"])
-                      and all(layer.get("num_batches_skipped") == 1 for layer in skipped["bn"]))
-        skip_gap = abs(skipped["final_eval_acc"] - clean["final_eval_acc"])
-        poisoned_at_chance = poisoned["final_eval_acc"] <= chance + CHANCE_SLACK
-        if poisoned_nan and poisoned_at_chance and skipped_ok and skip_gap <= UNAFFECTED:
-            vb = "holds"
-        elif not skipped_ok or skip_gap > 5 * UNAFFECTED or (
-                poisoned["final_eval_acc"] >= clean["final_eval_acc"] - UNAFFECTED):
-            vb = "does not hold"
-        else:
-            vb = "inconclusive"
-        parts = (va, vb)
-        verdict = ("holds" if all(v == "holds" for v in parts) else
-                   "does not hold" if "does not hold" in parts else "inconclusive")
-
-        def fmt(k, grid):
-            return k if k is not None else f"> {grid[-1]}"
-
-        measured = {}
-        for key in est_keys:
-            m = metrics[key]
-            b = m["estimate_batch"]
-            measured[f"exact-statistics test accuracy (batch-{b} run)"] = round(
-                m["reference_acc"], 4)
-            for e in m["acc"]:
-                measured[f"batch {b}: batches until within {CLOSE} ({e})"] = fmt(need[b][e],
-                                                                               m["grid"])
-            for e, a in m["acc"].items():
-                measured[f"batch {b}: accuracy after 1 / 4 / 16 batches ({e})"] = " / ".join(
-                    f"{a[m['grid'].index(k)]:.3f}" for k in (1, 4, 16) if k in m["grid"])
-        measured.update({
-            "clean run: final test accuracy": round(clean["final_eval_acc"], 4),
-            "poisoned (skip_nonfinite=False): final test accuracy": round(
-                poisoned["final_eval_acc"], 4),
-            "poisoned: running statistics finite": str([la["finite"] for la in poisoned["bn"]]),
-            "skipped (skip_nonfinite=True): final test accuracy": round(
-                skipped["final_eval_acc"], 4),
-            "skipped: num_batches_skipped per BN layer": str(
-                [la.get("num_batches_skipped") for la in skipped["bn"]]),
-            "final training loss clean / poisoned / skipped": " / ".join(
-                f"{r['final_train_loss']:.4f}" for r in (clean, poisoned, skipped)),
+        out.update({
+            POISONED_FINITE: float(np.mean([layer["finite"] for layer in poisoned["bn"]])),
+            POISONED: poisoned["final_eval_acc"] - 1.0 / poisoned["n_classes"],
+            SKIPPED_OK: float(np.mean([layer["finite"] and layer.get("num_batches_skipped") == 1
+                                       for layer in skipped["bn"]])),
+            SKIP_GAP: abs(skipped["final_eval_acc"] - clean["final_eval_acc"]),
+            "(b) clean run: final test accuracy": clean["final_eval_acc"],
         })
-        reason = (f"(a) batches needed per estimate batch size {need} -> {parts_a} -> {va}; "
-                  f"(b) poisoned statistics NaN: {poisoned_nan}, accuracy "
-                  f"{poisoned['final_eval_acc']:.4f} (chance {chance:.2f}); skipped finite with "
-                  f"one skip per layer: {skipped_ok}, accuracy {skipped['final_eval_acc']:.4f} vs "
-                  f"clean {clean['final_eval_acc']:.4f} -> {vb}")
-        thresholds = (f"(a) needed(e) = first k of the grid from which eval accuracy stays within "
-                      f"{CLOSE} of the exact-statistics accuracy (never: infinite). Per batch "
-                      f"size: holds if needed(exact) and needed(ema_debiased) are both <= "
-                      f"needed(ema) / {FEWER}; does not hold if either is >= needed(ema); "
-                      f"inconclusive if none of the three ever gets there or otherwise; (a) holds "
-                      f"if it holds at every batch size. (b) holds if every running statistic of "
-                      f"the poisoned run is non-finite and its final accuracy <= 1/classes + "
-                      f"{CHANCE_SLACK}, the skipped run's statistics are finite with "
-                      f"num_batches_skipped == 1 in every BN layer and its final accuracy is "
-                      f"within {UNAFFECTED} of the clean run; does not hold if skipping fails "
-                      f"(non-finite, wrong count or more than {5 * UNAFFECTED} off clean) or the "
-                      f"poisoned run is not worse than clean by more than {UNAFFECTED}. Overall: "
-                      f"both hold -> holds; either fails -> does not hold; else inconclusive.")
+        return out
+
+    def rows(self, runs: list[Run], metrics: Metrics) -> list[dict]:
+        est_keys = [k for k in metrics if k.startswith("batch-")]
         rows = [{"part": "a", "estimate_batch": metrics[key]["estimate_batch"], "estimator": e,
                  "x": k, "eval_acc": a[i], "var_error": metrics[key]["var_error"][e][i]}
                 for key in est_keys for e, a in metrics[key]["acc"].items()
@@ -385,44 +348,53 @@ class RunningStats(Experiment):
                  for key in ("clean", "poisoned", "skipped")
                  for s, a in zip(metrics[key]["step"], metrics[key]["eval_acc"], strict=True)]
         cols = ("part", "estimate_batch", "estimator", "run", "x", "eval_acc", "var_error")
-        rows = [{c: r.get(c) for c in cols} for r in rows]
-        return Summary(measured, verdict, reason, thresholds, rows)
+        return [{c: r.get(c) for c in cols} for r in rows]
 
-    def figures(self, runs: list[Run], metrics: dict[str, dict], summary: Summary) -> dict:
+    def figures(self, runs, by_seed, summary) -> dict:
         import matplotlib.pyplot as plt
 
-        est_keys = sorted((k for k in metrics if k.startswith("batch-")),
-                          key=lambda k: metrics[k]["estimate_batch"])
+        seeds = sorted(by_seed)
+        first = by_seed[seeds[0]]
+        est_keys = sorted((k for k in first if k.startswith("batch-")),
+                          key=lambda k: first[k]["estimate_batch"])
         fig, axes = plt.subplots(1, len(est_keys), figsize=(5.2 * len(est_keys), 3.8),
                                  layout="constrained", squeeze=False)
         for ax, key in zip(axes[0], est_keys, strict=True):
-            m = metrics[key]
-            for e, acc in m["acc"].items():
-                ax.semilogx(m["grid"], acc, "o-", ms=3, base=2, label=e)
-            ax.axhline(m["reference_acc"], color="black", ls=":", label="exact, whole train set")
-            low = min(min(a) for a in m["acc"].values())   # zoom: the curves differ by points
+            m = first[key]
+            low = 1.0
+            for e in m["acc"]:
+                curves = [by_seed[s][key]["acc"][e] for s in seeds]
+                band(ax, m["grid"], curves, "o-", e, ms=3)
+                low = min(low, min(min(c) for c in curves))
+            ax.set_xscale("log", base=2)
+            ax.axhline(np.mean([by_seed[s][key]["reference_acc"] for s in seeds]), color="black",
+                       ls=":", label="exact, whole train set")
             ax.set(xlabel="batches seen by the reset estimator", ylabel="eval accuracy",
                    ylim=(max(0.0, low - 0.02), 1.0), title=f"(a) batches of {m['estimate_batch']}")
             ax.legend(loc="lower right", fontsize="small")
+        fig.suptitle(BAND_NOTE, fontsize="small")
         estimators = fig
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
         keys = ("clean", "poisoned", "skipped")
         labels = ("clean\n(batch dropped)", "poisoned\nskip_nonfinite=False",
                   "skipped\nskip_nonfinite=True")
-        values = [metrics[k]["final_eval_acc"] for k in keys]
-        ax.bar(range(3), values, color=["tab:green", "tab:red", "tab:blue"])
-        ax.axhline(1.0 / metrics["poisoned"]["n_classes"], color="gray", ls="--", label="chance")
+        values = np.array([[by_seed[s][k]["final_eval_acc"] for k in keys] for s in seeds])
+        ax.bar(range(3), values.mean(axis=0), color=["tab:green", "tab:red", "tab:blue"],
+               yerr=[values.mean(axis=0) - values.min(axis=0),
+                     values.max(axis=0) - values.mean(axis=0)])
+        ax.axhline(1.0 / first["poisoned"]["n_classes"], color="gray", ls="--", label="chance")
         ax.set_xticks(range(3), labels, fontsize="small")
         ax.set(ylabel="final test accuracy (eval mode)", ylim=(0, 1),
                title="(b) one fp16-overflowed batch")
         ax.legend(loc="upper right", fontsize="small")
         for k, color, style in zip(keys, ("tab:green", "tab:red", "tab:blue"),
                                    ("o-", "o-", "x--"), strict=True):   # skipped lies on clean
-            ax2.plot(metrics[k]["step"], metrics[k]["eval_acc"], style, ms=4, color=color,
-                     label=k)
-        ax2.axvline(metrics["poisoned"]["inject_at"], color="gray", ls=":",
+            band(ax2, first[k]["step"], [by_seed[s][k]["eval_acc"] for s in seeds], style, k,
+                 color=color, ms=4)
+        ax2.axvline(first["poisoned"]["inject_at"], color="gray", ls=":",
                     label="overflowed batch")
         ax2.set(xlabel="training step", ylabel="test accuracy (eval mode)", ylim=(0, 1),
                 title="(b) eval accuracy over training")
         ax2.legend(loc="lower right", fontsize="small")
+        fig.suptitle(BAND_NOTE + "; bars: mean, whiskers min-max", fontsize="small")
         return {"running_stats_estimators": estimators, "running_stats_poison": fig}

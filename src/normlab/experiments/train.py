@@ -33,6 +33,9 @@ class NumpyTrainer:
         self.opt.step()
         return loss
 
+    def set_lr(self, lr: float) -> None:
+        self.opt.lr = lr
+
     def forward_eval(self, x: np.ndarray, tap: int | None = None):
         """(logits, input of layer ``tap`` or None) in eval mode (running statistics)."""
         self.model.eval()
@@ -74,6 +77,10 @@ class TorchTrainer:
         loss.backward()
         self.opt.step()
         return loss.item()
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
 
     def forward_eval(self, x: np.ndarray, tap: int | None = None):
         torch = self.torch

@@ -24,8 +24,11 @@ import numpy as np
 
 from .. import nn
 from ..data import Dataset
-from .base import Experiment, Run, RunContext, Summary, derive_seed, scaled
+from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from .evidence import Criterion, Published
+from .holdout import parts
 from .models import Spec, build_numpy, build_torch, mlp_spec
+from .plots import BAND_NOTE, band
 from .train import NumpyTrainer, TorchTrainer, epoch_batch, evaluate
 
 STEPS = 2000
@@ -38,12 +41,15 @@ REESTIMATE_BATCHES = 400           # (b): batches fed to a freshly reset estimat
 CONTRAST, BRIGHTNESS = 0.5, 0.3    # (c): x -> CONTRAST * x + BRIGHTNESS
 RECAL_BATCHES = (1, 5, 20, 100)    # (c): recalibration lengths
 
-# Verdict rules (fixed before any run):
-SMALL_BATCH_DROP = 0.05   # (a) training-mode accuracy at batch 2 is >= 5 points below eval mode
-LARGE_BATCH_SLACK = 0.02  # (a) ... and within 2 points of it at the largest batch
-CLOSE = 0.01              # (b) "close to final": within 1 point of the exact-statistics accuracy
-SHIFT_HURTS = 0.05        # (c) stale statistics cost >= 5 points on the shifted data
-RECOVERED = 0.01          # (c) recalibration ends within 1 point of the unshifted accuracy
+CLOSE = 0.01              # (b) "right": within 1 point of the exact-statistics accuracy
+
+SMALL_DROP = "(a) eval accuracy - training-mode accuracy, smallest batch"
+LARGE_GAP = "(a) |eval accuracy - training-mode accuracy|, largest batch"
+EVAL_DEPENDENCE = "(a) eval mode: max |logit difference|, one example vs the whole batch"
+SLOW_MOMENTUM = "(b) batches needed, momentum 0.01 / momentum 0.1"
+CUMULATIVE = "(b) batches needed, momentum 0.1 / cumulative (momentum=None)"
+SHIFT_COST = "(c) clean accuracy - shifted accuracy with stale statistics"
+RECAL_LEFT = "(c) clean accuracy - shifted accuracy after recalibration"
 
 
 def he_trainer(engine: str, spec: Spec, rng: np.random.Generator, lr: float):
@@ -132,6 +138,32 @@ class TrainEval(Experiment):
              "After an input shift the running statistics are stale; recalibrating them (no "
              "weight change) restores accuracy.")
     quick_scale = 0.25
+    criteria = (
+        Criterion("(a) small batches degrade in training mode", SMALL_DROP, 0.05),
+        Criterion("(a) the largest batch matches eval mode", LARGE_GAP, 0.02, "<="),
+        Criterion("(a) eval mode does not depend on the batch", EVAL_DEPENDENCE, 1e-3, "<="),
+        Criterion("(b) a smaller momentum needs more batches", SLOW_MOMENTUM, 2.0, log=True),
+        Criterion("(b) the cumulative average is at least as fast", CUMULATIVE, 1.0, log=True),
+        Criterion("(c) the shift makes the statistics stale", SHIFT_COST, 0.05,
+                  precondition=True),
+        Criterion("(c) recalibration restores the accuracy", RECAL_LEFT, 0.01, "<="),
+    )
+    published = (
+        Published("Ioffe & Szegedy 2015", "sec. 3.1, Alg. 2",
+                  "inference uses population statistics, so the output is a deterministic "
+                  "function of the input", "qualitative (an algorithm)",
+                  "Inception on ImageNet", EVAL_DEPENDENCE, qualitative=True),
+        Published("PyTorch BatchNorm documentation", "momentum",
+                  "running estimates: running = (1 - momentum) running + momentum batch; "
+                  "momentum=None is a cumulative average", "qualitative (semantics)", "-",
+                  SLOW_MOMENTUM, qualitative=True),
+    )
+    definitions = (f"(a) on the test set, training mode normalises each batch with its own "
+                   f"statistics (running statistics restored afterwards). (b) 'batches needed' "
+                   f"= first count on a log grid at which eval accuracy is within {CLOSE} of the "
+                   f"accuracy with exact statistics (a cumulative average over one epoch); a "
+                   f"momentum that never gets there counts as 2x the grid's end. (c) the "
+                   f"recalibration is the longest one ({RECAL_BATCHES[-1]} batches).")
 
     def setup(self, data: Dataset, scale: float) -> str:
         steps = scaled(STEPS, scale, 50)
@@ -168,7 +200,7 @@ class TrainEval(Experiment):
         trainer = he_trainer(ctx.engine, mlp_spec(cfg["sizes"], "relu", True), ctx.rng("init"),
                              cfg["lr"])
         stream = derive_seed(ctx.seed, self.name, "batches")
-        x, y = ctx.data.flat("train")
+        x, y = parts(ctx.data).train.flat()
         losses = []
         for step in range(cfg["steps"]):
             idx = epoch_batch(stream, len(x), cfg["batch"], step)
@@ -185,7 +217,7 @@ class TrainEval(Experiment):
         return out
 
     def _batch_size(self, ctx: RunContext, cfg: dict, trainer) -> dict:
-        x, y = ctx.data.flat("test")
+        x, y = parts(ctx.data).test.flat()
         train_acc, eval_acc, errors = [], [], {}
         for b in cfg["batch_sizes"]:
             n = len(x) // b * b
@@ -205,8 +237,8 @@ class TrainEval(Experiment):
                 "eval_batch_dependence": float(np.abs(together - alone).max())}
 
     def _momentum(self, ctx: RunContext, cfg: dict, trainer) -> dict:
-        x_tr, _ = ctx.data.flat("train")
-        x_te, y_te = ctx.data.flat("test")
+        p = parts(ctx.data)
+        (x_tr, _), (x_te, y_te) = p.train.flat(), p.test.flat()
         stream = derive_seed(ctx.seed, self.name, "reestimate")
         n_epoch = max(1, len(x_tr) // cfg["batch"])
         recalibrate(trainer, (x_tr[epoch_batch(stream, len(x_tr), cfg["batch"], s)]
@@ -230,8 +262,8 @@ class TrainEval(Experiment):
         return {"grid": grid, "reference_acc": reference, "acc": curves}
 
     def _shift(self, ctx: RunContext, cfg: dict, trainer) -> dict:
-        x_tr, _ = ctx.data.flat("train")
-        x_te, y_te = ctx.data.flat("test")
+        p = parts(ctx.data)
+        (x_tr, _), (x_te, y_te) = p.train.flat(), p.test.flat()
 
         def shift(x):
             return (cfg["contrast"] * x + cfg["brightness"]).astype(np.float32)
@@ -249,109 +281,81 @@ class TrainEval(Experiment):
         return {"clean_acc": clean, "stale_acc": stale, "recal_batches": cfg["recal"],
                 "recal_acc": recal}
 
-    def summarize(self, runs: list[Run], metrics: dict[str, dict]) -> Summary:
+    def statistics(self, runs: list[Run], metrics: Metrics) -> dict[str, float]:
         a, b, c = metrics["batch-size"], metrics["momentum"], metrics["shift"]
-        # (a)
         pairs = [(bs, t) for bs, t in zip(a["batch_sizes"], a["train_mode_acc"], strict=True)
                  if t is not None]
         eval_acc = a["eval_acc_full"]
-        smallest, largest = pairs[0], pairs[-1]
-        drop_small = eval_acc - smallest[1]
-        gap_large = abs(eval_acc - largest[1])
-        va = ("holds" if drop_small >= SMALL_BATCH_DROP and gap_large <= LARGE_BATCH_SLACK
-              and a["eval_batch_dependence"] < 1e-3 else
-              "does not hold" if drop_small < CLOSE or a["eval_batch_dependence"] >= 1e-3 else
-              "inconclusive")
-        # (b)
         grid, ref = b["grid"], b["reference_acc"]
 
-        def needed(acc):
-            hit = [k for k, v in zip(grid, acc, strict=True) if v >= ref - CLOSE]
-            return hit[0] if hit else None
+        def needed(m):
+            hit = [k for k, v in zip(grid, b["acc"][m], strict=True) if v >= ref - CLOSE]
+            return hit[0] if hit else 2 * grid[-1]
 
-        need = {m: needed(v) for m, v in b["acc"].items()}
-
-        def n(m):
-            return need[m] if need[m] is not None else float("inf")
-
-        vb = ("holds" if n("0.01") > n("0.1") >= n("0.5") and n("None") <= n("0.1") else
-              "does not hold" if n("0.01") <= n("0.1") else "inconclusive")
-        # (c)
-        drop = c["clean_acc"] - c["stale_acc"]
-        recovered = c["recal_acc"][-1]
-        vc = ("inconclusive" if drop < SHIFT_HURTS else
-              "holds" if recovered >= c["clean_acc"] - RECOVERED else
-              "does not hold" if recovered - c["stale_acc"] < 0.5 * drop else "inconclusive")
-        parts = (va, vb, vc)
-        verdict = ("holds" if all(v == "holds" for v in parts) else
-                   "does not hold" if "does not hold" in parts else "inconclusive")
-        measured = {
-            "eval-mode test accuracy": round(eval_acc, 4),
-            "training mode, batch 1": a["errors"].get("1", "ran")[:90],
-            f"training-mode accuracy, batch {smallest[0]}": round(smallest[1], 4),
-            f"training-mode accuracy, batch {largest[0]}": round(largest[1], 4),
-            "eval mode: max |logit diff| batch 1 vs all": f"{a['eval_batch_dependence']:.2e}",
-            "exact-statistics accuracy (b reference)": round(ref, 4),
-            **{f"batches to within {CLOSE} of it, momentum {m}":
-               (k if k is not None else f"> {grid[-1]}") for m, k in need.items()},
-            "clean test accuracy (c)": round(c["clean_acc"], 4),
-            "shifted inputs, stale statistics": round(c["stale_acc"], 4),
-            **{f"shifted, recalibrated on {k} batches": round(v, 4)
-               for k, v in zip(c["recal_batches"], c["recal_acc"], strict=True)},
+        return {
+            SMALL_DROP: eval_acc - pairs[0][1],
+            LARGE_GAP: abs(eval_acc - pairs[-1][1]),
+            EVAL_DEPENDENCE: a["eval_batch_dependence"],
+            SLOW_MOMENTUM: needed("0.01") / needed("0.1"),
+            CUMULATIVE: needed("0.1") / needed("None"),
+            SHIFT_COST: c["clean_acc"] - c["stale_acc"],
+            RECAL_LEFT: c["clean_acc"] - c["recal_acc"][-1],
+            "eval-mode test accuracy": eval_acc,
+            **{f"(b) batches needed, momentum {m}": needed(m) for m in b["acc"]},
         }
-        reason = (f"(a) batch {smallest[0]} is {drop_small:.3f} below eval mode, batch "
-                  f"{largest[0]} within {gap_large:.3f} -> {va}; (b) batches needed "
-                  f"{ {m: need[m] for m in need} } -> {vb}; (c) shift costs {drop:.3f}, "
-                  f"recalibration reaches {recovered:.4f} vs clean {c['clean_acc']:.4f} -> {vc}")
-        thresholds = (f"(a) holds if training-mode accuracy at the smallest possible batch is "
-                      f">= {SMALL_BATCH_DROP} below eval mode, within {LARGE_BATCH_SLACK} of it "
-                      f"at the largest batch, and eval-mode logits do not depend on the batch "
-                      f"(< 1e-3); does not hold if the small-batch drop < {CLOSE} or eval mode "
-                      f"depends on the batch. (b) 'needed' = first batch count at which eval "
-                      f"accuracy is within {CLOSE} of the exact-statistics accuracy; holds if "
-                      f"needed(0.01) > needed(0.1) >= needed(0.5) and needed(None) <= "
-                      f"needed(0.1); does not hold if needed(0.01) <= needed(0.1). (c) "
-                      f"inconclusive if the shift costs < {SHIFT_HURTS}; holds if recalibration "
-                      f"on {RECAL_BATCHES[-1]} batches ends within {RECOVERED} of the clean "
-                      f"accuracy; does not hold if it recovers < half of the drop. Overall: all "
-                      f"hold -> holds; any fails -> does not hold; else inconclusive.")
+
+    def rows(self, runs: list[Run], metrics: Metrics) -> list[dict]:
+        a, b, c = metrics["batch-size"], metrics["momentum"], metrics["shift"]
         rows = ([{"part": "a", "x": bs, "train_mode_acc": t, "eval_mode_acc": e}
                  for bs, t, e in zip(a["batch_sizes"], a["train_mode_acc"], a["eval_mode_acc"],
                                      strict=True)]
                 + [{"part": "b", "x": k, "momentum": m, "eval_acc": v[i]}
-                   for m, v in b["acc"].items() for i, k in enumerate(grid)]
+                   for m, v in b["acc"].items() for i, k in enumerate(b["grid"])]
                 + [{"part": "c", "x": k, "eval_acc": v}
                    for k, v in zip(c["recal_batches"], c["recal_acc"], strict=True)])
-        rows = [{k: r.get(k) for k in ("part", "x", "momentum", "train_mode_acc",
+        return [{k: r.get(k) for k in ("part", "x", "momentum", "train_mode_acc",
                                         "eval_mode_acc", "eval_acc")} for r in rows]
-        return Summary(measured, verdict, reason, thresholds, rows)
 
-    def figures(self, runs: list[Run], metrics: dict[str, dict], summary: Summary) -> dict:
+    def describe(self, runs: list[Run], by_seed) -> dict:
+        errors = {e for m in by_seed.values() for e in m["batch-size"]["errors"].values()}
+        return {"(a) training mode, batch 1": "; ".join(sorted(errors))[:120] or "ran"}
+
+    def figures(self, runs, by_seed, summary) -> dict:
         import matplotlib.pyplot as plt
 
-        a, b, c = metrics["batch-size"], metrics["momentum"], metrics["shift"]
+        seeds = sorted(by_seed)
+        a0, b0, c0 = (by_seed[seeds[0]][k] for k in ("batch-size", "momentum", "shift"))
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
         ax = axes[0]
-        bs = [s for s, t in zip(a["batch_sizes"], a["train_mode_acc"], strict=True)
-              if t is not None]
-        ax.semilogx(bs, [t for t in a["train_mode_acc"] if t is not None], "o-",
-                    base=2, label="training mode (batch stats)")
-        ax.axhline(a["eval_acc_full"], color="tab:green", label="eval mode (any batch)")
+        ok = [i for i, t in enumerate(a0["train_mode_acc"]) if t is not None]
+        band(ax, [a0["batch_sizes"][i] for i in ok],
+             [[by_seed[s]["batch-size"]["train_mode_acc"][i] for i in ok] for s in seeds], "o-",
+             "training mode (batch stats)")
+        ax.set_xscale("log", base=2)
+        ax.axhline(np.mean([by_seed[s]["batch-size"]["eval_acc_full"] for s in seeds]),
+                   color="tab:green", label="eval mode (any batch)")
         ax.set(xlabel="test batch size", ylabel="test accuracy", ylim=(0, 1),
                title="(a) train() vs eval() at inference")
         ax.legend(loc="lower right", fontsize="small")
         ax = axes[1]
-        for m, acc in b["acc"].items():
-            ax.semilogx(b["grid"], acc, "o-", ms=3, label=f"momentum {m}")
-        ax.axhline(b["reference_acc"], color="black", ls=":", label="exact statistics")
+        for m in b0["acc"]:
+            band(ax, b0["grid"], [by_seed[s]["momentum"]["acc"][m] for s in seeds], "o-",
+                 f"momentum {m}", ms=3)
+        ax.set_xscale("log")
+        ax.axhline(np.mean([by_seed[s]["momentum"]["reference_acc"] for s in seeds]),
+                   color="black", ls=":", label="exact statistics")
         ax.set(xlabel="batches seen by the reset estimator", ylabel="eval accuracy",
                ylim=(0, 1), title="(b) running-average momentum")
         ax.legend(loc="lower right", fontsize="small")
         ax = axes[2]
-        labels = ["clean", "shifted,\nstale"] + [f"recal.\n{k}" for k in c["recal_batches"]]
-        values = [c["clean_acc"], c["stale_acc"], *c["recal_acc"]]
-        ax.bar(range(len(values)), values,
-               color=["tab:green", "tab:red"] + ["tab:blue"] * len(c["recal_acc"]))
-        ax.set_xticks(range(len(values)), labels, fontsize="small")
+        labels = ["clean", "shifted,\nstale"] + [f"recal.\n{k}" for k in c0["recal_batches"]]
+        values = np.array([[by_seed[s]["shift"]["clean_acc"], by_seed[s]["shift"]["stale_acc"],
+                            *by_seed[s]["shift"]["recal_acc"]] for s in seeds])
+        ax.bar(range(len(labels)), values.mean(axis=0),
+               yerr=[values.mean(axis=0) - values.min(axis=0),
+                     values.max(axis=0) - values.mean(axis=0)],
+               color=["tab:green", "tab:red"] + ["tab:blue"] * len(c0["recal_acc"]))
+        ax.set_xticks(range(len(labels)), labels, fontsize="small")
         ax.set(ylabel="test accuracy", ylim=(0, 1), title="(c) stale statistics, recalibration")
+        fig.suptitle(BAND_NOTE + "; bars: mean, whiskers min-max", fontsize="small")
         return {"train_eval": fig}

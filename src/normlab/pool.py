@@ -1,0 +1,141 @@
+"""Running the units of a reproduction: in this process, or in ``--jobs`` worker processes.
+
+Units are independent (each one is a pure function of its config and seed, and checkpoints
+itself), so they can run in any order on any number of processes. Workers are started with
+``spawn`` (numba's and OpenMP's thread pools do not survive ``fork``) with one BLAS / numba /
+torch thread each: the models are small, and two workers on two cores beat one worker with two
+threads. Progress and warnings travel back to this process through a queue, where
+:class:`Events` (the CLI's progress bars) sees them exactly as in a sequential run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_mod
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+
+from .data import Dataset
+from .reproduce import Options, Unit, run_unit
+
+ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+class Events:
+    """Callbacks of a reproduction in progress; the default does nothing."""
+
+    def start(self, units: list[Unit]) -> None: ...
+
+    def unit_started(self, unit: Unit) -> None: ...
+
+    def unit_progress(self, unit: Unit, done: int, total: int) -> None: ...
+
+    def unit_finished(self, unit: Unit, seconds: float) -> None: ...
+
+
+Done = dict[tuple[str, int, str], tuple[dict, float]]   # (experiment, seed, run) -> (metrics, s)
+
+
+def run_units(units: list[Unit], opts: Options, data: Dataset, events: Events,
+              warn: Callable[[str], None]) -> Done:
+    """Run every unit (``opts.jobs`` processes); returns their metrics and seconds."""
+    events.start(units)
+    if opts.jobs <= 1 or len(units) <= 1:
+        return _sequential(units, opts, data, events, warn)
+    return _parallel(units, opts, data, events, warn)
+
+
+def _sequential(units, opts, data, events, warn) -> Done:
+    done = {}
+    for unit in units:
+        events.unit_started(unit)
+        t0 = time.perf_counter()
+        metrics = run_unit(unit, data, opts,
+                           progress=lambda d, t, u=unit: events.unit_progress(u, d, t),
+                           warn=warn)
+        seconds = time.perf_counter() - t0
+        events.unit_finished(unit, seconds)
+        done[unit.id] = (metrics, seconds)
+    return done
+
+
+@contextmanager
+def _one_thread_children() -> Iterator[None]:
+    """Environment inherited by the spawned workers: one thread per library, unless the user
+    set a count."""
+    added = [k for k in ONE_THREAD if k not in os.environ]
+    for k in added:
+        os.environ[k] = "1"
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(data: Dataset, messages, engine: str) -> None:
+    _WORKER.update(data=data, messages=messages)
+    if engine == "torch":
+        import torch
+
+        if "OMP_NUM_THREADS" not in os.environ or os.environ["OMP_NUM_THREADS"] == "1":
+            torch.set_num_threads(1)
+
+
+def _work(index: int, unit: Unit, opts: Options) -> tuple[int, dict, float]:
+    messages = _WORKER["messages"]
+    messages.put(("start", index))
+    t0 = time.perf_counter()
+    metrics = run_unit(unit, _WORKER["data"], opts,
+                       progress=lambda d, t: messages.put(("progress", index, d, t)),
+                       warn=lambda m: messages.put(("warn", m)))
+    return index, metrics, time.perf_counter() - t0
+
+
+def _parallel(units, opts, data, events, warn) -> Done:
+    ctx = multiprocessing.get_context("spawn")
+    messages = ctx.Queue()
+    done = {}
+    with _one_thread_children():
+        pool = ProcessPoolExecutor(max_workers=min(opts.jobs, len(units)), mp_context=ctx,
+                                   initializer=_init_worker,
+                                   initargs=(data, messages, opts.engine))
+        pending = {pool.submit(_work, i, u, opts) for i, u in enumerate(units)}
+    try:
+        while pending:
+            finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            _drain(messages, units, events, warn)
+            for fut in finished:
+                i, metrics, seconds = fut.result()
+                unit = units[i]
+                events.unit_finished(unit, seconds)
+                done[unit.id] = (metrics, seconds)
+        _drain(messages, units, events, warn)
+    except BaseException:
+        # Ctrl-C or a failed unit: stop now; finished units are checkpointed, the rest resume.
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return done
+
+
+def _drain(messages, units, events, warn) -> None:
+    while True:
+        try:
+            msg = messages.get_nowait()
+        except queue_mod.Empty:
+            return
+        if msg[0] == "start":
+            events.unit_started(units[msg[1]])
+        elif msg[0] == "progress":
+            events.unit_progress(units[msg[1]], msg[2], msg[3])
+        else:
+            warn(msg[1])
