@@ -20,8 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Dataset
-from .evidence import COMBINATION_RULE, METHOD, VERDICTS, Criterion, Interval, Judged, \
-    Published, combine, interval
+from .evidence import (
+    COMBINATION_RULE,
+    METHOD,
+    VERDICTS,
+    Criterion,
+    Interval,
+    Judged,
+    Published,
+    combine,
+    interval,
+)
 from .store import CorruptCheckpoint, read_checkpoint, write_checkpoint
 
 Metrics = dict[str, dict]            # run key -> that run's metrics, for one seed

@@ -2,8 +2,10 @@
 
 ``get_norm(name, channels, spatial)`` is a timm-style registry (``layers/create_norm.py``) so the
 experiments swap "batch" | "group" | "layer" | "instance" | "renorm" | "activation" | "none"
-without copying model code. The spec layers defined here ("conv", "norm", "maxpool", "flatten")
-plug into :func:`normlab.experiments.models.build_numpy` / ``build_torch``; the torch twins have
+without copying model code; ``virtual`` (a group size) makes "batch" and "renorm" normalise
+each group of that many images on its own (ghost BN: the GN paper's per-GPU statistics with
+the gradient over the whole batch). The spec layers defined here ("conv", "norm", "norm1d",
+"maxpool", "flatten") plug into :func:`normlab.experiments.models.build_numpy` / ``build_torch``; the torch twins have
 the same state-dict keys, so the weights drawn for the NumPy model load into torch unchanged.
 """
 
@@ -15,7 +17,7 @@ from .. import nn
 from ..functional.renorm import RenormSchedule
 
 NORMS = ("batch", "group", "layer", "instance", "renorm", "activation", "none")
-KINDS = ("conv", "norm", "maxpool", "flatten")
+KINDS = ("conv", "norm", "norm1d", "maxpool", "flatten")
 CHANNELS = (16, 32)
 CHANNELS_PER_GROUP = 4
 
@@ -30,26 +32,38 @@ def group_count(channels: int) -> int:
 
 
 def cnn_spec(image_shape: tuple[int, int], n_classes: int, norm: str,
-             channels: tuple[int, ...] = CHANNELS, schedule: tuple | None = None) -> tuple:
-    """[conv3x3(pad 1) -> norm -> ReLU -> maxpool2] per entry of ``channels``, then Linear.
+             channels: tuple[int, ...] = CHANNELS, schedule: tuple | None = None,
+             hidden: int | None = None, virtual: int | None = None) -> tuple:
+    """[conv3x3(pad 1) -> norm -> ReLU -> maxpool2] per entry of ``channels``, then
+    [Linear -> norm -> ReLU] to ``hidden`` units if given, then Linear.
 
     3x3 convolutions with padding 1 and 2x2 pooling work for 8x8 digits (8 -> 4 -> 2) and
     MNIST pooled to 14x14 (14 -> 7 -> 3); ``image_shape`` is the (pooled) input size.
-    ``schedule`` = (r_max, d_max, warmup, r_max_at, d_max_at) for "renorm". The convolutions
-    keep their bias even before a norm, so "none" differs from the normalised nets only by the
-    norm layers.
+    ``schedule`` = (r_max, d_max, warmup, r_max_at, d_max_at) for "renorm"; ``virtual`` = the
+    group size of ghost "batch"/"renorm" normalisation (None: the whole batch). The
+    convolutions keep their bias even before a norm, so "none" differs from the normalised nets
+    only by the norm layers.
     """
     if norm not in NORMS:
         raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
     h, w = image_shape
     c_in, layers = 1, []
+    sched = tuple(schedule) if schedule else None
     for c in channels:
         layers.append(("conv", c_in, c, 3, 1))
         if norm != "none":
-            layers.append(("norm", norm, c, h, w, tuple(schedule) if schedule else None))
+            layers.append(("norm", norm, c, h, w, sched, virtual))
         layers += [("relu",), ("maxpool", 2)]
         c_in, h, w = c, h // 2, w // 2
-    layers += [("flatten",), ("linear", c_in * h * w, n_classes)]
+    layers.append(("flatten",))
+    features = c_in * h * w
+    if hidden:
+        layers.append(("linear", features, hidden))
+        if norm not in ("none", "instance"):   # one value per channel: nothing to normalise
+            layers.append(("norm1d", norm, hidden, sched, virtual))
+        layers.append(("relu",))
+        features = hidden
+    layers.append(("linear", features, n_classes))
     return tuple(layers)
 
 
@@ -57,9 +71,11 @@ def norm_param_count(spec: tuple) -> int:
     """Trainable parameters of the norm layers (gamma and beta) in ``spec``."""
     total = 0
     for layer in spec:
-        if layer[0] == "norm" and layer[1] != "none":
-            _, name, c, h, w, _ = layer
+        if layer[0] == "norm":
+            name, c, h, w = layer[1:5]
             total += 2 * (c * h * w if name == "activation" else c)
+        elif layer[0] == "norm1d":
+            total += 2 * layer[2]
     return total
 
 
@@ -83,28 +99,33 @@ class ActivationBatchNorm(nn.BatchNorm1d):
         return super().backward(dy.reshape(len(dy), -1)).reshape(self._in_shape)
 
 
-def get_norm(name: str, channels: int, spatial: tuple[int, int] = (1, 1),
-             schedule: tuple | None = None, engine: str = "numpy"):
-    """The norm layer ``name`` for ``channels`` feature maps of size ``spatial`` on ``engine``.
+def get_norm(name: str, channels: int, spatial: tuple[int, int] | None = (1, 1),
+             schedule: tuple | None = None, engine: str = "numpy", virtual: int | None = None):
+    """The norm layer ``name`` for ``channels`` feature maps of size ``spatial`` on ``engine``
+    (``spatial=None``: a (N, C) feature vector).
 
     "layer" is GroupNorm with one group (LayerNorm over (C, H, W) with per-channel gamma and
     beta, as the GN paper compares it); "instance" is InstanceNorm2d with affine parameters.
     """
     if engine == "torch":
-        return _torch_norm(name, channels, spatial, schedule)
+        return _torch_norm(name, channels, spatial, schedule, virtual)
+    flat = spatial is None
     if name == "batch":
-        return nn.BatchNorm2d(channels)
+        return (nn.BatchNorm1d if flat else nn.BatchNorm2d)(channels, virtual_batch_size=virtual)
     if name == "group":
         return nn.GroupNorm(group_count(channels), channels)
     if name == "layer":
         return nn.GroupNorm(1, channels)
-    if name == "instance":
+    if name == "instance" and not flat:
         return nn.InstanceNorm2d(channels, affine=True)
     if name == "renorm":
-        return nn.BatchRenorm2d(channels, schedule=_schedule(schedule))
-    if name == "activation":
+        return (nn.BatchRenorm1d if flat else nn.BatchRenorm2d)(
+            channels, schedule=_schedule(schedule), virtual_batch_size=virtual)
+    if name == "activation" and not flat:
         return ActivationBatchNorm(channels, *spatial)
-    raise ValueError(f"norm: expected one of {NORMS[:-1]}, got {name!r}")
+    raise ValueError(f"norm: expected one of {NORMS[:-1]}"
+                     f"{' (instance/activation need feature maps)' if flat else ''}, "
+                     f"got {name!r}")
 
 
 def _schedule(schedule: tuple | None) -> RenormSchedule | None:
@@ -115,22 +136,26 @@ def _schedule(schedule: tuple | None) -> RenormSchedule | None:
                           d_max_at=int(d_at))
 
 
-def _torch_norm(name: str, channels: int, spatial: tuple[int, int], schedule):
+def _torch_norm(name: str, channels: int, spatial: tuple[int, int] | None, schedule, virtual):
     import torch
 
+    from .. import torch as nt
+
+    flat = spatial is None
+    if name == "batch" and virtual:
+        return (nt.GhostBatchNorm1d if flat else nt.GhostBatchNorm2d)(channels, virtual)
     if name == "batch":
-        return torch.nn.BatchNorm2d(channels)
+        return (torch.nn.BatchNorm1d if flat else torch.nn.BatchNorm2d)(channels)
     if name == "group":
         return torch.nn.GroupNorm(group_count(channels), channels)
     if name == "layer":
         return torch.nn.GroupNorm(1, channels)
-    if name == "instance":
+    if name == "instance" and not flat:
         return torch.nn.InstanceNorm2d(channels, affine=True)
     if name == "renorm":
-        from ..torch import BatchRenorm2d
-
-        return BatchRenorm2d(channels, schedule=_schedule(schedule))
-    if name == "activation":
+        return (nt.BatchRenorm1d if flat else nt.BatchRenorm2d)(
+            channels, schedule=_schedule(schedule), virtual_batch_size=virtual)
+    if name == "activation" and not flat:
         return _torch_activation_bn()(channels * spatial[0] * spatial[1])
     raise ValueError(f"norm: expected one of {NORMS[:-1]}, got {name!r}")
 
@@ -162,8 +187,11 @@ def numpy_layer(layer: tuple, rng: np.random.Generator):
         conv.bias.data[...] = 0
         return conv
     if kind == "norm":
-        _, name, c, h, w, schedule = layer
-        return get_norm(name, c, (h, w), schedule)
+        _, name, c, h, w, schedule, virtual = layer
+        return get_norm(name, c, (h, w), schedule, virtual=virtual)
+    if kind == "norm1d":
+        _, name, c, schedule, virtual = layer
+        return get_norm(name, c, None, schedule, virtual=virtual)
     if kind == "maxpool":
         return nn.MaxPool2d(layer[1])
     if kind == "flatten":
@@ -179,8 +207,11 @@ def torch_layer(layer: tuple):
         _, c_in, c_out, k, pad = layer
         return torch.nn.Conv2d(c_in, c_out, k, padding=pad)
     if kind == "norm":
-        _, name, c, h, w, schedule = layer
-        return get_norm(name, c, (h, w), schedule, engine="torch")
+        _, name, c, h, w, schedule, virtual = layer
+        return get_norm(name, c, (h, w), schedule, engine="torch", virtual=virtual)
+    if kind == "norm1d":
+        _, name, c, schedule, virtual = layer
+        return get_norm(name, c, None, schedule, engine="torch", virtual=virtual)
     if kind == "maxpool":
         return torch.nn.MaxPool2d(layer[1])
     if kind == "flatten":

@@ -9,6 +9,7 @@ its train/test split, not of an experiment or a seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from ..data import Dataset

@@ -6,6 +6,10 @@ running statistics) are batch norm's, so state dicts move to and from ``torch.nn
 ``normlab.torch.BatchRenorm*d`` unchanged. Only the training step differs: the output is
 corrected by the clipped r, d of :mod:`normlab.functional.renorm`, formed from the running
 statistics *before* this batch updates them; r and d are constants of the backward.
+
+``virtual_batch_size`` renormalises each virtual batch on its own (the small-minibatch setting
+of Ioffe 2017, sec. 4.1, with the gradient over the whole batch), every one against the same
+running statistics, which then take one ghost-BN update (:mod:`normlab.functional.ghost`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..functional.ghost import GhostCache, virtual_splits
 from ..functional.renorm import RenormCache, RenormSchedule
 from .norm import _BatchNorm, _eval_backward, _EvalCache
 
@@ -27,7 +32,8 @@ class _BatchRenorm(_BatchNorm):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, schedule: RenormSchedule | None = None,
-                 r_max: float | None = None, d_max: float | None = None, *, dtype=np.float32):
+                 r_max: float | None = None, d_max: float | None = None, *, dtype=np.float32,
+                 virtual_batch_size: int | None = None):
         if schedule is not None and (r_max is not None or d_max is not None):
             raise ValueError("schedule: expected either a schedule or fixed r_max/d_max, "
                              f"got schedule={schedule!r}, r_max={r_max!r}, d_max={d_max!r}")
@@ -37,7 +43,8 @@ class _BatchRenorm(_BatchNorm):
         if r_max is not None or d_max is not None:
             schedule = RenormSchedule.constant(1.0 if r_max is None else r_max,
                                                0.0 if d_max is None else d_max)
-        super().__init__(num_features, eps, momentum, affine, True, dtype=dtype)
+        super().__init__(num_features, eps, momentum, affine, True, dtype=dtype,
+                         virtual_batch_size=virtual_batch_size)
         self.schedule = schedule or RenormSchedule()
 
     def limits(self) -> tuple[float, float]:
@@ -50,12 +57,21 @@ class _BatchRenorm(_BatchNorm):
         x = self._check_input(x, training=True)
         weight, bias = self._params()
         r_max, d_max = self.limits()
-        y, cache = F.batch_renorm_train(x, self.running_mean, self.running_var, weight, bias,
-                                        self.eps, r_max, d_max)
+        splits = virtual_splits(len(x), self.virtual_batch_size or len(x))
+        ys, caches = [], []
+        for start, stop in splits:
+            y, cache = F.batch_renorm_train(x[start:stop], self.running_mean, self.running_var,
+                                            weight, bias, self.eps, r_max, d_max)
+            ys.append(y)
+            caches.append(cache)
         # After r, d were formed from the old running statistics (Alg. 1, last lines).
-        self._update_running_stats(cache.bn)
-        self._cache = cache
-        return y
+        if len(caches) == 1:
+            self._update_running_stats(caches[0].bn)
+            self._cache = caches[0]
+            return ys[0]
+        self._update_running_stats(GhostCache(splits, [c.bn for c in caches], self.affine))
+        self._cache = (splits, caches)
+        return np.concatenate(ys, axis=0)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         cache = self._cache
@@ -63,6 +79,11 @@ class _BatchRenorm(_BatchNorm):
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         if isinstance(cache, RenormCache):
             dx, dweight, dbias = F.batch_renorm_backward(dy, cache)
+        elif isinstance(cache, tuple) and len(cache) == 2:   # virtual batches
+            grads = [F.batch_renorm_backward(dy[a:b], c) for (a, b), c in zip(*cache, strict=True)]
+            dx = np.concatenate([g[0] for g in grads], axis=0)
+            dweight = sum(g[1] for g in grads) if self.affine else None
+            dbias = sum(g[2] for g in grads) if self.affine else None
         elif isinstance(cache, _EvalCache):
             dx, dweight, dbias = _eval_backward(dy, cache)
         else:   # pragma: no cover - the forward only leaves the two caches above

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .._checks import check_positive_int
+from ..functional.ghost import virtual_splits
 from ..functional.renorm import RenormSchedule
 from ._common import check_batch, check_channels, reduce_dims, update_running_stats
 
@@ -22,12 +24,14 @@ class _BatchRenorm(_BatchNorm):
 
     ``schedule`` gives (r_max, d_max) as a function of ``num_batches_tracked`` (the number of
     training steps taken); the default is the paper's. Passing ``r_max``/``d_max`` fixes them.
+    ``virtual_batch_size`` renormalises each virtual batch against the same running statistics
+    and updates them once, from the count-weighted virtual-batch statistics (ghost BN's rule).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, schedule: RenormSchedule | None = None,
                  r_max: float | None = None, d_max: float | None = None,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, virtual_batch_size: int | None = None) -> None:
         if schedule is not None and (r_max is not None or d_max is not None):
             raise ValueError("schedule: expected either a schedule or fixed r_max/d_max, "
                              f"got schedule={schedule!r}, r_max={r_max!r}, d_max={d_max!r}")
@@ -35,6 +39,8 @@ class _BatchRenorm(_BatchNorm):
             schedule = RenormSchedule.constant(1.0 if r_max is None else r_max,
                                                0.0 if d_max is None else d_max)
         self.schedule = schedule or RenormSchedule()
+        self.virtual_batch_size = (None if virtual_batch_size is None else
+                                   check_positive_int("virtual_batch_size", virtual_batch_size))
         super().__init__(num_features, eps, momentum, affine, True, device, dtype)
 
     def limits(self) -> tuple[float, float]:
@@ -47,8 +53,26 @@ class _BatchRenorm(_BatchNorm):
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                                 False, 0.0, self.eps)
-        n = check_batch(x)
+        check_batch(x)
         r_max, d_max = self.limits()
+        splits = virtual_splits(x.shape[0], self.virtual_batch_size or x.shape[0])
+        ys, counts, means, unbiased = [], [], [], []
+        for a, b in splits:
+            y, n, mean, var = self._renorm(x[a:b], r_max, d_max)
+            ys.append(y)
+            counts.append(n)
+            means.append(mean)
+            unbiased.append(var * (n / (n - 1)))
+        with torch.no_grad():
+            w = torch.tensor(counts, dtype=means[0].dtype, device=means[0].device)
+            w = (w / w.sum())[:, None]
+            update_running_stats(self, (w * torch.stack(means)).sum(0),
+                                 (w * torch.stack(unbiased)).sum(0))
+        return ys[0] if len(ys) == 1 else torch.cat(ys, dim=0)
+
+    def _renorm(self, x: torch.Tensor, r_max: float, d_max: float):
+        """(y, values per channel, batch mean, biased batch var) of one (virtual) batch."""
+        n = check_batch(x, "input (virtual batch)" if self.virtual_batch_size else "input")
         with torch.no_grad():
             var, mean = torch.var_mean(x, dim=reduce_dims(x), correction=0)
             sigma = (self.running_var + self.eps).sqrt()
@@ -58,11 +82,11 @@ class _BatchRenorm(_BatchNorm):
         shift = gamma * d if self.bias is None else gamma * d + self.bias
         y = F.batch_norm(x, None, None, gamma * r.to(x.dtype), shift.to(x.dtype), True, 0.0,
                          self.eps)
-        update_running_stats(self, mean, var * (n / (n - 1)))
-        return y
+        return y, n, mean, var
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", schedule={self.schedule}"
+        vbs = f", virtual_batch_size={self.virtual_batch_size}" if self.virtual_batch_size else ""
+        return super().extra_repr() + f", schedule={self.schedule}{vbs}"
 
 
 class BatchRenorm1d(_BatchRenorm):
