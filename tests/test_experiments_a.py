@@ -16,7 +16,9 @@ from normlab import data, nn
 from normlab.experiments import get
 from normlab.experiments.base import Run, RunContext
 from normlab.experiments.cnn import NORMS, ActivationBatchNorm, cnn_spec, get_norm
+from normlab.experiments.holdout import parts
 from normlab.experiments.models import build_numpy, build_torch
+from tests.pipeline import seed_metrics, verdict
 
 NAMES = ["learning-rate", "batch-size", "conv-bn"]
 
@@ -37,8 +39,8 @@ def pipeline(tmp_path_factory):
     env = {**os.environ, "NORMLAB_KERNELS": "numpy", "NORMLAB_CI_SCALE": "0.02",
            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "normlab.cli", "reproduce", *NAMES, "--quick",
-                           "--data", "digits", "--out", str(out)], capture_output=True,
-                          text=True, env=env, timeout=300)
+                           "--data", "digits", "--out", str(out), "--seeds", "2"],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return out, json.loads((out / "results.json").read_text())
 
@@ -52,44 +54,59 @@ def test_runs_end_to_end_with_verdict_and_figures(pipeline, name):
     assert e["figures"]
     for fig in e["figures"]:
         assert (out / fig).read_bytes()[:4] == b"\x89PNG"
+    assert e["seeds"] == [0, 1] and e["published"]
+    for c in e["criteria"]:   # every verdict reads a statistic with an interval over 2 seeds
+        iv = e["intervals"][c["statistic"]]
+        assert len(iv["per_seed"]) == 2 and c["verdict"] in ("holds", "does not hold",
+                                                             "inconclusive")
+        assert iv["ci95"][0] <= iv["mean"] <= iv["ci95"][1] or iv["mean"] is None
     rows = (out / name / "metrics.csv").read_text().splitlines()
-    assert len(rows) > 1
+    assert len(rows) > 1 and rows[0].startswith("seed,")
     for run in e["runs"].values():
-        for a in run["metrics"].get("test_acc", []):
-            assert 0 <= a <= 1
+        for m in run["metrics"].values():
+            assert all(0 <= a <= 1 for a in m.get("val_acc", []))
+            assert 0 <= m.get("test_acc", 0) <= 1
 
 
-def test_batch_size_runs_see_equal_samples(pipeline):
+def test_batch_size_design(pipeline):
+    """One optimizer batch for every run; BN and Renorm statistics over groups of it; the
+    per-image norms trained once; everything on the same cosine-decayed schedule."""
     runs = pipeline[1]["experiments"]["batch-size"]["runs"]
-    seen = {r["config"]["batch"] * r["config"]["steps"] for r in runs.values()}
-    assert len(seen) == 1
-    lr = {r["config"]["batch"]: r["config"]["lr"] for r in runs.values()}
-    assert lr[64] == pytest.approx(32 * lr[2])   # linear scaling
-    renorm = runs["renorm-b2"]["config"]["schedule"]
+    assert {r["config"]["batch"] for r in runs.values()} == {32}
+    assert len({r["config"]["steps"] for r in runs.values()}) == 1
+    assert {k for k in runs if "-g" not in k} == {"group", "layer", "instance", "none"}
+    assert [runs[f"batch-g{g}"]["config"]["group"] for g in (2, 4, 8, 16, 32)] == \
+        [2, 4, 8, 16, None]
+    renorm = runs["renorm-g2"]["config"]["schedule"]
     assert renorm[0] == 3.0 and renorm[1] == 5.0 and renorm[2] < renorm[4] < renorm[3]
 
 
 def _bs_metrics(err: dict) -> dict:
-    return {f"{m}-b{b}": {"test_acc": [0.1, 1 - e]} for m, by in err.items()
-            for b, e in by.items()}
+    """Metrics of every batch-size run from test errors: {method: {group: error}}."""
+    out = {}
+    for m, by in err.items():
+        for g, e in by.items():
+            out[f"{m}-g{g}" if m in ("batch", "renorm") else m] = {"test_acc": 1 - e,
+                                                                    "val_acc": [1 - e]}
+    return out
 
 
 def test_batch_size_verdict_follows_the_numbers():
-    exp = get("batch-size")
-    batches = (2, 4, 8, 16, 32, 64)
-    flat = {b: 0.05 for b in batches}
-    degrading = {b: 0.05 + 0.1 / b for b in batches}   # +4.7 points from 32 to 2
+    groups = (2, 4, 8, 16, 32)
+    flat = {32: 0.05}
+    degrading = {g: 0.05 + 0.1 / g for g in groups}   # +4.7 points from 32 to 2
     paper_like = {"batch": degrading, "group": flat, "layer": flat, "instance": flat,
-                  "renorm": {b: 0.05 + 0.02 / b for b in batches}, "none": flat}
-    assert exp.summarize([], _bs_metrics(paper_like)).verdict == "holds"
-    bn_flat = {**paper_like, "batch": flat}
-    assert exp.summarize([], _bs_metrics(bn_flat)).verdict == "does not hold"
-    no_recovery = {**paper_like, "renorm": {b: v + 0.01 for b, v in degrading.items()}}
-    assert exp.summarize([], _bs_metrics(no_recovery)).verdict == "does not hold"
+                  "renorm": {g: 0.05 + 0.02 / g for g in groups}, "none": flat}
+    assert verdict("batch-size", _bs_metrics(paper_like)) == "holds"
+    bn_flat = {**paper_like, "batch": {g: 0.05 for g in groups}}
+    assert verdict("batch-size", _bs_metrics(bn_flat)) == "does not hold"
+    no_recovery = {**paper_like, "renorm": {g: v + 0.01 for g, v in degrading.items()}}
+    assert verdict("batch-size", _bs_metrics(no_recovery)) == "does not hold"
+    gn_as_bad = {**paper_like, "group": {32: degrading[2]}}
+    assert verdict("batch-size", _bs_metrics(gn_as_bad)) == "does not hold"
 
 
 def test_learning_rate_verdict_follows_the_numbers(pipeline):
-    exp = get("learning-rate")
     res = pipeline[1]["experiments"]["learning-rate"]
     runs = [Run(k, r["config"]) for k, r in res["runs"].items()]
     steps = runs[0].config["evals"]
@@ -99,54 +116,64 @@ def test_learning_rate_verdict_follows_the_numbers(pipeline):
                           run.config["model"]}).index(run.config["lr"])
         if run.config["bn"] and good:        # BN: fast at every rate
             acc = [0.95] * len(steps)
-        elif lr_rank in (1, 2):              # plain: slow, and only at two rates
+        elif lr_rank in (0, 1):              # plain: slow, and only at the two lowest rates
             acc = list(np.linspace(0.2, 0.9, len(steps)))
         else:
             acc = [0.1] * len(steps)
-        return {"step": steps, "test_acc": acc, "diverged_at": None}
+        return {"step": steps, "val_acc": acc, "test_acc": acc[-1], "diverged_at": None}
 
-    assert exp.summarize(runs, {r.key: curve(r, True) for r in runs}).verdict == "holds"
-    assert exp.summarize(runs, {r.key: curve(r, False) for r in runs}).verdict == \
+    assert verdict("learning-rate", {r.key: curve(r, True) for r in runs}, runs) == "holds"
+    assert verdict("learning-rate", {r.key: curve(r, False) for r in runs}, runs) == \
         "does not hold"
 
 
 def test_conv_bn_verdict_follows_the_numbers(pipeline):
-    exp = get("conv-bn")
-    metrics = {k: dict(r["metrics"]) for k, r in
-               pipeline[1]["experiments"]["conv-bn"]["runs"].items()}
-    n = len(metrics["channel"]["test_acc"])
-    metrics["channel"]["test_acc"] = [0.9] * n
-    metrics["activation"]["test_acc"] = [0.9] * n
-    assert exp.summarize([], metrics).verdict == "holds"
-    metrics["activation"]["test_acc"] = [0.95] * n
-    assert exp.summarize([], metrics).verdict == "does not hold"
+    metrics = seed_metrics(pipeline[1], "conv-bn")
+    steps = metrics["channel"]["step"]
+    slow = list(np.linspace(0.1, 0.9, len(steps)))
+    fast = [0.1] + [0.92] * (len(steps) - 1)
+    metrics["none"].update(val_acc=slow, test_acc=0.9)
+    metrics["channel"].update(val_acc=fast, test_acc=0.95)
+    metrics["activation"].update(val_acc=fast, test_acc=0.95)
+    assert verdict("conv-bn", metrics) == "holds"
+    metrics["activation"]["test_acc"] = 0.97          # per-activation 2 points better
+    assert verdict("conv-bn", metrics) == "does not hold"
+    metrics["activation"]["test_acc"] = 0.95
+    metrics["channel"]["val_acc"] = slow              # BN that does nothing
+    assert verdict("conv-bn", metrics) == "does not hold"
     assert metrics["activation"]["bn_params"] == 2 * (16 * 8 * 8 + 32 * 4 * 4)
     assert metrics["channel"]["bn_params"] == 2 * (16 + 32)
 
 
 @pytest.mark.parametrize("name,key", [("learning-rate", "cnn-lr0.3-bn"),
                                       ("learning-rate", "mlp-lr1-bn"),
-                                      ("batch-size", "renorm-b4"),
-                                      ("batch-size", "group-b8"),
-                                      ("batch-size", "instance-b4"),
+                                      ("batch-size", "renorm-g4"),
+                                      ("batch-size", "batch-g4"),
+                                      ("batch-size", "group"),
+                                      ("batch-size", "instance"),
                                       ("conv-bn", "activation")])
 def test_torch_engine_matches_numpy_engine(torch, digits, name, key):
     exp = get(name)
     run = next(r for r in exp.runs(digits, 0.002) if r.key == key)
-    cfg = {**run.config, "steps": 12, "evals": [4, 8, 12]}
+    cfg = {**run.config, "steps": 12, "evals": [0, 4, 8, 12]}
     if cfg.get("schedule"):   # the renorm ramp inside these 12 steps
         cfg["schedule"] = [3.0, 5.0, 2, 8, 5]
     got = {engine: exp.run(RunContext(name, key, digits, engine, 0, "h"), cfg)
            for engine in ("numpy", "torch")}
-    np.testing.assert_allclose(got["torch"]["train_loss"], got["numpy"]["train_loss"],
+    np.testing.assert_allclose(got["torch"]["train_loss"][1:], got["numpy"]["train_loss"][1:],
                                rtol=2e-4, atol=1e-5)
-    assert np.abs(np.subtract(got["torch"]["test_acc"], got["numpy"]["test_acc"])).max() \
-        <= 1 / len(digits.y_test) + 1e-12
+    one_val, one_test = 1 / len(parts(digits).val) + 1e-12, 1 / len(digits.y_test) + 1e-12
+    assert np.abs(np.subtract(got["torch"]["val_acc"], got["numpy"]["val_acc"])).max() \
+        <= one_val
+    assert abs(got["torch"]["test_acc"] - got["numpy"]["test_acc"]) <= one_test
 
 
-@pytest.mark.parametrize("norm", NORMS)
-def test_cnn_norms_build_identically_on_both_engines(torch, norm):
-    spec = cnn_spec((8, 8), 10, norm, schedule=(3.0, 5.0, 1, 4, 2))
+@pytest.mark.parametrize("norm,virtual", [(n, None) for n in NORMS]
+                         + [("batch", 2), ("renorm", 2)])
+def test_cnn_norms_build_identically_on_both_engines(torch, norm, virtual):
+    hidden = None if norm == "activation" else 6
+    spec = cnn_spec((8, 8), 10, norm, schedule=(3.0, 5.0, 1, 4, 2), hidden=hidden,
+                    virtual=virtual)
     model = build_numpy(spec, 0.01, np.random.default_rng(0))
     twin = build_torch(spec, model.state_dict())
     assert list(twin.state_dict()) == list(model.state_dict())

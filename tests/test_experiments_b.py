@@ -11,7 +11,8 @@ import pytest
 from normlab import data
 from normlab.experiments import get
 from normlab.experiments.base import VERDICTS, RunContext
-from tests.pipeline import run_ci_pipeline
+from normlab.experiments.holdout import parts
+from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 
 NAMES = ["train-eval", "regularization", "landscape", "rnn-norm"]
 
@@ -45,11 +46,13 @@ def test_runs_end_to_end(pipeline, name):
         assert (out / fig).read_bytes()[:4] == b"\x89PNG"
         assert b"<svg" in (out / fig).with_suffix(".svg").read_bytes()[:500]
     rows = (out / name / "metrics.csv").read_text().splitlines()
-    assert len(rows) > 1 and "," in rows[0]
+    assert len(rows) > 1 and rows[0].startswith("seed,")
+    assert entry["criteria"] and all(len(c["interval"]["per_seed"]) == 2
+                                     for c in entry["criteria"])
 
 
 def _metrics(results, name):
-    return {k: v["metrics"] for k, v in results["experiments"][name]["runs"].items()}
+    return seed_metrics(results, name)
 
 
 def test_train_eval_measurements(pipeline):
@@ -76,35 +79,47 @@ def test_train_eval_recalibration_restores_shifted_accuracy(pipeline):
     assert c["stale_acc"] < c["clean_acc"] - 0.05
 
 
-def _verdict(name, metrics):
-    exp = get(name)
-    return exp.summarize([], metrics).verdict
-
-
 def test_verdicts_follow_the_numbers(pipeline):
     results = pipeline[1]
     # landscape: swapping the nets swaps the conclusion
     land = _metrics(results, "landscape")
-    v = _verdict("landscape", land)
-    swapped = _verdict("landscape", {"plain": land["bn"], "bn": land["plain"]})
-    assert {v, swapped} != {"holds"} and (v != "holds" or swapped == "does not hold")
-    # regularization: BN with a huge gap cannot "hold"; with no gap and top test accuracy it does
+    swapped = {k.replace("plain", "x").replace("bn", "plain").replace("x", "bn"): v
+               for k, v in land.items()}
+    v, w = verdict("landscape", land), verdict("landscape", swapped)
+    assert {v, w} != {"holds"} and (v != "holds" or w == "does not hold")
+    # landscape: probes where either net is below the loss floor do not count
+    low = copy.deepcopy(land)
+    for m in low.values():
+        m["loss"] = [0.01] * len(m["loss"])
+    assert verdict("landscape", low) == "inconclusive"
+    # regularization: dropout that does not help the plain net leaves the claim untestable
     reg = copy.deepcopy(_metrics(results, "regularization"))
-    reg["bn"].update(gap=reg["plain"]["gap"] + 0.1)
-    assert _verdict("regularization", reg) == "does not hold"
-    reg["bn"].update(gap=reg["plain"]["gap"] - 0.1, final_test_acc=1.0)
-    assert _verdict("regularization", reg) == "holds"
-    # train-eval: a shift that costs nothing makes part (c), hence the whole, not "holds"
+    reg["plain"]["test_acc"] = reg["dropout"]["test_acc"]
+    assert verdict("regularization", reg) == "inconclusive"
+    reg["plain"]["test_acc"] = reg["dropout"]["test_acc"] - 0.05     # dropout helps ...
+    reg["bn"]["test_acc"] = reg["dropout"]["test_acc"]                # ... BN does as well
+    reg["bn+dropout"]["test_acc"] = reg["bn"]["test_acc"]             # ... dropout adds nothing
+    assert verdict("regularization", reg) == "holds"
+    reg["bn"]["test_acc"] = reg["dropout"]["test_acc"] - 0.03         # BN falls short of it
+    assert verdict("regularization", reg) == "does not hold"
+    # train-eval: a shift that costs nothing leaves part (c) untestable: not "holds"
     te = copy.deepcopy(_metrics(results, "train-eval"))
     te["shift"]["stale_acc"] = te["shift"]["clean_acc"]
-    assert _verdict("train-eval", te) != "holds"
+    assert verdict("train-eval", te) == "inconclusive"
     # rnn-norm: a plain LSTM as fast as the normalized ones does not support the claim
     rnn = copy.deepcopy(_metrics(results, "rnn-norm"))
     for k in ("layer", "recurrent_batch", "sequence_batch"):
         rnn[k] = copy.deepcopy(rnn["none"])
-    rnn["none"]["test_acc"] = [max(rnn["none"]["test_acc"])] * len(rnn["none"]["test_acc"])
-    rnn["none"]["final_acc"] = max(rnn["none"]["test_acc"])
-    assert _verdict("rnn-norm", rnn) == "does not hold"
+    assert verdict("rnn-norm", rnn) == "does not hold"
+    # ... and one that is 2x slower than both does
+    slow = copy.deepcopy(rnn)
+    n = len(slow["none"]["val_acc"])
+    slow["none"]["val_acc"] = list(np.linspace(0.1, 0.9, n))
+    for k in ("layer", "recurrent_batch", "sequence_batch"):
+        slow[k]["val_acc"] = [0.1] + [0.9] * (n - 1)
+    for k in slow:
+        slow[k]["final_acc"] = 0.9
+    assert verdict("rnn-norm", slow) == "holds"
 
 
 def _ctx(name, key, digits, engine, warn=None):
@@ -118,7 +133,7 @@ def test_landscape_probe_leaves_model_unchanged(digits):
 
     trainer = he_trainer("numpy", mlp_spec([64, 32, 32, 10], "relu", True),
                          np.random.default_rng(0), 0.1)
-    x, y = digits.flat("train")
+    x, y = parts(digits).train.flat()
     before = trainer.state()
     p = probe(trainer, x[:60], y[:60], [0.05, 0.4])
     after = trainer.state()
@@ -139,7 +154,7 @@ def test_rnn_norm_torch_engine_is_noted_and_runs_numpy(digits):
     assert t == n
 
 
-@pytest.mark.parametrize("name,key", [("landscape", "bn"), ("regularization", "bn"),
+@pytest.mark.parametrize("name,key", [("landscape", "lr0.1-bn"), ("regularization", "bn"),
                                       ("train-eval", "shift")])
 def test_torch_engine_matches_numpy(torch, digits, name, key):
     exp = get(name)
@@ -151,6 +166,11 @@ def test_torch_engine_matches_numpy(torch, digits, name, key):
     n = exp.run(_ctx(name, key, digits, "numpy"), cfg)
     t = exp.run(_ctx(name, key, digits, "torch"), cfg)
     assert n.keys() == t.keys()
+    if name == "landscape":
+        # A 10-layer net's float32 logits agree to ~1e-3 (the probes below check the losses
+        # and gradients); its accuracy on 143 validation digits can flip a near-tie, so it is
+        # not compared here.
+        n.pop("val_acc"), t.pop("val_acc")
     for k, v in n.items():
         if isinstance(v, list) and v and isinstance(v[0], float):
             np.testing.assert_allclose(t[k], v, rtol=2e-3, atol=2e-3, err_msg=k)

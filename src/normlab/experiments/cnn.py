@@ -5,8 +5,9 @@ experiments swap "batch" | "group" | "layer" | "instance" | "renorm" | "activati
 without copying model code; ``virtual`` (a group size) makes "batch" and "renorm" normalise
 each group of that many images on its own (ghost BN: the GN paper's per-GPU statistics with
 the gradient over the whole batch). The spec layers defined here ("conv", "norm", "norm1d",
-"maxpool", "flatten") plug into :func:`normlab.experiments.models.build_numpy` / ``build_torch``; the torch twins have
-the same state-dict keys, so the weights drawn for the NumPy model load into torch unchanged.
+"maxpool", "flatten") plug into :func:`normlab.experiments.models.build_numpy` /
+``build_torch``; the torch twins have the same state-dict keys, so the weights drawn for the
+NumPy model load into torch unchanged.
 """
 
 from __future__ import annotations

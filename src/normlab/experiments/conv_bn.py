@@ -73,7 +73,8 @@ class ConvBN(Experiment):
                 f"(per channel) or per-activation BN (reshape to (N, C*H*W), BatchNorm1d, "
                 f"reshape back), or none. Plain SGD lr {LR}, batch {BATCH}, {steps:,} steps, "
                 f"identical initial conv weights and batches; validation accuracy (eval "
-                f"mode) at {N_EVALS} points, test accuracy once at the end. Eval time: one eval-mode forward of {TIMING_IMAGES} test "
+                f"mode) at {N_EVALS} points, test accuracy once at the end. Eval time: one "
+                f"eval-mode forward of {TIMING_IMAGES} test "
                 f"images, the variants interleaved, median of {TIMING_REPEATS} -- machine- and "
                 f"load-dependent, not part of the verdict. Full size took ~1 minute on 2 "
                 f"cores with the NumPy engine.")

@@ -130,7 +130,8 @@ class RnnNorm(Experiment):
                 f"N(0, {H0_NOISE['recurrent_batch']}^2) in training and test (the blank top rows "
                 f"give zero-variance W_h h otherwise, and the gradient explodes), the others "
                 f"from zeros; validation accuracy (eval mode: running statistics) at "
-                f"{N_EVALS} points, test accuracy once at the end. Runs on the NumPy engine only: there is no torch twin of the "
+                f"{N_EVALS} points, test accuracy once at the end. Runs on the NumPy engine "
+                f"only: there is no torch twin of the "
                 f"normalized LSTMs in the model specs, so --engine torch is noted and ignored "
                 f"here.")
 
