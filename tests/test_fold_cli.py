@@ -73,7 +73,8 @@ def test_fold_pt_end_to_end(tmp_path, torch):
     src, out = tmp_path / "m.pt", tmp_path / "folded.pt"
     torch.save(model, src)  # saved in training mode: the command folds the eval-mode model
 
-    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "1,3,8,8")
+    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "1,3,8,8",
+                       "--trust-model")   # a pickled full module: loading it unpickles code
 
     assert done.returncode == 0, done.stderr
     assert "folded 1 -> 0" in done.stdout and "folded 4 -> 3" in done.stdout
@@ -98,7 +99,8 @@ def test_fold_torchscript_end_to_end(tmp_path, torch):
     torch.jit.save(torch.jit.script(model.eval()), str(src))
     source_bytes = src.read_bytes()
 
-    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "2,3,8,8")
+    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "2,3,8,8",
+                       "--trust-model")   # TorchScript is a program: only with the flag
 
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -129,7 +131,8 @@ def test_fold_export_archive_end_to_end(tmp_path, torch):
     torch.export.save(torch.export.export(model, (x,)), src)
     source_bytes = src.read_bytes()
 
-    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "2,3,8,8")
+    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "2,3,8,8",
+                       "--trust-model")   # torch.export.load can run code from the archive
 
     assert done.returncode == 0, done.stderr
     assert "folded 0 -> 1 (the following layer)" in done.stdout
@@ -150,13 +153,13 @@ def test_fold_export_archive_wrong_shape_is_one_line_exit_2(tmp_path, torch):
     src, out = tmp_path / "m.pt2", tmp_path / "o.pt2"
     torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),)), src)
     result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape",
-                                      "2,3,9,9"])
+                                      "2,3,9,9", "--trust-model"])
     assert result.exit_code == 2, result.output
-    assert result.output.startswith("Error: --input-shape: expected a shape the exported")
+    assert result.output.startswith("Error: --input-shape: expected a shape MODEL accepts")
     assert result.output.strip().count("\n") == 0 and not out.exists()
     (tmp_path / "junk.pt2").write_bytes(b"not a zip")
     result = CliRunner().invoke(app, ["fold", str(tmp_path / "junk.pt2"), "-o", str(out),
-                                      "--input-shape", "2,3,8,8"])
+                                      "--input-shape", "2,3,8,8", "--trust-model"])
     assert result.exit_code == 2 and "is not a torch.export archive" in result.output
 
 
@@ -277,8 +280,8 @@ def test_fold_state_dict_with_import_path_arch(tmp_path, torch):
     ("keys", "MODEL: expected the state dict keys of --arch conv-bn-digits (16 keys), got 1 "
              "missing ['0.weight'] and 1 unexpected ['extra.weight']"),
     ("shapes", "MODEL: expected tensors shaped as --arch paper-fig1-digits builds them, got "),
-    ("no arch", "MODEL: expected a full module (torch.save(model)) or TorchScript, got a state "
-                "dict without --arch"),
+    ("no arch", "MODEL: expected a state dict with --arch (or, with --trust-model, a full "
+                "module or TorchScript), got a state dict without --arch"),
     ("arch with npz", "--arch: expected only with a .pt/.pth torch state dict, got MODEL"),
 ])
 def test_state_dict_bad_input_is_one_line_exit_2(tmp_path, torch, case, message):
