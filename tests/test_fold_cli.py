@@ -327,3 +327,202 @@ def test_help_lists_every_registry_architecture():
     for name in ARCHITECTURES:
         assert name in text, name
     assert "package.module:callable" in text and ".pt2" in text
+
+
+# -- no code runs from MODEL without --trust-model ------------------------------------------
+class WritesMarker:
+    """Unpickling this calls os.system: what a malicious model file does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        import shlex
+        return os.system, (f"touch {shlex.quote(self.marker)}",)
+
+
+def doctored_torch_zip(torch, path, marker) -> None:
+    """A torch.save zip whose data.pkl is replaced by a pickle that creates ``marker``."""
+    import io
+    import pickle
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buf)
+    buf.seek(0)
+    out = io.BytesIO()
+    with zipfile.ZipFile(buf) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("/data.pkl"):
+                data = pickle.dumps(WritesMarker(marker), protocol=2)
+            zout.writestr(info, data)
+    path.write_bytes(out.getvalue())
+
+
+def doctored_export_archive(torch, path, marker) -> None:
+    """A torch.export archive with one tensor size replaced by a Python expression that creates
+    ``marker``: torch.export.load parses sizes with sympy.sympify, which evaluates it."""
+    import io
+    import json
+    import zipfile
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2)).eval()
+    buf = io.BytesIO()
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3),)), buf)
+    buf.seek(0)
+    out = io.BytesIO()
+    with zipfile.ZipFile(buf) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("models/model.json"):
+                program = json.loads(data)
+                sizes = next(iter(program["graph_module"]["graph"]["tensor_values"].values()))
+                sizes["sizes"][0] = {"as_expr": {
+                    "expr_str": f"__import__('os').system('touch {marker}')",
+                    "hint": {"as_int": 1}}}
+                data = json.dumps(program).encode()
+            zout.writestr(info, data)
+    path.write_bytes(out.getvalue())
+
+
+@pytest.mark.parametrize("kind", ["legacy pickle", "torch.save zip", "torch.export archive",
+                                  "TorchScript", "pickled module"])
+def test_model_file_code_never_runs_without_trust_model(tmp_path, torch, kind):
+    """Each file below is refused with one line and exit code 2 before any loader that can run
+    code sees it; for the doctored ones, the marker their code would create does not exist."""
+    import pickle
+
+    marker = tmp_path / "code-ran"
+    src, out = tmp_path / "m.pt", tmp_path / "o.pt"
+    if kind == "legacy pickle":   # a raw pickle of ~60 bytes: torch.load's legacy format
+        src.write_bytes(pickle.dumps(WritesMarker(marker), protocol=2))
+    elif kind == "torch.save zip":
+        doctored_torch_zip(torch, src, marker)
+    elif kind == "torch.export archive":
+        src, out = tmp_path / "m.pt2", tmp_path / "o.pt2"
+        doctored_export_archive(torch, src, marker)
+    elif kind == "TorchScript":
+        torch.jit.save(torch.jit.script(torch.nn.Linear(3, 2)), str(src))
+    else:
+        torch.save(torch.nn.Linear(3, 2), src)
+    before = src.read_bytes()
+
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape", "2,3"])
+
+    assert not marker.exists(), "code from the model file ran"
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().count("\n") == 0 and result.output.startswith("Error: MODEL:")
+    assert "--trust-model" in result.output and "run code" in result.output
+    assert src.read_bytes() == before and not out.exists()
+    if kind in ("legacy pickle", "torch.save zip"):   # names what the pickle would have called
+        assert "posix.system" in result.output
+
+
+def test_legacy_pickle_refusal_subprocess(tmp_path):
+    """As a user runs it: stderr holds exactly one line, no traceback, no code ran."""
+    import pickle
+
+    marker = tmp_path / "code-ran"
+    src = tmp_path / "m.pt"
+    src.write_bytes(pickle.dumps(WritesMarker(marker), protocol=2))
+    done = normlab_cli("fold", str(src), "-o", str(tmp_path / "o.pt"), "--input-shape", "2,3")
+    assert not marker.exists()
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_fold_without_torch_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)   # import torch -> ImportError
+    src = tmp_path / "m.pt"
+    src.write_bytes(b"PK")
+    for extra in ([], ["--arch", "conv-bn"], ["--trust-model"]):
+        result = CliRunner().invoke(app, ["fold", str(src), "-o", str(tmp_path / "o.pt"),
+                                          "--input-shape", "1,1,8,8", *extra])
+        assert result.exit_code == 2, result.output
+        assert result.output == "Error: MODEL: a .pt file needs torch: pip install " \
+                                "'normlab[torch]'\n"
+
+
+@pytest.mark.parametrize("link", ["same path", "symlink", "hard link"])
+def test_out_that_is_the_input_is_refused(tmp_path, link):
+    from normlab.fold.archive import build
+
+    src = tmp_path / "m.npz"
+    save_model(src, SPEC, build(SPEC))
+    out = src
+    if link == "symlink":
+        out = tmp_path / "link.npz"
+        out.symlink_to(src)
+    elif link == "hard link":
+        out = tmp_path / "hard.npz"
+        out.hardlink_to(src)
+    before = src.read_bytes()
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape",
+                                      "1,3,6,6"])
+    assert result.exit_code == 2 and "--out: expected a file other than MODEL" in result.output
+    assert src.read_bytes() == before
+
+
+def test_wrong_input_shape_names_the_argument(tmp_path, torch):
+    """A torch model that refuses the verification input: one line naming --input-shape (it
+    was torch's multi-line RuntimeError, not naming any argument)."""
+    src, out = tmp_path / "m.pt", tmp_path / "o.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)), src)
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape", "2,5",
+                                      "--trust-model"])
+    assert result.exit_code == 2 and not out.exists()
+    assert result.output.startswith("Error: --input-shape: expected a shape MODEL accepts, got "
+                                    "2x5: RuntimeError: mat1 and mat2 shapes cannot be "
+                                    "multiplied"), result.output
+
+
+# -- the declared architecture is checked before anything is built -----------------------------
+@pytest.mark.parametrize("entry", [
+    {"type": "Linear", "args": [3, 4]},
+    {"type": "Linear", "args": [3, 4], "kwargs": {"bias": False}},
+    {"type": "Conv2d", "args": [4, 6, 3], "kwargs": {"groups": 2}},
+    {"type": "Conv2d", "args": [2, 3, [1, 2]], "kwargs": {"bias": False}},
+    {"type": "BatchNorm1d", "args": [5]},
+    {"type": "BatchNorm2d", "args": [5], "kwargs": {"affine": False}},
+    {"type": "BatchNorm3d", "args": [5], "kwargs": {"track_running_stats": False}},
+    {"type": "InstanceNorm2d", "args": [5]},
+    {"type": "InstanceNorm1d", "args": [5], "kwargs": {"affine": True,
+                                                       "track_running_stats": True}},
+    {"type": "InstanceNorm3d", "args": [2]},
+    {"type": "BatchRenorm1d", "args": [5]},
+    {"type": "BatchRenorm2d", "args": [5], "kwargs": {"affine": False}},
+    {"type": "LayerNorm", "args": [[3, 4]]},
+    {"type": "LayerNorm", "args": [4], "kwargs": {"bias": False}},
+    {"type": "LayerNorm", "args": [4], "kwargs": {"elementwise_affine": False}},
+    {"type": "GroupNorm", "args": [2, 4]},
+    {"type": "GroupNorm", "args": [2, 4], "kwargs": {"affine": False}},
+    {"type": "LSTM", "args": [3, 5]},
+    {"type": "LSTM", "args": [3, 5], "kwargs": {"norm": "recurrent_batch"}},
+    {"type": "Affine", "args": [3]},
+    {"type": "MaxPool2d", "args": [2]}, {"type": "AvgPool2d", "args": [2]},
+    {"type": "Dropout"}, {"type": "Flatten"}, {"type": "ReLU"}, {"type": "Sigmoid"},
+    {"type": "Tanh"}, {"type": "CrossEntropyLoss"}, {"type": "MSELoss"},
+], ids=lambda e: f"{e['type']}{e.get('args', '')}{e.get('kwargs', '')}")
+def test_declared_shapes_are_what_building_allocates(entry):
+    """The shapes derived from a layer's arguments without building it are exactly its state
+    dict's (LSTM: its four weight matrices; the norms' O(hidden) vectors come on top)."""
+    from normlab.fold.archive import build, declared_shapes
+
+    spec = {"format": "normlab.sequential/1", "dtype": "float32", "layers": [entry]}
+    built = {k.split(".", 1)[1]: v.shape for k, v in build(spec).state_dict().items()}
+    _, [(_, declared)] = declared_shapes(spec)
+    if entry["type"] == "LSTM":
+        assert declared.items() <= built.items() and len(declared) == 4
+    else:
+        assert declared == built
+
+
+def test_every_layer_type_has_a_shape_rule():
+    """A layer type added to normlab.nn must get a rule in normlab.fold.declared, or fold
+    refuses it, rather than build it unchecked."""
+    from normlab.fold.archive import _layer_types
+    from normlab.fold.declared import NO_PARAMETERS, SHAPES
+
+    assert set(_layer_types()) == set(SHAPES) | set(NO_PARAMETERS)

@@ -27,7 +27,7 @@ from .._io import atomic_file
 from .archive import folded_spec, load_model, save_model
 from .engine import fold_bn
 from .report import FoldReport
-from .torch_files import first_line, import_torch, load_pt, load_pt2
+from .torch_files import first_line, import_torch, load_pt, load_pt2, require_file
 
 # The verification input is one batch, not a dataset: 2**27 values (512 MB of float32) is far
 # more than any model here needs, and refusing it up front beats a MemoryError mid-fold.
@@ -74,6 +74,7 @@ def _save_atomic(out: Path, save: Callable, obj) -> None:
 
 def _fold_npz(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch=None,
               trust: bool = False) -> tuple[FoldReport, float, float]:
+    require_file(src)
     spec, model = load_model(src)
     model.eval()
     folded, report = fold_bn(model)
