@@ -526,3 +526,16 @@ def test_every_layer_type_has_a_shape_rule():
     from normlab.fold.declared import NO_PARAMETERS, SHAPES
 
     assert set(_layer_types()) == set(SHAPES) | set(NO_PARAMETERS)
+
+
+def test_paths_with_markup_are_printed_verbatim(tmp_path):
+    """fold's messages print user text as given: '[/x]' in a path is no rich closing tag."""
+    from normlab.fold.archive import build
+
+    (tmp_path / "[").mkdir()
+    src, out = tmp_path / "[" / "x].npz", tmp_path / "[" / "y][b].npz"
+    save_model(src, SPEC, build(SPEC))
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape",
+                                      "1,3,6,6"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}\n" in result.output and out.is_file()
