@@ -397,6 +397,11 @@ BN_ARCHIVE = fold_archive([{"type": "BatchNorm2d", "args": [3]}],
                            "0.running_var": RV3, "0.num_batches_tracked": np.array(1)})
 
 
+def fold_cli(shape: str, prepare=BN_ARCHIVE):
+    """``normlab fold TMP/m.npz -o TMP/f.npz --input-shape shape`` on ``prepare``'s archive."""
+    return cli("fold", "TMP/m.npz", "-o", "TMP/f.npz", "--input-shape", shape, prepare=prepare)
+
+
 def truncated_archive(tmp):
     BN_ARCHIVE(tmp)
     raw = (tmp / "m.npz").read_bytes()
@@ -440,40 +445,29 @@ CASES += [
                                           prepare=lambda t: (BN_ARCHIVE(t),
                                                              (t / "d.npz").mkdir())),
          CliUsageError, ("--out:", "a file in an existing directory", "d.npz")),
-    Case("cli-fold-input-shape-huge", cli("fold", "TMP/m.npz", "-o", "TMP/f.npz",
-                                          "--input-shape", "100000,3,1000,1000",
-                                          prepare=BN_ARCHIVE),
+    Case("cli-fold-input-shape-huge", fold_cli("100000,3,1000,1000"),
          CliUsageError, ("--input-shape:", "at most 134217728 values", "100000x3x1000x1000")),
-    Case("cli-fold-input-shape-wrong-for-model",
-         cli("fold", "TMP/m.npz", "-o", "TMP/f.npz", "--input-shape", "1,5,4,4",
-             prepare=BN_ARCHIVE),
+    Case("cli-fold-input-shape-wrong-for-model", fold_cli("1,5,4,4"),
          CliUsageError, ("--input-shape:", "a shape MODEL accepts", "1x5x4x4")),
     Case("cli-fold-declared-over-budget",
-         cli("fold", "TMP/m.npz", "-o", "TMP/f.npz", "--input-shape", "1,30000",
-             prepare=fold_archive([{"type": "Linear", "args": [30000, 30000]}])),
+         fold_cli("1,30000", fold_archive([{"type": "Linear", "args": [30000, 30000]}])),
          CliUsageError, ("architecture:", "at most 1073741824 bytes", "900030000")),
     Case("cli-fold-declared-without-weights",
-         cli("fold", "TMP/m.npz", "-o", "TMP/f.npz", "--input-shape", "1,3",
-             prepare=fold_archive([{"type": "Linear", "args": [3, 4]}])),
+         fold_cli("1,3", fold_archive([{"type": "Linear", "args": [3, 4]}])),
          CliUsageError, ("architecture.layers[0]:", "0.weight of shape (4, 3)", "no such")),
     Case("cli-fold-declared-other-shape",
-         cli("fold", "TMP/m.npz", "-o", "TMP/f.npz", "--input-shape", "1,3",
-             prepare=fold_archive([{"type": "Linear", "args": [3, 4]}],
-                                  {"0.weight": np.ones((4, 5), np.float32),
-                                   "0.bias": np.ones(4, np.float32)})),
+         fold_cli("1,3", fold_archive([{"type": "Linear", "args": [3, 4]}],
+                                      {"0.weight": np.ones((4, 5), np.float32),
+                                       "0.bias": np.ones(4, np.float32)})),
          CliUsageError, ("architecture.layers[0]:", "shape (4, 3)", "got (4, 5)")),
     Case("cli-fold-declared-bad-argument",
-         cli("fold", "TMP/m.npz", "-o", "TMP/f.npz", "--input-shape", "1,3",
-             prepare=fold_archive([{"type": "Conv2d", "args": [3, "four", 3]}])),
+         fold_cli("1,3", fold_archive([{"type": "Conv2d", "args": [3, "four", 3]}])),
          CliUsageError, ("architecture.layers[0].out_channels:", "positive integer",
                          "'four'")),
-    Case("cli-fold-truncated-archive", cli("fold", "TMP/m.npz", "-o", "TMP/f.npz",
-                                           "--input-shape", "1,3,4,4",
-                                           prepare=truncated_archive),
+    Case("cli-fold-truncated-archive", fold_cli("1,3,4,4", truncated_archive),
          CliUsageError, ("path:", "not a readable .npz", "m.npz")),
     Case("cli-fold-architecture-nested-json",
-         cli("fold", "TMP/m.npz", "-o", "TMP/f.npz", "--input-shape", "1,3",
-             prepare=fold_archive(None, raw_spec="[" * 100000 + "]" * 100000)),
+         fold_cli("1,3", fold_archive(None, raw_spec="[" * 100000 + "]" * 100000)),
          CliUsageError, ("model:", "not valid JSON", "recursion")),
     Case("cli-fold-missing-model-markup", cli("fold", "TMP/[/x].npz", "-o", "TMP/f.npz",
                                               "--input-shape", "1,3"),

@@ -342,23 +342,29 @@ class WritesMarker:
         return os.system, (f"touch {shlex.quote(self.marker)}",)
 
 
+def rewritten_zip(blob: bytes, suffix: str, change) -> bytes:
+    """``blob`` (a zip) with the member whose name ends in ``suffix`` replaced by
+    ``change(its bytes)``."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(blob)) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            zout.writestr(info, change(data) if info.filename.endswith(suffix) else data)
+    return out.getvalue()
+
+
 def doctored_torch_zip(torch, path, marker) -> None:
     """A torch.save zip whose data.pkl is replaced by a pickle that creates ``marker``."""
     import io
     import pickle
-    import zipfile
 
     buf = io.BytesIO()
     torch.save({"w": torch.ones(2)}, buf)
-    buf.seek(0)
-    out = io.BytesIO()
-    with zipfile.ZipFile(buf) as zin, zipfile.ZipFile(out, "w") as zout:
-        for info in zin.infolist():
-            data = zin.read(info.filename)
-            if info.filename.endswith("/data.pkl"):
-                data = pickle.dumps(WritesMarker(marker), protocol=2)
-            zout.writestr(info, data)
-    path.write_bytes(out.getvalue())
+    path.write_bytes(rewritten_zip(buf.getvalue(), "/data.pkl",
+                                   lambda _: pickle.dumps(WritesMarker(marker), protocol=2)))
 
 
 def doctored_export_archive(torch, path, marker) -> None:
@@ -366,25 +372,18 @@ def doctored_export_archive(torch, path, marker) -> None:
     ``marker``: torch.export.load parses sizes with sympy.sympify, which evaluates it."""
     import io
     import json
-    import zipfile
+
+    def doctor(data: bytes) -> bytes:
+        program = json.loads(data)
+        sizes = next(iter(program["graph_module"]["graph"]["tensor_values"].values()))
+        sizes["sizes"][0] = {"as_expr": {"expr_str": f"__import__('os').system('touch {marker}')",
+                                         "hint": {"as_int": 1}}}
+        return json.dumps(program).encode()
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 2)).eval()
     buf = io.BytesIO()
     torch.export.save(torch.export.export(model, (torch.randn(2, 3),)), buf)
-    buf.seek(0)
-    out = io.BytesIO()
-    with zipfile.ZipFile(buf) as zin, zipfile.ZipFile(out, "w") as zout:
-        for info in zin.infolist():
-            data = zin.read(info.filename)
-            if info.filename.endswith("models/model.json"):
-                program = json.loads(data)
-                sizes = next(iter(program["graph_module"]["graph"]["tensor_values"].values()))
-                sizes["sizes"][0] = {"as_expr": {
-                    "expr_str": f"__import__('os').system('touch {marker}')",
-                    "hint": {"as_int": 1}}}
-                data = json.dumps(program).encode()
-            zout.writestr(info, data)
-    path.write_bytes(out.getvalue())
+    path.write_bytes(rewritten_zip(buf.getvalue(), "models/model.json", doctor))
 
 
 @pytest.mark.parametrize("kind", ["legacy pickle", "torch.save zip", "torch.export archive",

@@ -98,8 +98,8 @@ SHAPES: dict[str, Callable[[str, dict], Shapes]] = {
     "Linear": _linear, "Conv2d": _conv2d, "LayerNorm": _layer_norm, "GroupNorm": _group_norm,
     "LSTM": _lstm, "Affine": _affine, **dict.fromkeys(_NORMS, _batch_norm)}
 # Layers that allocate nothing sized by their arguments.
-NO_PARAMETERS = ("Module", "ReLU", "Sigmoid", "Tanh", "Dropout", "Flatten", "MaxPool2d", "AvgPool2d",
-                 "CrossEntropyLoss", "MSELoss")
+NO_PARAMETERS = ("Module", "ReLU", "Sigmoid", "Tanh", "Dropout", "Flatten", "MaxPool2d",
+                 "AvgPool2d", "CrossEntropyLoss", "MSELoss")
 
 
 def _affine_signature(num_features: int):
