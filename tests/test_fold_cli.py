@@ -538,3 +538,21 @@ def test_paths_with_markup_are_printed_verbatim(tmp_path):
                                       "1,3,6,6"])
     assert result.exit_code == 0, result.output
     assert f"wrote {out}\n" in result.output and out.is_file()
+
+
+def test_memory_error_in_the_verification_forward_is_one_line(tmp_path, monkeypatch):
+    """A model whose forward runs out of memory on the verification input (simulated)."""
+    from normlab import nn
+    from normlab.fold.archive import build
+
+    src, out = tmp_path / "m.npz", tmp_path / "o.npz"
+    save_model(src, SPEC, build(SPEC))
+
+    def no_memory(self, x):
+        raise MemoryError
+    monkeypatch.setattr(nn.Conv2d, "forward", no_memory)
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape",
+                                      "2,3,6,6"])
+    assert result.exit_code == 2 and not out.exists()
+    assert result.output == "Error: --input-shape: expected a batch this machine has memory " \
+                            "for, got 2x3x6x6 (MemoryError in the model's forward)\n"

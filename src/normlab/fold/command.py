@@ -50,11 +50,15 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def _verify(forward: Callable[[], object], shape: tuple[int, ...]):
     """``forward()`` of the UNFOLDED model: if it refuses the input, --input-shape is wrong."""
+    size = "x".join(map(str, shape))
     try:
         return forward()
+    except MemoryError as exc:
+        raise ValueError(f"--input-shape: expected a batch this machine has memory for, got "
+                         f"{size} (MemoryError in the model's forward)") from exc
     except Exception as exc:  # each engine and layer raises its own type for a wrong shape
-        raise ValueError(f"--input-shape: expected a shape MODEL accepts, got "
-                         f"{'x'.join(map(str, shape))}: {first_line(exc)}") from exc
+        raise ValueError(f"--input-shape: expected a shape MODEL accepts, got {size}: "
+                         f"{first_line(exc)}") from exc
 
 
 def _written(out: Path, write: Callable[[], object]) -> None:
