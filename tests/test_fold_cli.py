@@ -283,6 +283,8 @@ def test_fold_state_dict_with_import_path_arch(tmp_path, torch):
     ("no arch", "MODEL: expected a state dict with --arch (or, with --trust-model, a full "
                 "module or TorchScript), got a state dict without --arch"),
     ("arch with npz", "--arch: expected only with a .pt/.pth torch state dict, got MODEL"),
+    ("torchscript", "MODEL: expected a torch state dict file (torch.save(model.state_dict())) "
+                    "with --arch, got "),
 ])
 def test_state_dict_bad_input_is_one_line_exit_2(tmp_path, torch, case, message):
     from normlab.fold.arch import build_module
@@ -306,11 +308,14 @@ def test_state_dict_bad_input_is_one_line_exit_2(tmp_path, torch, case, message)
         state = wrong.state_dict()
     elif case == "no arch":
         arch = []
+    elif case == "torchscript":
+        state = None
+        torch.jit.save(torch.jit.script(build_module("conv-bn-digits")), str(src))
     else:
         src, out = tmp_path / "m.npz", tmp_path / "o.npz"
         from normlab.fold.archive import build
         save_model(src, SPEC, build(SPEC))
-    if src.suffix == ".pt":
+    if src.suffix == ".pt" and state is not None:
         torch.save(state, src)
     result = CliRunner().invoke(app, ["fold", str(src), *arch, "-o", str(out),
                                       "--input-shape", shape])
@@ -556,3 +561,14 @@ def test_memory_error_in_the_verification_forward_is_one_line(tmp_path, monkeypa
     assert result.exit_code == 2 and not out.exists()
     assert result.output == "Error: --input-shape: expected a batch this machine has memory " \
                             "for, got 2x3x6x6 (MemoryError in the model's forward)\n"
+
+
+def test_torchscript_with_arch_is_one_stderr_line(tmp_path, torch):
+    """torch.load warns on stderr when handed TorchScript; fold's error must stay one line."""
+    src = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 2)), str(src))
+    done = normlab_cli("fold", str(src), "--arch", "conv-bn", "-o", str(tmp_path / "o.pt"),
+                       "--input-shape", "1,1,28,28")
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("Error: MODEL: expected a torch state dict file")
