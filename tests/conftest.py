@@ -43,6 +43,20 @@ def torch():
 
 
 @pytest.fixture(scope="session")
+def numba():
+    """The numba kernels' compiler. Not ``pytest.importorskip``: that skips even under
+    NORMLAB_REQUIRE_ALL=1, so a broken numba would silently drop the kernel parity tests."""
+    try:
+        import numba as _numba
+    except Exception as exc:   # ImportError, or a broken install (llvmlite's library missing)
+        _numba, why = None, f"{type(exc).__name__}: {exc}"
+    else:
+        why = ""
+    require("numba", _numba is not None, why or "pip install numba")
+    return _numba
+
+
+@pytest.fixture(scope="session")
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     require("chromium", path is not None, "apt-get install chromium")

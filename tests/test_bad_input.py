@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from normlab import data as datasets
 from normlab import functional as F
 from normlab import nn, optim, serialization
 from normlab.fold.affine import Affine
@@ -109,19 +110,23 @@ def file_case(call, prepare=None):
     return make
 
 
-def cli(*args):
+def cli(*args, prepare=None, env=None):
+    """A CLI call; ``prepare(tmp)`` writes its input files first, ``env`` adds variables."""
     def make(tmp):
         # an earlier run's outputs: a bad command must not touch them
         out = tmp / "out"
         out.mkdir()
         (out / "results.json").write_text('{"experiments": {}}')
         (out / "report.html").write_text("<html></html>")
+        if prepare:
+            prepare(tmp)
 
         def call():
             from typer.testing import CliRunner
 
             from normlab.cli import app
-            res = CliRunner().invoke(app, [str(a).replace("TMP", str(tmp)) for a in args])
+            res = CliRunner().invoke(app, [str(a).replace("TMP", str(tmp)) for a in args],
+                                     env=env)
             if res.exit_code == 2:
                 raise CliUsageError(res.output)
             raise AssertionError(f"exit code {res.exit_code}, expected 2: {res.output}")
@@ -373,6 +378,133 @@ CASES = [
     Case("cli-fold-input-shape", cli("fold", "TMP/out/results.json", "-o", "TMP/f.npz",
                                      "--input-shape", "a,b"),
          CliUsageError, ("--input-shape:", "positive integers", "'a,b'")),
+]
+
+
+# -- issue 16: fold and bench input, mnist:DIR folders, NORMLAB_OUTPUT_POOL ----------------
+def fold_archive(layers, arrays=None, name="m.npz", raw_spec=None):
+    """``prepare`` for a fold case: TMP/<name> holding a spec (or raw text) and arrays."""
+    def prepare(tmp):
+        import json
+        spec = raw_spec if raw_spec is not None else json.dumps(
+            {"format": "normlab.sequential/1", "dtype": "float32", "layers": layers})
+        np.savez(tmp / name, __architecture__=np.array(spec), **(arrays or {}))
+    return prepare
+
+
+BN_ARCHIVE = fold_archive([{"type": "BatchNorm2d", "args": [3]}],
+                          {"0.weight": W3, "0.bias": B3, "0.running_mean": RM3,
+                           "0.running_var": RV3, "0.num_batches_tracked": np.array(1)})
+
+
+def fold_cli(shape: str, prepare=BN_ARCHIVE):
+    """``normlab fold TMP/m.npz -o TMP/f.npz --input-shape shape`` on ``prepare``'s archive."""
+    return cli("fold", "TMP/m.npz", "-o", "TMP/f.npz", "--input-shape", shape, prepare=prepare)
+
+
+def truncated_archive(tmp):
+    BN_ARCHIVE(tmp)
+    raw = (tmp / "m.npz").read_bytes()
+    (tmp / "m.npz").write_bytes(raw[: len(raw) // 2])
+
+
+def mnist_folder(labels=None, images=None, split="train"):
+    """A function (tmp -> the data.load call) on an mnist:DIR folder with one bad file."""
+    def call(tmp):
+        from tests.test_data import write_idx
+        folder = tmp / "mnist"
+        folder.mkdir(exist_ok=True)
+        for prefix in ("train", "t10k"):
+            bad = prefix == split
+            img = images if bad and images is not None else np.zeros((3, 4, 4), np.uint8)
+            lab = labels if bad and labels is not None else np.arange(len(img), dtype=np.uint8)
+            write_idx(folder / f"{prefix}-images-idx3-ubyte", img)
+            write_idx(folder / f"{prefix}-labels-idx1-ubyte", lab)
+        return lambda: datasets.load(f"mnist:{folder}")
+    return lambda tmp: (call(tmp), [])
+
+
+def with_env(name: str, value: str, call):
+    """``call()`` with the environment variable set, restored afterwards."""
+    def run():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(name, value)
+            return call()
+    return run
+
+
+BIG = np.ones((1024, 512), np.float32)   # 2 MB: its kernel output is pool-sized
+
+CASES += [
+    # -- normlab fold: files that could run code or exhaust memory, paths, shapes ------------
+    Case("cli-fold-out-is-model", cli("fold", "TMP/m.npz", "-o", "TMP/m.npz", "--input-shape",
+                                      "1,3,4,4", prepare=BN_ARCHIVE),
+         CliUsageError, ("--out:", "other than MODEL", "m.npz")),
+    Case("cli-fold-out-is-directory", cli("fold", "TMP/m.npz", "-o", "TMP/d.npz",
+                                          "--input-shape", "1,3,4,4",
+                                          prepare=lambda t: (BN_ARCHIVE(t),
+                                                             (t / "d.npz").mkdir())),
+         CliUsageError, ("--out:", "a file in an existing directory", "d.npz")),
+    Case("cli-fold-input-shape-huge", fold_cli("100000,3,1000,1000"),
+         CliUsageError, ("--input-shape:", "at most 134217728 values", "100000x3x1000x1000")),
+    Case("cli-fold-input-shape-wrong-for-model", fold_cli("1,5,4,4"),
+         CliUsageError, ("--input-shape:", "a shape MODEL accepts", "1x5x4x4")),
+    Case("cli-fold-declared-over-budget",
+         fold_cli("1,30000", fold_archive([{"type": "Linear", "args": [30000, 30000]}])),
+         CliUsageError, ("architecture:", "at most 1073741824 bytes", "900030000")),
+    Case("cli-fold-declared-without-weights",
+         fold_cli("1,3", fold_archive([{"type": "Linear", "args": [3, 4]}])),
+         CliUsageError, ("architecture.layers[0]:", "0.weight of shape (4, 3)", "no such")),
+    Case("cli-fold-declared-other-shape",
+         fold_cli("1,3", fold_archive([{"type": "Linear", "args": [3, 4]}],
+                                      {"0.weight": np.ones((4, 5), np.float32),
+                                       "0.bias": np.ones(4, np.float32)})),
+         CliUsageError, ("architecture.layers[0]:", "shape (4, 3)", "got (4, 5)")),
+    Case("cli-fold-declared-bad-argument",
+         fold_cli("1,3", fold_archive([{"type": "Conv2d", "args": [3, "four", 3]}])),
+         CliUsageError, ("architecture.layers[0].out_channels:", "positive integer",
+                         "'four'")),
+    Case("cli-fold-truncated-archive", fold_cli("1,3,4,4", truncated_archive),
+         CliUsageError, ("path:", "not a readable .npz", "m.npz")),
+    Case("cli-fold-architecture-nested-json",
+         fold_cli("1,3", fold_archive(None, raw_spec="[" * 100000 + "]" * 100000)),
+         CliUsageError, ("model:", "not valid JSON", "recursion")),
+    Case("cli-fold-missing-model-markup", cli("fold", "TMP/[/x].npz", "-o", "TMP/f.npz",
+                                              "--input-shape", "1,3"),
+         CliUsageError, ("MODEL:", "existing file", "[/x].npz")),
+    # -- normlab bench: settings checked before minutes of timing ---------------------------
+    Case("cli-bench-json-is-directory", cli("bench", "--tiny", "--json", "TMP/out"),
+         CliUsageError, ("--json:", "a file path", "out")),
+    Case("cli-bench-json-below-a-file", cli("bench", "--tiny", "--json",
+                                            "TMP/out/results.json/b.json"),
+         CliUsageError, ("--json:", "a path in a folder", "results.json")),
+    Case("cli-bench-output-pool-env", cli("bench", "--tiny",
+                                          env={"NORMLAB_OUTPUT_POOL": "maybe"}),
+         CliUsageError, ("NORMLAB_OUTPUT_POOL:", "512M", "'maybe'")),
+    Case("output-pool-env-in-kernel-call",
+         functional(with_env("NORMLAB_OUTPUT_POOL", "2 gigs",
+                             lambda: F.layer_norm_forward(BIG, (512,)))),
+         ValueError, ("NORMLAB_OUTPUT_POOL:", "0/off/false/no", "'2 gigs'")),
+    # -- mnist:DIR: refused at load time, naming the file and the problem ---------------------
+    Case("data-dir-with-mnist5k", functional(lambda: datasets.load("mnist5k", data_dir="/tmp")),
+         ValueError, ("data_dir:", "only with 'fashion-mnist'", "'mnist5k'")),
+    Case("data-mnist-without-folder", functional(lambda: datasets.load("mnist:")), ValueError,
+         ("data:", "mnist:DIR with a folder", "'mnist:'")),
+    Case("data-labels-negative", mnist_folder(labels=np.array([0, -1, 2], np.int8)),
+         ValueError, ("train-labels-idx1-ubyte", "labels 0..9", "from -1 to 2")),
+    Case("data-labels-above-9", mnist_folder(labels=np.array([0, 10, 2], np.uint8),
+                                             split="t10k"),
+         ValueError, ("t10k-labels-idx1-ubyte", "labels 0..9", "from 0 to 10")),
+    Case("data-labels-float", mnist_folder(labels=np.array([0, 3.7, 2], np.float32)),
+         ValueError, ("train-labels-idx1-ubyte", "integer labels", "float32")),
+    Case("data-labels-nan", mnist_folder(labels=np.array([0, np.nan, 2], np.float64)),
+         ValueError, ("train-labels-idx1-ubyte", "integer labels", "nan")),
+    Case("data-zero-images", mnist_folder(labels=np.zeros(0, np.uint8),
+                                          images=np.zeros((0, 4, 4), np.uint8)),
+         ValueError, ("train-images-idx3-ubyte", "at least one image", "(0, 4, 4)")),
+    Case("data-zero-pixel-images", mnist_folder(images=np.zeros((3, 4, 0), np.uint8),
+                                                split="t10k"),
+         ValueError, ("t10k-images-idx3-ubyte", "1x1 pixels", "(3, 4, 0)")),
 ]
 
 

@@ -59,3 +59,64 @@ def test_textbook_baseline_is_per_activation_batch_norm(torch):
     ty.backward(torch.from_numpy(dy.reshape(6, -1)))
     np.testing.assert_allclose(y.reshape(6, -1), ty.detach().numpy(), atol=1e-10)
     np.testing.assert_allclose(dx.reshape(6, -1), tx.grad.numpy(), atol=1e-10)
+
+
+def fake_result() -> dict:
+    """What ``normlab.bench.run`` returns, for one tiny row: the CLI around it is under test."""
+    row = {"case": "BN1d", "shape": [4, 3], "family": "batch", "layout": "contiguous",
+           "dtype": "float32", "mode": "train", "impl": "normlab-numpy", "median_s": 1e-5,
+           "times_s": [1e-5], "gbps": 1.0, "copy_fraction": 0.1, "speedup_vs_torch": None,
+           "note": ""}
+    return {"machine": {"torch_threads": None}, "repeats": 1, "copy_gbps": 10.0,
+            "byte_model": {"train": "5 x", "eval": "2 x", "copy": "2 x"}, "rows": [row],
+            "mlp": {"skipped": "not timed here"}}
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    """bench.run replaced by :func:`fake_result`; ``calls`` counts how often it ran."""
+    import normlab.bench
+
+    calls = []
+    monkeypatch.setattr(normlab.bench, "run", lambda **kw: calls.append(kw) or fake_result())
+    return calls
+
+
+def invoke(*args):
+    from typer.testing import CliRunner
+
+    from normlab.cli import app
+    return CliRunner().invoke(app, ["bench", *map(str, args)])
+
+
+@pytest.mark.parametrize("case", ["directory", "below a file", "pool variable"])
+def test_bad_settings_are_refused_before_any_timing(tmp_path, monkeypatch, fake_run, case):
+    """--json used to be checked after the whole benchmark (minutes), then fail with a
+    traceback, the timings lost."""
+    target = tmp_path / "bench.json"
+    if case == "directory":
+        target.mkdir()
+    elif case == "below a file":
+        (tmp_path / "file").write_text("x")
+        target = tmp_path / "file" / "bench.json"
+    else:
+        monkeypatch.setenv("NORMLAB_OUTPUT_POOL", "lots")
+    result = invoke("--tiny", "--json", target)
+    assert result.exit_code == 2 and fake_run == []
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+
+
+def test_json_path_with_markup_is_written_and_printed_verbatim(tmp_path, fake_run):
+    """rich read '[/x]' in the path as a closing tag and crashed after the run."""
+    (tmp_path / "[").mkdir()
+    target = tmp_path / "[" / "x].json"
+    result = invoke("--tiny", "--json", target)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {target}" in result.output.replace("\n", "")
+    assert json.loads(target.read_text())["rows"][0]["case"] == "BN1d"
+
+
+def test_json_missing_folders_are_created_at_the_end(tmp_path, fake_run):
+    target = tmp_path / "new" / "deeper" / "bench.json"
+    assert invoke("--tiny", "--json", target).exit_code == 0
+    assert json.loads(target.read_text())["repeats"] == 1

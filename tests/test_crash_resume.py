@@ -71,3 +71,52 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
     mine = json.loads((out / "results.json").read_text())["experiments"]["paper-fig1"]
     theirs = json.loads((ref / "results.json").read_text())["experiments"]["paper-fig1"]
     assert mine["measured"] == theirs["measured"] and mine["verdict"] == theirs["verdict"]
+
+
+# -- a failed write (disk full) while writing fold's or bench's output ---------------------------
+def disk_full(monkeypatch) -> None:
+    """Every fsync fails with ENOSPC, as on a full disk: atomic writes flush then fsync."""
+    import errno
+    import os
+
+    def fail(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", fail)
+
+
+def test_disk_full_during_fold_keeps_old_output_and_is_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from normlab.cli import app
+    from normlab.fold.archive import build, save_model
+    from tests.test_fold_cli import SPEC
+
+    src, out = tmp_path / "m.npz", tmp_path / "folded.npz"
+    save_model(src, SPEC, build(SPEC))
+    out.write_bytes(b"an earlier fold's output")
+    disk_full(monkeypatch)
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape",
+                                      "1,3,6,6"])
+    assert result.exit_code == 2, result.output
+    assert result.output == f"Error: --out: could not write {str(out)!r}: No space left on " \
+                            f"device\n"
+    assert out.read_bytes() == b"an earlier fold's output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folded.npz", "m.npz"]  # no temp
+
+
+def test_disk_full_during_bench_json_is_one_line_after_the_table(tmp_path, monkeypatch):
+    import normlab.bench
+    from tests.test_bench import fake_result, invoke
+
+    monkeypatch.setattr(normlab.bench, "run", lambda **kw: fake_result())
+    target = tmp_path / "bench.json"
+    target.write_text('{"earlier": true}')
+    disk_full(monkeypatch)
+    result = invoke("--tiny", "--json", target)
+    assert result.exit_code == 2
+    table, error = result.output.split("Error: ")
+    assert "BN1d" in table   # the timings were printed before the write failed
+    assert error == f"--json: could not write {str(target)!r} (No space left on device); the " \
+                     f"timings above were not saved\n"
+    assert target.read_text() == '{"earlier": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]

@@ -17,7 +17,8 @@ from tests.conftest import require
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
-    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
+             np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(
         f">{array.ndim}I", *array.shape)
     body = header + array.astype(array.dtype.newbyteorder(">")).tobytes()

@@ -73,7 +73,8 @@ def test_fold_pt_end_to_end(tmp_path, torch):
     src, out = tmp_path / "m.pt", tmp_path / "folded.pt"
     torch.save(model, src)  # saved in training mode: the command folds the eval-mode model
 
-    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "1,3,8,8")
+    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "1,3,8,8",
+                       "--trust-model")   # a pickled full module: loading it unpickles code
 
     assert done.returncode == 0, done.stderr
     assert "folded 1 -> 0" in done.stdout and "folded 4 -> 3" in done.stdout
@@ -98,7 +99,8 @@ def test_fold_torchscript_end_to_end(tmp_path, torch):
     torch.jit.save(torch.jit.script(model.eval()), str(src))
     source_bytes = src.read_bytes()
 
-    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "2,3,8,8")
+    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "2,3,8,8",
+                       "--trust-model")   # TorchScript is a program: only with the flag
 
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -129,7 +131,8 @@ def test_fold_export_archive_end_to_end(tmp_path, torch):
     torch.export.save(torch.export.export(model, (x,)), src)
     source_bytes = src.read_bytes()
 
-    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "2,3,8,8")
+    done = normlab_cli("fold", str(src), "-o", str(out), "--input-shape", "2,3,8,8",
+                       "--trust-model")   # torch.export.load can run code from the archive
 
     assert done.returncode == 0, done.stderr
     assert "folded 0 -> 1 (the following layer)" in done.stdout
@@ -150,13 +153,13 @@ def test_fold_export_archive_wrong_shape_is_one_line_exit_2(tmp_path, torch):
     src, out = tmp_path / "m.pt2", tmp_path / "o.pt2"
     torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),)), src)
     result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape",
-                                      "2,3,9,9"])
+                                      "2,3,9,9", "--trust-model"])
     assert result.exit_code == 2, result.output
-    assert result.output.startswith("Error: --input-shape: expected a shape the exported")
+    assert result.output.startswith("Error: --input-shape: expected a shape MODEL accepts")
     assert result.output.strip().count("\n") == 0 and not out.exists()
     (tmp_path / "junk.pt2").write_bytes(b"not a zip")
     result = CliRunner().invoke(app, ["fold", str(tmp_path / "junk.pt2"), "-o", str(out),
-                                      "--input-shape", "2,3,8,8"])
+                                      "--input-shape", "2,3,8,8", "--trust-model"])
     assert result.exit_code == 2 and "is not a torch.export archive" in result.output
 
 
@@ -277,9 +280,11 @@ def test_fold_state_dict_with_import_path_arch(tmp_path, torch):
     ("keys", "MODEL: expected the state dict keys of --arch conv-bn-digits (16 keys), got 1 "
              "missing ['0.weight'] and 1 unexpected ['extra.weight']"),
     ("shapes", "MODEL: expected tensors shaped as --arch paper-fig1-digits builds them, got "),
-    ("no arch", "MODEL: expected a full module (torch.save(model)) or TorchScript, got a state "
-                "dict without --arch"),
+    ("no arch", "MODEL: expected a state dict with --arch (or, with --trust-model, a full "
+                "module or TorchScript), got a state dict without --arch"),
     ("arch with npz", "--arch: expected only with a .pt/.pth torch state dict, got MODEL"),
+    ("torchscript", "MODEL: expected a torch state dict file (torch.save(model.state_dict())) "
+                    "with --arch, got "),
 ])
 def test_state_dict_bad_input_is_one_line_exit_2(tmp_path, torch, case, message):
     from normlab.fold.arch import build_module
@@ -303,11 +308,14 @@ def test_state_dict_bad_input_is_one_line_exit_2(tmp_path, torch, case, message)
         state = wrong.state_dict()
     elif case == "no arch":
         arch = []
+    elif case == "torchscript":
+        state = None
+        torch.jit.save(torch.jit.script(build_module("conv-bn-digits")), str(src))
     else:
         src, out = tmp_path / "m.npz", tmp_path / "o.npz"
         from normlab.fold.archive import build
         save_model(src, SPEC, build(SPEC))
-    if src.suffix == ".pt":
+    if src.suffix == ".pt" and state is not None:
         torch.save(state, src)
     result = CliRunner().invoke(app, ["fold", str(src), *arch, "-o", str(out),
                                       "--input-shape", shape])
@@ -324,3 +332,243 @@ def test_help_lists_every_registry_architecture():
     for name in ARCHITECTURES:
         assert name in text, name
     assert "package.module:callable" in text and ".pt2" in text
+
+
+# -- no code runs from MODEL without --trust-model ------------------------------------------
+class WritesMarker:
+    """Unpickling this calls os.system: what a malicious model file does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        import shlex
+        return os.system, (f"touch {shlex.quote(self.marker)}",)
+
+
+def rewritten_zip(blob: bytes, suffix: str, change) -> bytes:
+    """``blob`` (a zip) with the member whose name ends in ``suffix`` replaced by
+    ``change(its bytes)``."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(blob)) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            zout.writestr(info, change(data) if info.filename.endswith(suffix) else data)
+    return out.getvalue()
+
+
+def doctored_torch_zip(torch, path, marker) -> None:
+    """A torch.save zip whose data.pkl is replaced by a pickle that creates ``marker``."""
+    import io
+    import pickle
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buf)
+    path.write_bytes(rewritten_zip(buf.getvalue(), "/data.pkl",
+                                   lambda _: pickle.dumps(WritesMarker(marker), protocol=2)))
+
+
+def doctored_export_archive(torch, path, marker) -> None:
+    """A torch.export archive with one tensor size replaced by a Python expression that creates
+    ``marker``: torch.export.load parses sizes with sympy.sympify, which evaluates it."""
+    import io
+    import json
+
+    def doctor(data: bytes) -> bytes:
+        program = json.loads(data)
+        sizes = next(iter(program["graph_module"]["graph"]["tensor_values"].values()))
+        sizes["sizes"][0] = {"as_expr": {"expr_str": f"__import__('os').system('touch {marker}')",
+                                         "hint": {"as_int": 1}}}
+        return json.dumps(program).encode()
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2)).eval()
+    buf = io.BytesIO()
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3),)), buf)
+    path.write_bytes(rewritten_zip(buf.getvalue(), "models/model.json", doctor))
+
+
+@pytest.mark.parametrize("kind", ["legacy pickle", "torch.save zip", "torch.export archive",
+                                  "TorchScript", "pickled module"])
+def test_model_file_code_never_runs_without_trust_model(tmp_path, torch, kind):
+    """Each file below is refused with one line and exit code 2 before any loader that can run
+    code sees it; for the doctored ones, the marker their code would create does not exist."""
+    import pickle
+
+    marker = tmp_path / "code-ran"
+    src, out = tmp_path / "m.pt", tmp_path / "o.pt"
+    if kind == "legacy pickle":   # a raw pickle of ~60 bytes: torch.load's legacy format
+        src.write_bytes(pickle.dumps(WritesMarker(marker), protocol=2))
+    elif kind == "torch.save zip":
+        doctored_torch_zip(torch, src, marker)
+    elif kind == "torch.export archive":
+        src, out = tmp_path / "m.pt2", tmp_path / "o.pt2"
+        doctored_export_archive(torch, src, marker)
+    elif kind == "TorchScript":
+        torch.jit.save(torch.jit.script(torch.nn.Linear(3, 2)), str(src))
+    else:
+        torch.save(torch.nn.Linear(3, 2), src)
+    before = src.read_bytes()
+
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape", "2,3"])
+
+    assert not marker.exists(), "code from the model file ran"
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().count("\n") == 0 and result.output.startswith("Error: MODEL:")
+    assert "--trust-model" in result.output and "run code" in result.output
+    assert src.read_bytes() == before and not out.exists()
+    if kind in ("legacy pickle", "torch.save zip"):   # names what the pickle would have called
+        assert "posix.system" in result.output
+
+
+def test_legacy_pickle_refusal_subprocess(tmp_path):
+    """As a user runs it: stderr holds exactly one line, no traceback, no code ran."""
+    import pickle
+
+    marker = tmp_path / "code-ran"
+    src = tmp_path / "m.pt"
+    src.write_bytes(pickle.dumps(WritesMarker(marker), protocol=2))
+    done = normlab_cli("fold", str(src), "-o", str(tmp_path / "o.pt"), "--input-shape", "2,3")
+    assert not marker.exists()
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_fold_without_torch_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)   # import torch -> ImportError
+    src = tmp_path / "m.pt"
+    src.write_bytes(b"PK")
+    for extra in ([], ["--arch", "conv-bn"], ["--trust-model"]):
+        result = CliRunner().invoke(app, ["fold", str(src), "-o", str(tmp_path / "o.pt"),
+                                          "--input-shape", "1,1,8,8", *extra])
+        assert result.exit_code == 2, result.output
+        assert result.output == "Error: MODEL: a .pt file needs torch: pip install " \
+                                "'normlab[torch]'\n"
+
+
+@pytest.mark.parametrize("link", ["same path", "symlink", "hard link"])
+def test_out_that_is_the_input_is_refused(tmp_path, link):
+    from normlab.fold.archive import build
+
+    src = tmp_path / "m.npz"
+    save_model(src, SPEC, build(SPEC))
+    out = src
+    if link == "symlink":
+        out = tmp_path / "link.npz"
+        out.symlink_to(src)
+    elif link == "hard link":
+        out = tmp_path / "hard.npz"
+        out.hardlink_to(src)
+    before = src.read_bytes()
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape",
+                                      "1,3,6,6"])
+    assert result.exit_code == 2 and "--out: expected a file other than MODEL" in result.output
+    assert src.read_bytes() == before
+
+
+def test_wrong_input_shape_names_the_argument(tmp_path, torch):
+    """A torch model that refuses the verification input: one line naming --input-shape (it
+    was torch's multi-line RuntimeError, not naming any argument)."""
+    src, out = tmp_path / "m.pt", tmp_path / "o.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)), src)
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape", "2,5",
+                                      "--trust-model"])
+    assert result.exit_code == 2 and not out.exists()
+    assert result.output.startswith("Error: --input-shape: expected a shape MODEL accepts, got "
+                                    "2x5: RuntimeError: mat1 and mat2 shapes cannot be "
+                                    "multiplied"), result.output
+
+
+# -- the declared architecture is checked before anything is built -----------------------------
+@pytest.mark.parametrize("entry", [
+    {"type": "Linear", "args": [3, 4]},
+    {"type": "Linear", "args": [3, 4], "kwargs": {"bias": False}},
+    {"type": "Conv2d", "args": [4, 6, 3], "kwargs": {"groups": 2}},
+    {"type": "Conv2d", "args": [2, 3, [1, 2]], "kwargs": {"bias": False}},
+    {"type": "BatchNorm1d", "args": [5]},
+    {"type": "BatchNorm2d", "args": [5], "kwargs": {"affine": False}},
+    {"type": "BatchNorm3d", "args": [5], "kwargs": {"track_running_stats": False}},
+    {"type": "InstanceNorm2d", "args": [5]},
+    {"type": "InstanceNorm1d", "args": [5], "kwargs": {"affine": True,
+                                                       "track_running_stats": True}},
+    {"type": "InstanceNorm3d", "args": [2]},
+    {"type": "BatchRenorm1d", "args": [5]},
+    {"type": "BatchRenorm2d", "args": [5], "kwargs": {"affine": False}},
+    {"type": "LayerNorm", "args": [[3, 4]]},
+    {"type": "LayerNorm", "args": [4], "kwargs": {"bias": False}},
+    {"type": "LayerNorm", "args": [4], "kwargs": {"elementwise_affine": False}},
+    {"type": "GroupNorm", "args": [2, 4]},
+    {"type": "GroupNorm", "args": [2, 4], "kwargs": {"affine": False}},
+    {"type": "LSTM", "args": [3, 5]},
+    {"type": "LSTM", "args": [3, 5], "kwargs": {"norm": "recurrent_batch"}},
+    {"type": "Affine", "args": [3]},
+    {"type": "MaxPool2d", "args": [2]}, {"type": "AvgPool2d", "args": [2]},
+    {"type": "Dropout"}, {"type": "Flatten"}, {"type": "ReLU"}, {"type": "Sigmoid"},
+    {"type": "Tanh"}, {"type": "CrossEntropyLoss"}, {"type": "MSELoss"},
+], ids=lambda e: f"{e['type']}{e.get('args', '')}{e.get('kwargs', '')}")
+def test_declared_shapes_are_what_building_allocates(entry):
+    """The shapes derived from a layer's arguments without building it are exactly its state
+    dict's (LSTM: its four weight matrices; the norms' O(hidden) vectors come on top)."""
+    from normlab.fold.archive import build, declared_shapes
+
+    spec = {"format": "normlab.sequential/1", "dtype": "float32", "layers": [entry]}
+    built = {k.split(".", 1)[1]: v.shape for k, v in build(spec).state_dict().items()}
+    _, [(_, declared)] = declared_shapes(spec)
+    if entry["type"] == "LSTM":
+        assert declared.items() <= built.items() and len(declared) == 4
+    else:
+        assert declared == built
+
+
+def test_every_layer_type_has_a_shape_rule():
+    """A layer type added to normlab.nn must get a rule in normlab.fold.declared, or fold
+    refuses it, rather than build it unchecked."""
+    from normlab.fold.archive import _layer_types
+    from normlab.fold.declared import NO_PARAMETERS, SHAPES
+
+    assert set(_layer_types()) == set(SHAPES) | set(NO_PARAMETERS)
+
+
+def test_paths_with_markup_are_printed_verbatim(tmp_path):
+    """fold's messages print user text as given: '[/x]' in a path is no rich closing tag."""
+    from normlab.fold.archive import build
+
+    (tmp_path / "[").mkdir()
+    src, out = tmp_path / "[" / "x].npz", tmp_path / "[" / "y][b].npz"
+    save_model(src, SPEC, build(SPEC))
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape",
+                                      "1,3,6,6"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}\n" in result.output and out.is_file()
+
+
+def test_memory_error_in_the_verification_forward_is_one_line(tmp_path, monkeypatch):
+    """A model whose forward runs out of memory on the verification input (simulated)."""
+    from normlab import nn
+    from normlab.fold.archive import build
+
+    src, out = tmp_path / "m.npz", tmp_path / "o.npz"
+    save_model(src, SPEC, build(SPEC))
+
+    def no_memory(self, x):
+        raise MemoryError
+    monkeypatch.setattr(nn.Conv2d, "forward", no_memory)
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--input-shape",
+                                      "2,3,6,6"])
+    assert result.exit_code == 2 and not out.exists()
+    assert result.output == "Error: --input-shape: expected a batch this machine has memory " \
+                            "for, got 2x3x6x6 (MemoryError in the model's forward)\n"
+
+
+def test_torchscript_with_arch_is_one_stderr_line(tmp_path, torch):
+    """torch.load warns on stderr when handed TorchScript; fold's error must stay one line."""
+    src = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 2)), str(src))
+    done = normlab_cli("fold", str(src), "--arch", "conv-bn", "-o", str(tmp_path / "o.pt"),
+                       "--input-shape", "1,1,28,28")
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("Error: MODEL: expected a torch state dict file")

@@ -18,8 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from normlab import nn, serialization
+from normlab.data import load_idx_folder
 from normlab.data.idx import read_idx
 from normlab.experiments.store import read_checkpoint, write_checkpoint
+from normlab.fold.archive import load_model
+from tests.test_data import write_idx
 
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -185,3 +188,100 @@ def test_tiny_files_are_clear_errors(tmp_path, size):
     for reader in (read_idx, serialization.read_state_dict, read_checkpoint):
         with pytest.raises(ValueError):
             reader(path)
+
+
+# -- a fold archive's declared architecture: checked against the stored arrays first -----------
+def _archive(path, layers, arrays=None, dtype="float32"):
+    """An .npz as normlab.fold.archive.save_model writes it, with any spec and arrays."""
+    import json
+
+    spec = {"format": "normlab.sequential/1", "dtype": dtype, "layers": layers}
+    np.savez(path, __architecture__=np.array(json.dumps(spec)), **(arrays or {}))
+    return path
+
+
+def test_huge_declared_layer_without_weights_allocates_nothing(tmp_path):
+    """The issue's file: Linear(30000, 30000) declared, no weights stored (under 1 KB). fold
+    used to build and initialise the layer -- 3.6 GB, 74 s -- before noticing; now the declared
+    size is refused from the spec alone."""
+    path = _archive(tmp_path / "huge.npz", [{"type": "Linear", "args": [30000, 30000]}])
+    assert path.stat().st_size < 1024
+    out, peak = _read(load_model, path)
+    assert isinstance(out, ValueError), out
+    assert "at most 1073741824 bytes" in str(out) and "900030000" in str(out)
+    assert peak < MAX_PEAK
+    # within the budget but not backed by the file: refused for the missing array, same way
+    path = _archive(tmp_path / "big.npz", [{"type": "Linear", "args": [3000, 3000]}])
+    out, peak = _read(load_model, path)
+    assert isinstance(out, ValueError) and "0.weight of shape (3000, 3000)" in str(out)
+    assert peak < MAX_PEAK
+
+
+def test_deflated_arrays_above_the_budget_are_refused_before_reading(tmp_path):
+    """1 MB of deflated zeros unpacks to 1 GB: the zip directory's sizes are summed first."""
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, **{"0.weight": np.zeros((64, 1024, 1024), np.float32)})
+    out, peak = _read(lambda p: load_model(p, max_bytes=64 << 20), path)
+    assert isinstance(out, ValueError) and "expected at most 67108864 bytes" in str(out)
+    assert peak < MAX_PEAK
+
+
+LAYER_TYPES = ["Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "InstanceNorm2d",
+               "BatchRenorm1d", "LayerNorm", "GroupNorm", "LSTM", "Affine", "ReLU", "MaxPool2d",
+               "Flatten", "NoSuchLayer"]
+junk = st.one_of(st.integers(-3, 10**7), st.none(), st.text(max_size=3), st.booleans(),
+                 st.lists(st.integers(-1, 10**6), max_size=3))
+
+
+@st.composite
+def fold_archives(draw):
+    """Specs with random layer types and arguments (often huge), stored arrays random small
+    ones under plausible keys: what a damaged or malicious fold archive could hold."""
+    layers = [{"type": draw(st.sampled_from(LAYER_TYPES)),
+               "args": draw(st.lists(junk, max_size=3)),
+               "kwargs": draw(st.dictionaries(st.sampled_from(["bias", "affine", "groups",
+                                                                "kernel_size", "norm"]), junk,
+                                              max_size=2))}
+              for _ in range(draw(st.integers(1, 3)))]
+    keys = draw(st.lists(st.sampled_from(["0.weight", "0.bias", "1.weight", "0.running_mean",
+                                          "0.weight_ih_l0", "1.scale"]), max_size=4,
+                         unique=True))
+    arrays = {k: np.ones(draw(st.lists(st.integers(0, 6), max_size=3)), np.float32)
+              for k in keys}
+    return layers, arrays
+
+
+@FUZZ
+@given(archive=fold_archives())
+def test_fold_archive_loader_only_raises_value_error(tmp_path, archive):
+    path = _archive(tmp_path / "fuzz.npz", *archive)
+    out, peak = _read(load_model, path)
+    assert isinstance(out, (tuple, ValueError)), type(out)
+    assert peak < MAX_PEAK
+
+
+# -- mnist:DIR folders: bad labels and images refused at load time, naming the file -------------
+label_arrays = st.one_of(
+    st.lists(st.integers(-128, 127), min_size=1, max_size=8).map(lambda v: np.array(v, np.int8)),
+    st.lists(st.integers(0, 255), min_size=1, max_size=8).map(lambda v: np.array(v, np.uint8)),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1,
+             max_size=8).map(lambda v: np.array(v, np.float32)))
+
+
+@FUZZ
+@given(labels=label_arrays, image_shape=st.tuples(st.integers(0, 3), st.integers(0, 3)))
+def test_mnist_folder_loader_refuses_bad_labels_and_images(tmp_path, labels, image_shape):
+    folder = tmp_path / "mnist"
+    folder.mkdir(exist_ok=True)
+    n = len(labels)
+    for prefix in ("train", "t10k"):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", np.zeros((n, *image_shape), np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+    out, peak = _read(lambda f: load_idx_folder(f, "mnist", "fuzz"), folder)
+    assert peak < MAX_PEAK
+    good = labels.dtype.kind in "iu" and labels.min() >= 0 and labels.max() <= 9
+    if good and 0 not in image_shape:
+        assert not isinstance(out, ValueError), out
+        assert out.y_train.dtype == np.int64 and np.array_equal(out.y_train, labels)
+    else:
+        assert isinstance(out, ValueError) and "-idx" in str(out)   # names the file

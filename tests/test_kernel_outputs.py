@@ -10,7 +10,8 @@ import pytest
 import normlab.functional as F
 from normlab.kernels import outputs
 
-pytest.importorskip("numba")
+# every test here needs numba: skipped without it, a failure under NORMLAB_REQUIRE_ALL=1
+pytestmark = pytest.mark.usefixtures("numba")
 
 BIG = (512, 1024)   # 2 MB of float32: above MIN_BYTES
 
@@ -71,6 +72,7 @@ def test_small_outputs_and_disabled_pool_are_plain_arrays(monkeypatch):
 
 
 def test_pool_stays_within_budget(monkeypatch):
+    outputs.release()   # earlier tests in this worker may have left more than 8 MB pooled
     monkeypatch.setattr(outputs, "POOL_BYTES", 8 << 20)
     held = [outputs.empty((n, 1024), np.float32) for n in (512, 640, 768, 896, 1024)]
     assert outputs.pooled_bytes() <= 8 << 20
@@ -125,3 +127,31 @@ def test_release_frees_only_unreferenced_buffers():
     assert outputs.pooled_bytes() == before - 2 * kept.nbytes
     assert outputs.pooled_bytes() >= kept.nbytes   # the buffer in use stays pooled
     assert _addr(outputs.empty(BIG, np.float32)) != _addr(kept)
+
+
+@pytest.mark.parametrize("value, budget", [
+    ("", outputs.POOL_BYTES), ("1", outputs.POOL_BYTES), ("on", outputs.POOL_BYTES),
+    ("TRUE", outputs.POOL_BYTES), (" yes ", outputs.POOL_BYTES),
+    ("0", 0), ("off", 0), ("False", 0), ("no", 0),
+    ("512K", 512 << 10), ("4M", 4 << 20), ("2g", 2 << 30), ("64 M", 64 << 20)])
+def test_output_pool_variable_values(monkeypatch, value, budget):
+    monkeypatch.setenv("NORMLAB_OUTPUT_POOL", value)
+    assert outputs.pool_budget() == budget
+
+
+@pytest.mark.parametrize("value", ["2", "-1", "maybe", "1.5G", "0M", "4T", "M", "on off"])
+def test_output_pool_variable_refuses_anything_else(monkeypatch, value):
+    """Only 0 used to mean anything: 'off' or a typo silently left the pool on."""
+    monkeypatch.setenv("NORMLAB_OUTPUT_POOL", value)
+    with pytest.raises(ValueError, match=f"NORMLAB_OUTPUT_POOL: expected .* got {value!r}"):
+        outputs.empty(BIG, np.float32)
+
+
+def test_output_pool_budget_from_the_variable(monkeypatch):
+    """A 3M budget keeps at most one 2 MB buffer; 'off' hands out plain arrays."""
+    outputs.release()
+    monkeypatch.setenv("NORMLAB_OUTPUT_POOL", "3M")
+    held = [outputs.empty(BIG, np.float32) for _ in range(3)]
+    assert len(held) == 3 and outputs.pooled_bytes() == 2 << 20
+    monkeypatch.setenv("NORMLAB_OUTPUT_POOL", "off")
+    assert outputs.empty(BIG, np.float32).base is None

@@ -111,7 +111,7 @@ def test_bad_arguments_are_named():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sgd_fused_momentum_is_bitwise_the_numpy_update(monkeypatch, dtype):
+def test_sgd_fused_momentum_is_bitwise_the_numpy_update(monkeypatch, numba, dtype):
     """The one-pass numba momentum update equals the NumPy reference sequence bit for bit,
     including a parameter whose grad is a view (the aliasing-safe fallback)."""
     def run(backend):
@@ -127,6 +127,5 @@ def test_sgd_fused_momentum_is_bitwise_the_numpy_update(monkeypatch, dtype):
             opt.step()
         return [p.data for p in params] + list(opt.momentum_buffers)
 
-    pytest.importorskip("numba")
     for a, b in zip(run("auto"), run("numpy"), strict=True):
         np.testing.assert_array_equal(a, b)

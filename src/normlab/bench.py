@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -321,6 +322,29 @@ def _mlp_row(quick: bool) -> dict:
         return {"skipped": f"bench_mlp failed: {type(exc).__name__}: {exc}"}
 
 
+def check_json_path(path: Path) -> Path:
+    """Refuse a ``--json`` PATH that could not be written, BEFORE the minutes of timing: a
+    directory, or a folder (its nearest existing one, the rest is created at the end) where no
+    file can be made. Checked by making and removing a temporary file there, which is what
+    the final atomic write does (permission bits alone say nothing for root)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--json: expected a file path, got the directory {str(path)!r}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"--json: expected a path in a folder, got {str(path)!r} "
+                         f"({str(folder)!r} is a file)")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".normlab-bench-", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--json: expected a writable place, got {str(path)!r} "
+                         f"({exc.strerror or exc})") from exc
+    return path
+
+
 def write_json(result: dict, path: Path) -> None:
     """Write ``result`` atomically (temp file in the same folder, then os.replace)."""
     path = Path(path)
@@ -370,9 +394,20 @@ def mlp_line(result: dict) -> str:
 
 
 def main(quick: bool = False, tiny: bool = False, json_path: Path | None = None) -> dict:
-    """What ``normlab bench`` does: run, print the table, write the JSON."""
+    """What ``normlab bench`` does: check the settings, run, print the table, write the JSON.
+
+    ``--json`` and ``NORMLAB_OUTPUT_POOL`` are checked before anything is timed; a write that
+    fails at the end anyway (disk full) raises ValueError after the table is printed. Lines
+    holding user text (the path) are printed with ``markup=False``: rich would read a ``[/x]``
+    in them as a closing tag and crash.
+    """
     from rich.console import Console
 
+    from .kernels.outputs import pool_budget
+
+    if json_path is not None:
+        json_path = check_json_path(json_path)
+    pool_budget()
     console = Console()
     # Plain progress lines, no live spinner: a refresh thread competing for the GIL while the
     # kernels release it adds milliseconds to every timed call.
@@ -384,8 +419,13 @@ def main(quick: bool = False, tiny: bool = False, json_path: Path | None = None)
         console.print(f"note: {note}")
     console.print(mlp_line(result))
     if json_path is not None:
-        write_json(result, json_path)
-        console.print(f"wrote {json_path}")
+        try:
+            write_json(result, json_path)
+        except OSError as exc:
+            raise ValueError(f"--json: could not write {str(json_path)!r} "
+                             f"({exc.strerror or exc}); the timings above were not saved"
+                             ) from exc
+        console.print(f"wrote {json_path}", markup=False, highlight=False)
     return result
 
 

@@ -44,13 +44,18 @@ def bench(quick: bool = typer.Option(False, "--quick", help="Fewer repetitions."
           ) -> None:
     """Time normlab's normalisation (numba and NumPy) against the textbook code and PyTorch."""
     from .bench import main as run_bench
-    run_bench(quick=quick, tiny=tiny, json_path=json_path)
+    try:
+        run_bench(quick=quick, tiny=tiny, json_path=json_path)
+    except (ValueError, MemoryError) as exc:   # --json, NORMLAB_* settings, a failed write
+        typer.echo(f"Error: {exc or type(exc).__name__}".splitlines()[0], err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
 def fold(model: Path = typer.Argument(..., help=".npz (normlab: state dict + architecture), "
-                                       ".pt/.pth (a pickled full torch module, TorchScript, or "
-                                       "a state dict with --arch) or .pt2 (torch.export.save)."),
+                                       ".pt/.pth (a state dict with --arch; with --trust-model "
+                                       "also a pickled full torch module or TorchScript) or, "
+                                       "with --trust-model, .pt2 (torch.export.save)."),
          out: Path = typer.Option(..., "-o", "--out", help="Where to write the folded model "
                                   "(same format as MODEL; with --arch the folded FULL module, "
                                   "torch.save(model))."),
@@ -60,11 +65,18 @@ def fold(model: Path = typer.Argument(..., help=".npz (normlab: state dict + arc
          arch: str = typer.Option(None, "--arch", help="MODEL is a torch state dict of this "
                                   "architecture: package.module:callable (called with no "
                                   "arguments) or paper-fig1 | paper-fig1-digits | init-scale | "
-                                  "conv-bn | conv-bn-digits.")
+                                  "conv-bn | conv-bn-digits."),
+         trust_model: bool = typer.Option(
+             False, "--trust-model",
+             help="MODEL is a file you trust: also use the torch loaders that can run code "
+                  "stored in it, torch.load(weights_only=False) for a pickled full module, "
+                  "torch.jit.load for TorchScript and torch.export.load for .pt2. A malicious "
+                  "file can then run any command as you. Without it fold reads only .npz "
+                  "(no pickles) and state dicts with --arch (torch.load weights_only=True).")
          ) -> None:
     """Fold eval-mode BatchNorm into neighbouring layers and verify on a random input."""
     from .fold.command import run as run_fold
-    run_fold(model, out, input_shape, seed, arch)
+    run_fold(model, out, input_shape, seed, arch, trust_model)
 
 
 @app.command()

@@ -50,22 +50,41 @@ def save(obj, path: str | os.PathLike) -> Path:
     return path
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_state_dict(path: str | os.PathLike, max_bytes: int | None = None
+                    ) -> dict[str, np.ndarray]:
     """Every array of a .npz file, read eagerly; a damaged file raises a clear ValueError.
 
     Each member's .npy header is checked against what the archive can actually hold before
     anything is allocated, so a corrupt header claiming a huge shape cannot exhaust memory.
+    ``max_bytes``: refuse, before reading any array, a file whose members would unpack to more
+    (deflate packs 1 GB of zeros into 1 MB, so the file's own size is no bound).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: expected an existing .npz file, got {str(path)!r}")
     try:
         with zipfile.ZipFile(path) as zf:
+            _check_unpacked_size(path, zf, max_bytes)
             return {info.filename[:-4]: _read_member(zf, info) for info in zf.infolist()}
+    except TooLarge:
+        raise
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError, zlib.error,
             NotImplementedError) as exc:
         raise ValueError(f"path: {str(path)!r} is not a readable .npz state dict "
                          f"(corrupt or truncated?): {exc}") from exc
+
+
+class TooLarge(ValueError):
+    """A file that would unpack to more than the reader's ``max_bytes``."""
+
+
+def _check_unpacked_size(path: Path, zf: zipfile.ZipFile, max_bytes: int | None) -> None:
+    """Each member is read only up to the size the zip directory states, so their sum bounds
+    what reading allocates."""
+    total = sum(info.file_size for info in zf.infolist())
+    if max_bytes is not None and total > max_bytes:
+        raise TooLarge(f"path: expected at most {max_bytes} bytes of arrays, got "
+                         f"{str(path)!r} holding {total} bytes")
 
 
 # deflate cannot expand better than ~1032:1 (the same bound as the IDX reader)

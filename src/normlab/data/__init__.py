@@ -64,11 +64,17 @@ class Dataset:
 def load(spec: str, data_dir: str | Path | None = None) -> Dataset:
     """The dataset named by ``spec`` (see :data:`NAMES`).
 
-    ``data_dir`` overrides where ``fashion-mnist`` is read from. Raises ``ValueError`` for an
-    unknown name and ``FileNotFoundError`` for missing files.
+    ``data_dir`` overrides where ``fashion-mnist`` is read from, and is refused with any other
+    name (it would be silently ignored). Raises ``ValueError`` for an unknown name or a bad
+    file (naming the file and what is wrong with it) and ``FileNotFoundError`` for a missing
+    one.
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec: expected a dataset name string, got {type(spec).__name__}")
+    if data_dir is not None and spec != "fashion-mnist":
+        raise ValueError(f"data_dir: expected only with 'fashion-mnist' (where its IDX files "
+                         f"are; mnist:DIR names its own folder), got data_dir={str(data_dir)!r} "
+                         f"with {spec!r}")
     if spec == "mnist5k":
         return _embedded("mnist5k", MNIST_SOURCE, scale=255.0, test_per_class=100)
     if spec == "digits":
@@ -77,10 +83,10 @@ def load(spec: str, data_dir: str | Path | None = None) -> Dataset:
         return load_idx_folder(Path(data_dir) if data_dir else FASHION_MNIST_DIR,
                                "fashion-mnist", FASHION_SOURCE)
     if spec.startswith("mnist:"):
-        folder = Path(spec[len("mnist:"):])
-        if not str(folder):
-            raise ValueError("data: expected mnist:DIR with a folder, got 'mnist:'")
-        return load_idx_folder(folder, "mnist", f"MNIST-format IDX files from {folder}")
+        folder = spec[len("mnist:"):]
+        if not folder.strip():   # Path("") is ".": it would read the current directory
+            raise ValueError(f"data: expected mnist:DIR with a folder, got {spec!r}")
+        return load_idx_folder(Path(folder), "mnist", f"MNIST-format IDX files from {folder}")
     raise ValueError(f"data: expected one of {', '.join(NAMES)}, got {spec!r}")
 
 
@@ -124,14 +130,8 @@ def load_idx_folder(folder: Path, name: str, source: str) -> Dataset:
         img_path = _find(folder, f"{prefix}-images-idx3-ubyte")
         lab_path = _find(folder, f"{prefix}-labels-idx1-ubyte")
         images, labels = read_idx(img_path), read_idx(lab_path)
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise ValueError(f"{str(img_path)!r}: expected uint8 images of 3 dims (N, H, W), "
-                             f"got {images.dtype} of shape {images.shape}")
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise ValueError(f"{str(lab_path)!r}: expected {len(images)} labels (one per image), "
-                             f"got shape {labels.shape}")
-        if len(labels) and labels.max() > 9:
-            raise ValueError(f"{str(lab_path)!r}: expected labels 0..9, got max {labels.max()}")
+        _check_images(img_path, images)
+        _check_labels(lab_path, labels, len(images))
         arrays[split] = (images, labels.astype(np.int64))
     (xi, yi), (xt, yt) = arrays["train"], arrays["test"]
     if xi.shape[1:] != xt.shape[1:]:
@@ -140,6 +140,30 @@ def load_idx_folder(folder: Path, name: str, source: str) -> Dataset:
     fp = _fingerprint(xi, yi, xt, yt)
     return Dataset(name, xi.astype(np.float32) / np.float32(255), yi,
                    xt.astype(np.float32) / np.float32(255), yt, 10, source, fp)
+
+
+def _check_images(path: Path, images: np.ndarray) -> None:
+    """Refuse at load time what would crash mid-run: no images, or images without pixels."""
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"{str(path)!r}: expected uint8 images of 3 dims (N, H, W), "
+                         f"got {images.dtype} of shape {images.shape}")
+    if 0 in images.shape:
+        raise ValueError(f"{str(path)!r}: expected at least one image of at least 1x1 pixels, "
+                         f"got shape {images.shape}")
+
+
+def _check_labels(path: Path, labels: np.ndarray, n_images: int) -> None:
+    """Integer class indices 0..9, one per image: a float label would be truncated (3.7 -> 3)
+    and a negative one would index from the end of the logits."""
+    if labels.ndim != 1 or len(labels) != n_images:
+        raise ValueError(f"{str(path)!r}: expected {n_images} labels (one per image), "
+                         f"got shape {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{str(path)!r}: expected integer labels 0..9 (IDX type ubyte), got "
+                         f"{labels.dtype} values such as {labels[:3].tolist()}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high > 9:
+        raise ValueError(f"{str(path)!r}: expected labels 0..9, got values from {low} to {high}")
 
 
 def _fingerprint(*arrays: np.ndarray) -> str:

@@ -99,8 +99,10 @@ def load_with_arch(src: Path, arch: str):
     """The module ``arch`` builds with the state dict in ``src`` loaded (strict=True)."""
     import torch
 
+    from .torch_files import load_weights_only
+
     try:  # weights_only: a state dict is plain tensors, so nothing from the file runs
-        state = torch.load(src, weights_only=True, map_location="cpu")
+        state = load_weights_only(torch, src)
     except Exception as exc:
         raise ValueError(f"MODEL: expected a torch state dict file (torch.save(model."
                          f"state_dict())) with --arch, got {str(src)!r} "

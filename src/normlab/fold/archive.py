@@ -23,6 +23,7 @@ import numpy as np
 from .. import nn
 from ..serialization import read_state_dict, save
 from .affine import Affine
+from .declared import MAX_MODEL_BYTES, Shapes, check_declared, layer_shapes
 from .report import FoldReport
 
 FORMAT = "normlab.sequential/1"
@@ -37,8 +38,8 @@ def _layer_types() -> dict[str, type]:
     return types
 
 
-def build(spec: dict) -> nn.Sequential:
-    """The (freshly initialised) Sequential a spec describes; raises ValueError on a bad spec."""
+def _layers(spec: dict) -> tuple[np.dtype, list[tuple[str, str, list, dict]]]:
+    """(dtype, [(spec path, type, args, kwargs)]) of a spec; raises ValueError on a bad one."""
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise ValueError(f"architecture: expected a dict with format {FORMAT!r}, "
                          f"got {str(spec)[:80]!r}")
@@ -47,25 +48,48 @@ def build(spec: dict) -> nn.Sequential:
         raise ValueError(f"architecture.dtype: expected float16/float32/float64, got {dtype!r}")
     layers_spec = spec.get("layers")
     if not isinstance(layers_spec, list) or not layers_spec:
-        raise ValueError(f"architecture.layers: expected a non-empty list, got {layers_spec!r}")
+        raise ValueError(f"architecture.layers: expected a non-empty list, got "
+                         f"{str(layers_spec)[:80]!r}")
     types = _layer_types()
     layers = []
     for i, entry in enumerate(layers_spec):
+        where = f"architecture.layers[{i}]"
         kind = entry.get("type") if isinstance(entry, dict) else None
         if kind not in types:
-            raise ValueError(f"architecture.layers[{i}].type: expected one of "
-                             f"{', '.join(sorted(types))}, got {kind!r}")
-        args, kwargs = list(entry.get("args", [])), dict(entry.get("kwargs", {}))
+            raise ValueError(f"{where}.type: expected one of {', '.join(sorted(types))}, "
+                             f"got {str(kind)[:80]!r}")
+        args, kwargs = entry.get("args", []), entry.get("kwargs", {})
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise ValueError(f"{where}: expected args as a list and kwargs as an object, got "
+                             f"{type(args).__name__} and {type(kwargs).__name__}")
+        layers.append((where, kind, list(args), dict(kwargs)))
+    return np.dtype(dtype), layers
+
+
+def declared_shapes(spec: dict) -> tuple[np.dtype, list[tuple[str, Shapes]]]:
+    """What :func:`build` would allocate for ``spec``, computed without allocating it."""
+    dtype, layers = _layers(spec)
+    types = _layer_types()
+    return dtype, [(where, layer_shapes(where, kind, types[kind], args, kwargs))
+                   for where, kind, args, kwargs in layers]
+
+
+def build(spec: dict) -> nn.Sequential:
+    """The (freshly initialised) Sequential a spec describes; raises ValueError on a bad spec."""
+    dtype, layers_spec = _layers(spec)
+    types = _layer_types()
+    layers = []
+    for where, kind, args, kwargs in layers_spec:
         if kind == "Affine":
             (c,) = args or [kwargs.pop("num_features")]
-            layers.append(Affine(np.ones(c), np.zeros(c), dtype=np.dtype(dtype).type))
+            layers.append(Affine(np.ones(c), np.zeros(c), dtype=dtype.type))
             continue
         if "dtype" in inspect.signature(types[kind]).parameters:
-            kwargs["dtype"] = np.dtype(dtype).type
+            kwargs["dtype"] = dtype.type
         try:
             layers.append(types[kind](*args, **kwargs))
         except TypeError as exc:
-            raise ValueError(f"architecture.layers[{i}]: bad arguments for {kind}: {exc}") from exc
+            raise ValueError(f"{where}: bad arguments for {kind}: {exc}") from exc
     return nn.Sequential(*layers)
 
 
@@ -77,17 +101,25 @@ def save_model(path: str | os.PathLike, spec: dict, model: nn.Sequential) -> Pat
     return save(state, path)
 
 
-def load_model(path: str | os.PathLike) -> tuple[dict, nn.Sequential]:
-    """(spec, model) from an .npz written by :func:`save_model`."""
-    state = read_state_dict(path)
+def load_model(path: str | os.PathLike, max_bytes: int = MAX_MODEL_BYTES
+               ) -> tuple[dict, nn.Sequential]:
+    """(spec, model) from an .npz written by :func:`save_model`.
+
+    Nothing is allocated that the file does not back: the arrays are read only if they unpack
+    to at most ``max_bytes``, and the layers are built only after the shapes their arguments
+    declare are found in the file (see :mod:`normlab.fold.declared`).
+    """
+    state = read_state_dict(path, max_bytes=max_bytes)
     if KEY not in state:
         raise ValueError(f"model: {str(path)!r} has no {KEY!r} entry: a plain state dict does "
                          "not say which layers it belongs to (save it with "
                          "normlab.fold.archive.save_model)")
     try:
         spec = json.loads(str(state.pop(KEY)))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:   # RecursionError: nested 10**5 deep
         raise ValueError(f"model: {KEY!r} in {str(path)!r} is not valid JSON: {exc}") from exc
+    dtype, shapes = declared_shapes(spec)
+    check_declared(shapes, state, dtype, max_bytes)
     model = build(spec)
     model.load_state_dict(state)
     return spec, model

@@ -51,7 +51,10 @@ def train_ncs(x, weight, bias, eps, y, mean_out, var_out, inv_std_out, offset_ou
     L1 and, in the same loop, sums the NEXT segment: a loop that only hit L1 would leave DRAM
     idle, so this keeps one stream from memory going all the time (~25% faster
     single-threaded, same numerics). ``offset_out``: the float64 mean minus ``mean_out`` (the
-    mean rounded to the data dtype), for the backward (see :func:`backward_ncs`).
+    mean rounded to the data dtype). y centres on ``mean_out`` (x - mean_out is exact in the
+    data dtype) and takes ``offset_out`` out in the shift: float32 at 1e6 rounds the mean by up
+    to 0.03, which times inv_std would move every output alike (BN/LN/GN/IN outputs were ~0.03
+    off the float64 answer before; the backward does the same, see :func:`backward_ncs`).
     """
     n_a, n_c, n_b = x.shape
     for c in prange(n_c):
@@ -88,8 +91,9 @@ def train_ncs(x, weight, bias, eps, y, mean_out, var_out, inv_std_out, offset_ou
         inv_std_out[c] = inv_std
         offset_out[c] = mean - float(mean_out[c])
         mu = x.dtype.type(mean)
-        k = x.dtype.type(weight[c] * inv_std)
-        t = x.dtype.type(bias[c])
+        k_64 = weight[c] * inv_std
+        k = x.dtype.type(k_64)
+        t = x.dtype.type(bias[c] - offset_out[c] * k_64)   # centres on the exact mean
         for a in range(n_a):
             for b in range(n_b):
                 y[a, c, b] = (x[a, c, b] - mu) * k + t
@@ -266,7 +270,7 @@ def train_mc(x, weight, bias, eps, n_blocks, y, mean_out, var_out, inv_std_out, 
         offset_out[c] = mean[c] - float(mean_out[c])
         center[c] = mean[c]
         scale[c] = weight[c] * inv_std
-        shift[c] = bias[c]
+        shift[c] = bias[c] - offset_out[c] * (weight[c] * inv_std)   # as in train_ncs
     for t in prange(n_blocks):
         for r in range(t * n_m // n_blocks, (t + 1) * n_m // n_blocks):
             x_row, y_row = x[r], y[r]

@@ -13,11 +13,18 @@ How: each pooled buffer is a raw byte array; callers get a typed view of it, and
 when the last user let go. Only then is the buffer handed out again -- nothing a caller still
 holds is ever overwritten. The pool keeps at most POOL_BYTES (1 GB, less on small machines);
 buffers are never shared between threads (handing out happens under a lock).
-``NORMLAB_OUTPUT_POOL=0`` turns it off; :func:`release` gives the free buffers' memory back.
+:func:`release` gives the free buffers' memory back.
+
+``NORMLAB_OUTPUT_POOL`` (read whenever a pooled-size output is made): unset, ``1``, ``on``,
+``true`` or ``yes``: pool up to POOL_BYTES; ``0``, ``off``, ``false`` or ``no``: no pool (every
+output a fresh ``np.empty``); a size with a unit, ``512M`` or ``2G`` (``K``/``M``/``G``, powers
+of 1024): pool up to that many bytes. Anything else raises ValueError naming the variable: a
+typo must not silently leave the pool on.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -45,36 +52,60 @@ _lock = threading.Lock()
 _FREE_REFCOUNT = 3
 
 
-def _enabled() -> bool:
-    return os.environ.get("NORMLAB_OUTPUT_POOL", "1").strip() != "0"
+_ON, _OFF = ("", "1", "on", "true", "yes"), ("0", "off", "false", "no")
+_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+@functools.lru_cache(maxsize=16)
+def _parse(raw: str) -> int | None:
+    """The byte budget a NORMLAB_OUTPUT_POOL value sets: None = POOL_BYTES, 0 = no pool."""
+    text = raw.strip().lower()
+    if text in _ON:
+        return None
+    if text in _OFF:
+        return 0
+    number, unit = text[:-1].strip(), _UNITS.get(text[-1:])
+    if unit is not None and number.isdigit() and int(number) > 0:
+        return int(number) * unit
+    raise ValueError(f"NORMLAB_OUTPUT_POOL: expected 1/on/true/yes (reuse outputs), "
+                     f"0/off/false/no (never) or a budget such as 512M or 2G, got {raw!r}")
+
+
+def pool_budget() -> int:
+    """Bytes the pool may hold under the current NORMLAB_OUTPUT_POOL (0: pool off)."""
+    budget = _parse(os.environ.get("NORMLAB_OUTPUT_POOL", ""))
+    return POOL_BYTES if budget is None else budget
 
 
 def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """Like ``np.empty(shape, dtype)`` (C order, contents undefined), from the pool if large."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize   # math.prod: np.prod costs ~2 us per call
-    if nbytes < MIN_BYTES or not _enabled():
+    if nbytes < MIN_BYTES:
+        return np.empty(shape, dtype)
+    budget = pool_budget()
+    if not budget:
         return np.empty(shape, dtype)
     with _lock:
         for buf in _pool:
             if buf.nbytes == nbytes and sys.getrefcount(buf) == _FREE_REFCOUNT:
                 return buf.view(dtype).reshape(shape)
-        buf = _new_buffer(nbytes)
+        buf = _new_buffer(nbytes, budget)
         return buf.view(dtype).reshape(shape)
 
 
-def _new_buffer(nbytes: int) -> np.ndarray:
+def _new_buffer(nbytes: int, budget: int) -> np.ndarray:
     """A new pooled buffer; free ones are dropped first (oldest first) to stay in budget."""
     held = sum(b.nbytes for b in _pool)
     i = 0
-    while i < len(_pool) and held + nbytes > POOL_BYTES:
+    while i < len(_pool) and held + nbytes > budget:
         # free: referenced by the list, the getrefcount argument and nothing else
         if sys.getrefcount(_pool[i]) == _FREE_REFCOUNT - 1:
             held -= _pool.pop(i).nbytes
         else:
             i += 1
     buf = np.empty(nbytes, np.uint8)
-    if held + nbytes <= POOL_BYTES:
+    if held + nbytes <= budget:
         _pool.append(buf)
     return buf
 
