@@ -43,7 +43,7 @@ def bn_to_affine(bn: _BatchNorm) -> tuple[np.ndarray, np.ndarray]:
     """(scale, shift) in float64 with bn(x) == x * scale + shift per channel in eval mode."""
     if not isinstance(bn, _BatchNorm):
         raise TypeError(f"bn: expected a normlab.nn BatchNorm1d/2d/3d, got {type(bn).__name__}")
-    if not bn.track_running_stats:
+    if bn.running_mean is None:   # with buffers, eval uses them even if tracking is off
         raise ValueError("bn: expected track_running_stats=True, got False (it normalises with "
                          "batch statistics even in eval mode, so it is no fixed affine map)")
     return eval_scale_shift(bn.running_mean, bn.running_var, _data(bn.weight), _data(bn.bias),
@@ -99,7 +99,7 @@ def _fold(module: Module, prefix: str, report: FoldReport, uses: Counter) -> Mod
 
 
 def _standalone(bn: _BatchNorm, name: str, report: FoldReport, why: str) -> Module:
-    if not bn.track_running_stats:
+    if bn.running_mean is None:
         report.add_skipped(name, "track_running_stats=False: it normalises with batch statistics "
                                  "even in eval mode")
         return bn
@@ -150,7 +150,7 @@ def _fold_sequential(seq: Sequential, prefix: str, report: FoldReport,
             out.append(_fold(layer, name, report, uses))
             out_names.append(name)
             continue
-        if not layer.track_running_stats:
+        if layer.running_mean is None:
             out.append(_standalone(layer, name, report, ""))
             out_names.append(name)
             continue
