@@ -52,10 +52,13 @@ class FoldReport:
         return "\n".join(self.lines())
 
 
-def require_eval_mode(model) -> None:
+def require_eval_mode(model, mode_free=lambda m: False) -> None:
     """Refuse a model (either engine) with any module in training mode: there BN normalises
-    with batch statistics, which no fixed weights reproduce."""
-    training = [name or "<root>" for name, m in model.named_modules() if m.training]
+    with batch statistics, which no fixed weights reproduce. ``mode_free(m)``: ``m`` computes
+    the same in both modes (a frozen BN, which e.g. timm's freeze_batch_norm_2d leaves in
+    training mode), so its flag does not matter."""
+    training = [name or "<root>" for name, m in model.named_modules()
+                if m.training and not mode_free(m)]
     if training:
         more = f" (and {len(training) - 5} more)" if len(training) > 5 else ""
         raise ValueError("model: expected an eval-mode model (call model.eval() first), got "

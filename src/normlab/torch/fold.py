@@ -66,7 +66,7 @@ def fold_bn(model: nn.Module) -> FoldResult:
     if isinstance(model, torch_jit_types()):
         raise TypeError("model: expected a Python torch.nn.Module, got a TorchScript module "
                         f"({type(model).__name__}); fold the eager model before scripting it")
-    require_eval_mode(model)
+    require_eval_mode(model, _norms.is_frozen_bn)
     folded = copy.deepcopy(model)
     ctx = _Context(FoldReport(), Counter(id(m) for _, m in
                                          folded.named_modules(remove_duplicate=False)))
@@ -220,6 +220,8 @@ def _join(prefix: str, name: str) -> str:
 # -- walking the model -------------------------------------------------------------------------
 def _fold_module(module: nn.Module, prefix: str, ctx: _Context) -> nn.Module:
     """Fold inside ``module``; returns it (changed in place) or a GraphModule replacing it."""
+    if not any(_is_bn_like(m) for m in module.modules()):
+        return module   # nothing to fold: keep the module as it is
     if type(module).forward is nn.Sequential.forward and not any(
             _norms.is_bn_subclass(c) for c in module.children()):
         return _fold_sequential(module, prefix, ctx)
@@ -235,11 +237,15 @@ def _fold_module(module: nn.Module, prefix: str, ctx: _Context) -> nn.Module:
     return _fold_graph(gm, module, prefix, ctx)
 
 
+def _is_bn_like(m: nn.Module) -> bool:
+    return isinstance(m, _BatchNorm) or _norms.has_bn_buffers(m)
+
+
 def _fold_children(module: nn.Module, prefix: str, ctx: _Context, reason: str) -> nn.Module:
     """An untraceable module: its BN children stay (reported); other children are folded."""
     for name, child in list(module.named_children()):
         q = _join(prefix, name)
-        if isinstance(child, _BatchNorm) or _norms.has_bn_buffers(child):
+        if _is_bn_like(child):
             ctx.report.add_skipped(q, reason)
             continue
         new = _fold_module(child, q, ctx)
@@ -296,7 +302,7 @@ def _report_unseen(model: nn.Module, ctx: _Context) -> None:
     """Every batch norm of the model is mentioned once: those no traced forward called."""
     seen = ctx.report.names()
     for name, m in model.named_modules():
-        if name in seen or not (isinstance(m, _BatchNorm) or _norms.has_bn_buffers(m)):
+        if name in seen or not _is_bn_like(m):
             continue
         if not name:
             ctx.report.add_skipped(name, "the model itself is a batch norm: no neighbouring "

@@ -227,16 +227,17 @@ class _LayerCall:
 
     def facts(self, unusable: str | None) -> Layer:
         """This call as the fold rules see it (weights (out, in/g, *k); transposed (in, ...))."""
-        w = _attr(self.gm, self.args["weight"])
+        w = self.args["weight"]   # stored or computed: its shape is in the node's meta
+        shape = tuple(w.meta["val"].shape) if "val" in w.meta else _attr(self.gm, w).shape
         if self.kind == "linear":
-            return Layer(_name(self.node), "Linear", "linear", w.shape[1], w.shape[0],
+            return Layer(_name(self.node), "Linear", "linear", shape[1], shape[0],
                          unusable=unusable)
-        groups, spatial = self.groups, w.ndim - 2
+        groups, spatial = self.groups, len(shape) - 2
         if self.kind == "conv_transpose":
-            c_in, c_out = w.shape[0], w.shape[1] * groups
+            c_in, c_out = shape[0], shape[1] * groups
             type_name = f"ConvTranspose{spatial}d"
         else:
-            c_in, c_out = w.shape[1] * groups, w.shape[0]
+            c_in, c_out = shape[1] * groups, shape[0]
             type_name = f"Conv{spatial}d"
         return Layer(_name(self.node), type_name, self.kind, c_in, c_out, spatial,
                      self.zero_padded(), unusable)

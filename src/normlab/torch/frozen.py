@@ -55,7 +55,7 @@ class FrozenBatchNorm2d(CheckedStateMixin, nn.Module):
         frozen = cls(bn.num_features, bn.eps, device=ref.device, dtype=ref.dtype)
         _copy_state(bn, frozen, affine=bn.affine)
         frozen.__dict__["_original"] = bn
-        return frozen
+        return frozen.train(bn.training)   # the model's mode is kept (fold_bn needs eval)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
