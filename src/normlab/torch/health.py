@@ -40,7 +40,7 @@ class LayerHealth:
     num_features: int
     values_per_channel: int = 0
     mean_gap: float = 0.0         # max over channels of |batch mean - running mean| / sqrt(rv)
-    var_ratio: float = 1.0        # the channel's batch var / running var farthest from 1
+    var_ratio: float = 1.0        # (batch var + eps) / (running var + eps) farthest from 1
     stale_channels: list[int] = field(default_factory=list)
     dead_channels: list[int] = field(default_factory=list)
     nonfinite_channels: list[int] = field(default_factory=list)   # NaN/inf running statistics
@@ -186,7 +186,9 @@ def _compare(h: LayerHealth, mean, var, rm, rv, eps: float, n: int) -> None:
     if not bool(ok.any()):
         return
     gap = (mean - rm).abs() / (rv + eps).sqrt()
-    log_ratio = (var / (rv + eps)).log()
+    # eval output variance / training output variance: (var + eps) / (rv + eps); a channel
+    # whose variances are both far below eps is normalised alike in both modes
+    log_ratio = ((var + eps) / (rv + eps)).log()
     gap_limit = GAP_WARN + NOISE_SDS / math.sqrt(n)
     log_limit = math.log(VAR_WARN) + NOISE_SDS * math.sqrt(2.0 / max(n - 1, 1))
     h.stale_channels = _where(ok & ((gap > gap_limit) | (log_ratio.abs() > log_limit)))
