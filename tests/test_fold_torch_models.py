@@ -14,7 +14,7 @@ import io
 
 import pytest
 
-from tests.test_fold_torch import assert_same_output, assert_unchanged, state_of
+from tests.test_fold_torch import Wrapper, assert_same_output, assert_unchanged, state_of
 
 
 def checked_fold(torch, model, x):
@@ -94,7 +94,7 @@ def test_linear_bn1d_fold_refuses_3d_input(torch, where):
     torch.manual_seed(0)
     body = nn.Sequential(nn.Linear(16, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.BatchNorm1d(16),
                          nn.Linear(16, 4))
-    model = body if where == "sequential" else WrapTimesTwo(torch, body)
+    model = body if where == "sequential" else Wrapper(torch, body)
     from tests.torch_replicas import randomize_bn
 
     randomize_bn(model).eval()
@@ -107,18 +107,6 @@ def test_linear_bn1d_fold_refuses_3d_input(torch, where):
                                          r"got shape \(2, 16, 16\)"):
         folded(x3)
     assert fold_bn(model)[0] is not model
-
-
-def WrapTimesTwo(torch, body):
-    class Wrapped(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = body
-
-        def forward(self, x):
-            return self.body(x) * 2.0
-
-    return Wrapped()
 
 
 def test_frozen_batch_norms_fold(torch):
@@ -157,7 +145,7 @@ def test_weight_standardisation_is_no_batch_norm_and_blocks_folding(torch):
     seq = randomize_bn(nn.Sequential(ScaledStdConv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()))
     _, report = checked_fold(torch, seq, x)
     assert "(ScaledStdConv2d), not a Linear/Conv" in dict(report.skipped)["1"]
-    graph = WrapTimesTwo(torch, seq)
+    graph = Wrapper(torch, seq)
     _, report = checked_fold(torch, graph, x)
     assert "conv2d()" in dict(report.skipped)["body.1"]
     assert [n for n, _ in report.notes] == ["body.0"]
@@ -172,9 +160,21 @@ def test_untraceable_subclass_is_kept_whole(torch):
     from tests.torch_replicas import UntraceableBN, randomize_bn
 
     nn = torch.nn
-    model = randomize_bn(WrapTimesTwo(torch, nn.Sequential(nn.Conv2d(3, 4, 3), UntraceableBN(4))))
+    model = randomize_bn(Wrapper(torch, nn.Sequential(nn.Conv2d(3, 4, 3), UntraceableBN(4))))
     _, report = checked_fold(torch, model, torch.randn(2, 3, 6, 6))
     assert "cannot be traced by torch.fx" in dict(report.skipped)["body.1"]
+
+
+def test_an_untraceable_layer_is_kept_whole_and_the_rest_folds(torch):
+    """tf_efficientnet's 'same' conv defeats fx; the block is traced around it: the norm after
+    the 1x1 convs folds, the one after the 'same' conv (its own forward) stays."""
+    from tests.torch_replicas import SameBlock, randomize_bn
+
+    model = randomize_bn(torch.nn.Sequential(SameBlock(4), SameBlock(4)))
+    _, report = checked_fold(torch, model, torch.randn(2, 4, 9, 9))
+    assert dict(report.folded) == {"0.bn1": "0.conv_pw", "0.bn3": "0.conv_pwl",
+                                   "1.bn1": "1.conv_pw", "1.bn3": "1.conv_pwl"}
+    assert "0.conv_dw (Conv2dSame), not a Linear/Conv" in dict(report.skipped)["0.bn2"]
 
 
 @pytest.mark.parametrize("how", ["parametrization", "hook"])

@@ -15,6 +15,8 @@ these copy the code that matters, forward for forward:
 * ``ScaledStdConv2d`` -- timm's weight-standardised conv (nf_resnet): a ``batch_norm`` call on
   the WEIGHT inside a Conv2d subclass's forward;
 * ``TvFrozenBatchNorm2d`` -- torchvision.ops.misc.FrozenBatchNorm2d, under that name;
+* ``Conv2dSame`` / ``SameBlock`` -- timm's TensorFlow-'same' conv, whose padding fx cannot
+  trace, inside a tf_efficientnet block;
 * ``UntraceableBN`` -- a BatchNorm2d subclass with a data-dependent branch fx cannot trace.
 
 Import inside a test that has the ``torch`` fixture: this module imports torch.
@@ -22,6 +24,7 @@ Import inside a test that has the ``torch`` fixture: this module imports torch.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -89,6 +92,36 @@ class BNActSuper(nn.BatchNorm2d):
 
     def forward(self, x):
         return self.act(super().forward(x))
+
+
+class Conv2dSame(nn.Conv2d):
+    """timm.layers.Conv2dSame (tf_efficientnet_*): TensorFlow 'SAME' padding computed from the
+    input size with Python math, which fx cannot trace."""
+
+    def forward(self, x):
+        ih, iw = x.size()[-2:]
+        pads = [max((math.ceil(i / s) - 1) * s + (k - 1) * d + 1 - i, 0) for i, k, s, d in
+                zip((ih, iw), self.kernel_size, self.stride, self.dilation, strict=True)]
+        x = F.pad(x, (pads[1] // 2, pads[1] - pads[1] // 2, pads[0] // 2, pads[0] - pads[0] // 2))
+        return F.conv2d(x, self.weight, self.bias, self.stride, (0, 0), self.dilation,
+                        self.groups)
+
+
+class SameBlock(nn.Module):
+    """A tf_efficientnet depthwise-separable block: 1x1 conv, norm+act, 'same' depthwise conv,
+    norm+act, 1x1 conv, norm."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv_pw = nn.Conv2d(c, 2 * c, 1, bias=False)
+        self.bn1 = BatchNormAct2d(2 * c, act_layer=nn.SiLU)
+        self.conv_dw = Conv2dSame(2 * c, 2 * c, 3, stride=2, groups=2 * c, bias=False)
+        self.bn2 = BatchNormAct2d(2 * c, act_layer=nn.SiLU)
+        self.conv_pwl = nn.Conv2d(2 * c, c, 1, bias=False)
+        self.bn3 = BatchNormAct2d(c, apply_act=False)
+
+    def forward(self, x):
+        return self.bn3(self.conv_pwl(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))))
 
 
 class UntraceableBN(nn.BatchNorm2d):

@@ -228,13 +228,19 @@ def _fold_module(module: nn.Module, prefix: str, ctx: _Context) -> nn.Module:
     if not any(True for _ in module.children()):
         return module
     try:
-        gm = _trace(module)
+        gm, parts = _trace(module)
     except Exception as err:  # any tracing failure means "fx cannot see the data flow"
-        first = str(err).splitlines()[0] if str(err) else ""
-        reason = f"the forward of {prefix or '<root>'} cannot be traced by torch.fx " \
-                 f"({type(err).__name__}: {first})"
-        return _fold_children(module, prefix, ctx, reason)
-    return _fold_graph(gm, module, prefix, ctx)
+        return _fold_children(module, prefix, ctx, _untraceable(prefix, err))
+    gm = _fold_graph(gm, module, prefix, ctx)
+    for name, (part, err) in parts.items():   # kept whole in the graph: fold inside them
+        _fold_children(part, _join(prefix, name), ctx, _untraceable(_join(prefix, name), err))
+    return gm
+
+
+def _untraceable(name: str, err: Exception) -> str:
+    first = str(err).splitlines()[0] if str(err) else ""
+    return f"the forward of {name or '<root>'} cannot be traced by torch.fx " \
+           f"({type(err).__name__}: {first})"
 
 
 def _is_bn_like(m: nn.Module) -> bool:
@@ -332,21 +338,48 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
 
-def _trace(module: nn.Module) -> fx.GraphModule:
+def _trace(module: nn.Module) -> tuple[fx.GraphModule, dict]:
+    """``module`` as a GraphModule, and the parts of it kept whole: {path: (module, the
+    error tracing it raised)}. A BN subclass whose forward fx cannot trace is kept whole; when
+    the module still does not trace, so is each smallest submodule that does not (a conv with
+    computed 'same' padding, say), and the rest is traced around them."""
     with _bn_forward_as_call():
-        opaque = frozenset(id(m) for m in module.modules()
-                           if _norms.is_bn_subclass(m) and not _traceable(m))
-        tracer = _Tracer(opaque)
-        graph = tracer.trace(module)
+        opaque = {id(m) for m in module.modules()
+                  if _norms.is_bn_subclass(m) and _trace_error(m, set()) is not None}
+        try:
+            return _graph_module(module, opaque), {}
+        except Exception:  # find the parts that fail; the caller handles a second failure
+            parts = _untraceable_parts(module, opaque, "")
+            if not parts:
+                raise
+            opaque |= {id(m) for m, _ in parts.values()}
+            return _graph_module(module, opaque), parts
+
+
+def _graph_module(module: nn.Module, opaque: set[int]) -> fx.GraphModule:
+    tracer = _Tracer(frozenset(opaque))
+    graph = tracer.trace(module)
     return fx.GraphModule(tracer.root, graph, type(module).__name__)
 
 
-def _traceable(m: nn.Module) -> bool:
+def _trace_error(m: nn.Module, opaque: set[int]) -> Exception | None:
+    """The error tracing ``m`` alone raises, or None."""
     try:
-        _Tracer().trace(m)
-    except Exception:  # any failure: fx cannot see what its forward does
-        return False
-    return True
+        _Tracer(frozenset(opaque)).trace(m)
+    except Exception as err:  # any failure: fx cannot see what its forward does
+        return err
+    return None
+
+
+def _untraceable_parts(module: nn.Module, opaque: set[int], prefix: str) -> dict:
+    """{path: (submodule, error)} of the smallest submodules that fx cannot trace alone."""
+    parts, leaf = {}, _Tracer(frozenset(opaque)).is_leaf_module
+    for name, child in module.named_children():
+        path = _join(prefix, name)
+        err = None if leaf(child, path) else _trace_error(child, opaque)
+        if err is not None:
+            parts |= _untraceable_parts(child, opaque, path) or {path: (child, err)}
+    return parts
 
 
 def _eval_batch_norm(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
