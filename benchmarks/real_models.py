@@ -12,7 +12,8 @@ For each model (random weights, random but non-trivial BN statistics, eval mode,
 * BN ops before / after -- ``batch_norm`` calls with running statistics plus frozen-BN layer
   calls, counted while the model runs (``normlab.torch.fold.count_bn_ops``), for the original
   and for ``fold_bn``'s result; "report" is fold_bn's own "folded X of Y";
-* fold err -- max |folded - original| over the output, and max |original| for scale;
+* fold err -- max |folded - original| over the output, max |original| for scale, and their
+  ratio (random BN statistics make some outputs huge; float32 round-off is ~1e-7 of them);
 * freeze err -- max |freeze_bn(model) - original| in eval mode;
 * notes -- ``batch_norm`` calls on weights (weight standardisation), not counted as BNs;
 * why not -- the commonest reason fold_bn gives for the BNs it left, with their number;
@@ -96,6 +97,7 @@ def survey(name: str, size: int) -> dict:
     from normlab.torch.fold import count_bn_ops
 
     t0 = time.perf_counter()
+    torch.manual_seed(0)   # the same random weights on every run
     model = build(name)
     size = max(size, MIN_SIZE.get(name.partition("+")[0], 0))
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
@@ -108,6 +110,7 @@ def survey(name: str, size: int) -> dict:
     row["why not (commonest)"] = commonest_reason(report.skipped)
     row["fold err"] = (folded(x) - want).abs().max().item()
     row["max |out|"] = want.abs().max().item()
+    row["rel err"] = row["fold err"] / max(row["max |out|"], 1e-30)
     frozen = nt.freeze_bn(copy.deepcopy(model)).eval()
     row["freeze err"] = (frozen(x) - want).abs().max().item()
     row["health"] = health(model, size)
@@ -149,7 +152,7 @@ def health(model, size: int) -> str:
 
 def markdown(rows: list[dict]) -> str:
     cols = ["model", "size", "ops before", "ops after", "report", "notes", "fold err",
-            "max |out|", "freeze err", "health", "seconds", "why not (commonest)"]
+            "max |out|", "rel err", "freeze err", "health", "seconds", "why not (commonest)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if "error" in r:
