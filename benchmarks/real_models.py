@@ -42,7 +42,7 @@ TIMM = ["resnet18", "resnet50", "efficientnet_b0", "tf_efficientnet_b0", "mobile
         "mixnet_s", "hrnet_w18_small", "vgg11_bn", "dla34", "levit_128s"]
 TORCHVISION = ["tv:resnet18", "tv:mobilenet_v3_small", "tv:shufflenet_v2_x0_5",
                "tv:densenet121", "tv:regnet_y_400mf"]
-VARIANTS = ["resnet18+sync", "tv:resnet18+tvfrozen"]
+VARIANTS = ["resnet18+sync", "tv:resnet18+tvfrozen", "efficientnet_b0+tvfrozen"]
 MIN_SIZE = {"inception_v3": 75, "levit_128s": 224}
 
 
@@ -65,7 +65,8 @@ def build(name: str) -> torch.nn.Module:
     elif variant == "tvfrozen":
         from timm.layers import freeze_batch_norm_2d
 
-        model = freeze_batch_norm_2d(model)
+        # its FrozenBatchNormAct2d come in training mode, and their drop-path follows it
+        model = freeze_batch_norm_2d(model).eval()
     return model
 
 

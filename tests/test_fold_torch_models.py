@@ -122,6 +122,24 @@ def test_frozen_batch_norms_fold(torch):
         assert len(report.folded) == 6 and not report.skipped, str(report)
 
 
+def test_frozen_norm_act_folds_and_an_unknown_one_is_reported(torch):
+    """timm's FrozenBatchNormAct2d (what freeze_batch_norm_2d makes of BatchNormAct2d) folds
+    and keeps its activation; a frozen norm+act of an unknown class is not folded, but
+    reported once (as still run) and counted; a tracked InstanceNorm is no batch norm."""
+    from tests.torch_replicas import FrozenBatchNormAct2d, OtherFrozenNormAct, randomize_bn
+
+    nn = torch.nn
+    model = Wrapper(torch, nn.Sequential(
+        nn.Conv2d(3, 4, 3), FrozenBatchNormAct2d(4), nn.Conv2d(4, 4, 1), OtherFrozenNormAct(4),
+        nn.InstanceNorm2d(4, track_running_stats=True)))
+    randomize_bn(model)
+    folded, report = checked_fold(torch, model, torch.randn(2, 3, 6, 6))
+    assert dict(report.folded) == {"body.1": "body.0"}
+    assert [n for n, _ in report.skipped] == ["body.3"]
+    assert "own arithmetic" in report.skipped[0][1]
+    assert sum(isinstance(m, nn.ReLU) for m in folded.modules()) == 1   # body.1's act
+
+
 def test_folds_after_convert_sync_batchnorm(torch):
     """normlab's SyncBatchNorm is a plain BN at inference: every one folds (fx used to fail on
     its forward, leaving all but the Sequential ones)."""

@@ -15,6 +15,7 @@ these copy the code that matters, forward for forward:
 * ``ScaledStdConv2d`` -- timm's weight-standardised conv (nf_resnet): a ``batch_norm`` call on
   the WEIGHT inside a Conv2d subclass's forward;
 * ``TvFrozenBatchNorm2d`` -- torchvision.ops.misc.FrozenBatchNorm2d, under that name;
+* ``FrozenBatchNormAct2d`` -- timm's frozen norm+act: the affine as arithmetic, then the act;
 * ``Conv2dSame`` / ``SameBlock`` -- timm's TensorFlow-'same' conv, whose padding fx cannot
   trace, inside a tf_efficientnet block;
 * ``UntraceableBN`` -- a BatchNorm2d subclass with a data-dependent branch fx cannot trace.
@@ -291,9 +292,50 @@ class TvFrozenBatchNorm2d(nn.Module):
         return x * scale + bias
 
 
-# what torchvision's class is called where it lives; normlab recognises it by that name
+class FrozenBatchNormAct2d(nn.Module):
+    """timm.layers.FrozenBatchNormAct2d (what timm's freeze_batch_norm_2d makes of a
+    BatchNormAct2d): the frozen affine as arithmetic, then drop and act."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, act_layer=nn.ReLU):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.drop = nn.Identity()
+        self.act = act_layer()
+
+    def forward(self, x):
+        w = self.weight.reshape(1, -1, 1, 1)
+        b = self.bias.reshape(1, -1, 1, 1)
+        rv = self.running_var.reshape(1, -1, 1, 1)
+        rm = self.running_mean.reshape(1, -1, 1, 1)
+        scale = w * (rv + self.eps).rsqrt()
+        bias = b - rm * scale
+        return self.act(self.drop(x * scale + bias))
+
+
+# what torchvision's / timm's classes are called where they live; normlab knows them by name
 TvFrozenBatchNorm2d.__module__ = "torchvision.ops.misc"
 TvFrozenBatchNorm2d.__qualname__ = TvFrozenBatchNorm2d.__name__ = "FrozenBatchNorm2d"
+FrozenBatchNormAct2d.__module__ = "timm.layers.norm_act"
+
+
+class OtherFrozenNormAct(nn.Module):
+    """A frozen norm + ReLU of someone else's, with BatchNorm's buffers: not recognised."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        for name, fill in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0),
+                           ("running_var", 1.0)):
+            self.register_buffer(name, torch.full((num_features,), fill))
+
+    def forward(self, x):
+        scale = self.weight / (self.running_var + self.eps).sqrt()
+        return torch.relu(x * scale[:, None, None] + (self.bias - self.running_mean * scale)
+                          [:, None, None])
 
 
 def tv_freeze(module: nn.Module) -> nn.Module:

@@ -10,6 +10,7 @@ Shared by ``fold_bn``, ``freeze_bn`` and ``bn_health``. Three kinds:
   ``BatchNormAct2d`` applies drop-path and an activation after the normalisation);
 * frozen -- a module that is a fixed per-channel affine map in any mode, with BatchNorm's
   buffers: normlab's and torchvision's ``FrozenBatchNorm2d``;
+* frozen norm + act -- timm's ``FrozenBatchNormAct2d``: a frozen BN, then drop and activation;
 * any other ``_BatchNorm`` subclass -- a batch norm plus whatever its forward adds.
 
 Classes outside normlab are named, not imported: torchvision need not be installed.
@@ -38,6 +39,8 @@ _PLAIN: dict[type, tuple[int | None, bool | None]] = {
     nn.SyncBatchNorm: (None, None), SyncBatchNorm: (None, None),
 }
 _FROZEN_NAMES = {"torchvision.ops.misc.FrozenBatchNorm2d": (2, False)}
+# frozen norm + act: forward = act(drop(x * scale + shift)), children ``drop`` and ``act``
+_FROZEN_ACT_NAMES = {"timm.layers.norm_act.FrozenBatchNormAct2d"}
 
 
 def _qualname(m) -> str:
@@ -54,17 +57,23 @@ def is_frozen_bn(m) -> bool:
     return type(m) is FrozenBatchNorm2d or _qualname(m) in _FROZEN_NAMES
 
 
+def is_frozen_act(m) -> bool:
+    """timm's FrozenBatchNormAct2d: a frozen BN's affine map, then its ``drop`` and ``act``."""
+    return _qualname(m) in _FROZEN_ACT_NAMES
+
+
 def is_bn_subclass(m) -> bool:
     """A ``_BatchNorm`` whose forward may do more than normalise."""
     return isinstance(m, _BatchNorm) and not is_plain_bn(m)
 
 
 def has_bn_buffers(m) -> bool:
-    """Anything holding per-channel running statistics (batch norms of every kind, timm's
-    ``FrozenBatchNormAct2d``, ...)."""
+    """A batch norm of any kind: anything but an InstanceNorm (per-sample statistics) that
+    holds per-channel running statistics (timm's ``FrozenBatchNormAct2d`` too)."""
     rm = getattr(m, "running_mean", None)
     return isinstance(rm, torch.Tensor) and rm.dim() == 1 and isinstance(
-        getattr(m, "running_var", None), torch.Tensor)
+        getattr(m, "running_var", None), torch.Tensor) and not isinstance(
+        m, nn.modules.instancenorm._InstanceNorm)
 
 
 def norm_of(m) -> Norm:

@@ -85,7 +85,7 @@ class _Context:
 
     def __init__(self, report: FoldReport, uses: Counter) -> None:
         self.report, self.uses = report, uses
-        self.read: set[str] = set()   # full names of every buffer/parameter a graph reads
+        self.called: set[str] = set()   # every module a traced forward ran (full names)
 
 
 # -- the weight math ---------------------------------------------------------------------------
@@ -231,10 +231,12 @@ def _fold_module(module: nn.Module, prefix: str, ctx: _Context) -> nn.Module:
         gm, parts = _trace(module)
     except Exception as err:  # any tracing failure means "fx cannot see the data flow"
         return _fold_children(module, prefix, ctx, _untraceable(prefix, err))
+    done = len(ctx.report.folded)
     gm = _fold_graph(gm, module, prefix, ctx)
     for name, (part, err) in parts.items():   # kept whole in the graph: fold inside them
         _fold_children(part, _join(prefix, name), ctx, _untraceable(_join(prefix, name), err))
-    return gm
+    # nothing folded here: the module stays as it was (its class, buffers and keys)
+    return module if len(ctx.report.folded) == done else gm
 
 
 def _untraceable(name: str, err: Exception) -> str:
@@ -304,6 +306,10 @@ def _merge_neighbour(seq: nn.Sequential, names: list[str], i: int, prefix: str,
     return "; ".join(whys)
 
 
+_OWN_ARITHMETIC = "its forward ({}) normalises with its own arithmetic, not a batch_norm call " \
+    "or a known batch norm layer, so it is not folded"
+
+
 def _report_unseen(model: nn.Module, ctx: _Context) -> None:
     """Every batch norm of the model is mentioned once: those no traced forward called."""
     seen = ctx.report.names()
@@ -313,10 +319,8 @@ def _report_unseen(model: nn.Module, ctx: _Context) -> None:
         if not name:
             ctx.report.add_skipped(name, "the model itself is a batch norm: no neighbouring "
                                          "layer to fold it into")
-        elif f"{name}.running_mean" in ctx.read:
-            ctx.report.add_skipped(name, f"its forward ({type(m).__name__}) normalises with "
-                                         "its own arithmetic, not a batch_norm call or a known "
-                                         "batch norm layer, so it is not folded")
+        elif name in ctx.called:
+            ctx.report.add_skipped(name, _OWN_ARITHMETIC.format(type(m).__name__))
         else:
             ctx.report.add_note(name, "never called by the traced forward")
 
@@ -333,9 +337,11 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if _norms.is_plain_bn(m) or _norms.is_frozen_bn(m) or id(m) in self.opaque:
             return True
-        if isinstance(m, _BatchNorm):
+        if isinstance(m, _BatchNorm) or _norms.is_frozen_act(m):
             return False
-        return super().is_leaf_module(m, qualname)
+        # any other module with BN statistics normalises in a way not recognised: kept whole
+        # (traced, fx would bake its arithmetic into constants and drop its buffers)
+        return _norms.has_bn_buffers(m) or super().is_leaf_module(m, qualname)
 
 
 def _trace(module: nn.Module) -> tuple[fx.GraphModule, dict]:
@@ -343,7 +349,7 @@ def _trace(module: nn.Module) -> tuple[fx.GraphModule, dict]:
     error tracing it raised)}. A BN subclass whose forward fx cannot trace is kept whole; when
     the module still does not trace, so is each smallest submodule that does not (a conv with
     computed 'same' padding, say), and the rest is traced around them."""
-    with _bn_forward_as_call():
+    with _bn_forward_as_call(module):
         opaque = {id(m) for m in module.modules()
                   if _norms.is_bn_subclass(m) and _trace_error(m, set()) is not None}
         try:
@@ -390,26 +396,35 @@ def _eval_batch_norm(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def _bn_forward_as_call():
+def _bn_forward_as_call(module: nn.Module):
     """While tracing, a BN subclass's ``super().forward(x)`` becomes one ``F.batch_norm``
-    node (the plain forwards check the input's rank with Python ``if``, which fx cannot trace).
-    fx itself patches ``nn.Module.__call__`` the same way while it traces."""
-    classes = (_BatchNorm, nn.SyncBatchNorm, _RunningStatsMixin, SyncBatchNorm)
-    originals = {cls: cls.__dict__["forward"] for cls in classes}
+    node (the plain forwards check the input's rank with Python ``if``, which fx cannot trace),
+    and a frozen norm+act (timm's FrozenBatchNormAct2d, whose arithmetic fx would bake into
+    constants) becomes that node followed by its own ``drop`` and ``act``. fx itself patches
+    ``nn.Module.__call__`` the same way while it traces."""
+    plain = (_BatchNorm, nn.SyncBatchNorm, _RunningStatsMixin, SyncBatchNorm)
+    originals = {cls: cls.__dict__["forward"] for cls in plain}
+    frozen_act = {type(m): type(m).forward for m in module.modules() if _norms.is_frozen_act(m)}
 
-    def patched(original):
+    def patched(original, frozen: bool):
         def forward(self, x, *args, **kwargs):
-            if isinstance(x, fx.Proxy) and not self.training and not args and not kwargs:
-                return _eval_batch_norm(self, x)
-            return original(self, x, *args, **kwargs)
+            if not isinstance(x, fx.Proxy) or args or kwargs or not (frozen or not self.training):
+                return original(self, x, *args, **kwargs)
+            if frozen:
+                return self.act(self.drop(F.batch_norm(
+                    x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0,
+                    self.eps)))
+            return _eval_batch_norm(self, x)
         return forward
 
     try:
         for cls, original in originals.items():
-            cls.forward = patched(original)
+            cls.forward = patched(original, False)
+        for cls, original in frozen_act.items():
+            cls.forward = patched(original, True)
         yield
     finally:
-        for cls, original in originals.items():
+        for cls, original in (originals | frozen_act).items():
             cls.forward = original
 
 
@@ -457,10 +472,12 @@ class _Op:
             why = "called with more than its input" if len(node.args) != 1 or node.kwargs \
                 else _why_not_fixed(m)
             return cls(node, node.target, _norms.norm_of(m), _norms.stats_of(m), why)
-        if isinstance(m, _BatchNorm):
+        if isinstance(m, _BatchNorm):   # a leaf only because fx cannot trace its forward
             return cls(node, node.target, None, None,
                        f"its forward ({type(m).__name__}) cannot be traced by torch.fx, so "
                        "what it adds to the normalisation is unknown: folding could drop it")
+        if _is_bn_like(m):
+            return cls(node, node.target, None, None, _OWN_ARITHMETIC.format(type(m).__name__))
         return None
 
     @classmethod
@@ -631,7 +648,7 @@ class _Graph:
 
 def _fold_graph(gm: fx.GraphModule, root: nn.Module, prefix: str, ctx: _Context):
     g = _Graph(gm, prefix, ctx)
-    ctx.read |= {_join(prefix, n.target) for n in gm.graph.nodes if n.op == "get_attr"}
+    ctx.called |= _called(gm, prefix)
     for op in _ops(gm, root, prefix):
         if op.is_note:
             ctx.report.add_note(op.name, "a batch_norm call on a weight, not on activations "
@@ -654,6 +671,18 @@ def _fold_graph(gm: fx.GraphModule, root: nn.Module, prefix: str, ctx: _Context)
     gm.graph.lint()
     gm.recompile()
     return gm
+
+
+def _called(gm: fx.GraphModule, prefix: str) -> set[str]:
+    """The traced module and every module whose forward ran while fx traced it (fx records
+    the module stack of each node), as full names."""
+    called = {prefix}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            called.add(_join(prefix, node.target))
+        for path, _ in (node.meta.get("nn_module_stack") or {}).values():
+            called.add(_join(prefix, path))
+    return called
 
 
 def _ops(gm: fx.GraphModule, root: nn.Module, prefix: str) -> list[_Op]:
@@ -699,14 +728,16 @@ class _CountBatchNorm(torch.overrides.TorchFunctionMode):
 def count_bn_ops(model: nn.Module, *inputs) -> int:
     """How many batch norm operations one forward of ``model`` on ``inputs`` runs: calls of
     ``batch_norm`` with running statistics (BN layers, and BN code inside other layers'
-    forwards) plus calls of frozen BN layers. After ``fold_bn`` it equals the number of
-    operations the report lists as not folded."""
+    forwards) plus calls of frozen BN layers (any module with BatchNorm's running statistics
+    that is no ``_BatchNorm``: FrozenBatchNorm2d, timm's FrozenBatchNormAct2d). After
+    ``fold_bn`` it equals the number of operations the report lists as not folded."""
     frozen = [0]
 
     def hook(m, _inputs, _output):
         frozen[0] += 1
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if _norms.is_frozen_bn(m)]
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if _norms.has_bn_buffers(m) and not isinstance(m, _BatchNorm)]
     counter = _CountBatchNorm()
     try:
         with counter:
