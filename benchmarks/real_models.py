@@ -22,7 +22,8 @@ For each model (random weights, random but non-trivial BN statistics, eval mode,
   was set to NaN (in the middle BN) -- "ok" when both are named.
 
 Variants (suffix after ``+``): ``+sync`` runs ``normlab.torch.convert_sync_batchnorm`` first,
-``+tvfrozen`` timm's ``freeze_batch_norm_2d`` (torchvision's FrozenBatchNorm2d).
+``+tvfrozen`` timm's ``freeze_batch_norm_2d`` (torchvision's FrozenBatchNorm2d for plain BNs,
+timm's FrozenBatchNormAct2d for norm+act layers), then ``eval()``.
 """
 
 from __future__ import annotations

@@ -14,11 +14,17 @@ What counts as a batch norm (:mod:`normlab.torch._norms`):
 * a BN SUBCLASS (timm's ``BatchNormAct2d``: normalisation, then drop-path and an activation in
   its own forward): torch.fx traces INTO its forward, so the ``batch_norm`` call is folded and
   what the subclass adds stays in the graph. ``super().forward(x)`` inside such a forward is
-  recorded as the ``F.batch_norm`` call torch's eval forward makes. A subclass whose forward
-  cannot be traced is kept whole and reported: folding it could drop what it adds.
+  recorded as the ``F.batch_norm`` call torch's eval forward makes, and timm's frozen
+  ``FrozenBatchNormAct2d`` as that call followed by its drop and act. A subclass whose forward
+  cannot be traced is kept whole and reported: folding it could drop what it adds; so is any
+  other module with BN statistics (its normalisation is not recognised);
+* a ``batch_norm`` call on a weight (weight standardisation) is no batch norm: a note.
 
-``nn.Sequential`` is folded structurally (Identity placeholders keep the state-dict keys) when
-its children are plain; any other module through ``torch.fx``. A Linear <-> BN fold is exact
+A module fx cannot trace because of some submodule is traced around that submodule; one it
+cannot trace at all is left, with its BN children reported, and its other children folded.
+A traced module in which nothing folded stays as it was. ``nn.Sequential`` is folded
+structurally (Identity placeholders keep the state-dict keys) when its children are plain.
+A Linear <-> BN fold is exact
 only on (N, features) tensors (BatchNorm1d normalises dim 1, a Linear maps the last dim), which
 only a shape can tell: unless the BN's class rules it out, the fold is made and the BN's place
 is taken by :class:`FoldedLinearCheck`, which raises on any other rank instead of computing
@@ -71,7 +77,7 @@ def fold_bn(model: nn.Module) -> FoldResult:
     ctx = _Context(FoldReport(), Counter(id(m) for _, m in
                                          folded.named_modules(remove_duplicate=False)))
     result = _fold_module(folded, "", ctx)
-    _report_unseen(folded, ctx)
+    _report_unseen(model, ctx)   # names are the same in the model and its copy
     return FoldResult(result, ctx.report)
 
 
@@ -81,7 +87,7 @@ def torch_jit_types() -> tuple[type, ...]:
 
 class _Context:
     """What one ``fold_bn`` call carries around: the report, how often each module object is
-    registered (a shared layer cannot absorb a BN), and which state the traced graphs read."""
+    registered (a shared layer cannot absorb a BN), and which modules the traced forwards ran."""
 
     def __init__(self, report: FoldReport, uses: Counter) -> None:
         self.report, self.uses = report, uses
