@@ -263,16 +263,31 @@ class ScaledStdConv2d(nn.Conv2d):
                         self.groups)
 
 
+def _frozen_buffers(module: nn.Module, num_features: int) -> None:
+    module.register_buffer("weight", torch.ones(num_features))
+    module.register_buffer("bias", torch.zeros(num_features))
+    module.register_buffer("running_mean", torch.zeros(num_features))
+    module.register_buffer("running_var", torch.ones(num_features))
+
+
+def _frozen_affine(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The forward of torchvision's FrozenBatchNorm2d (and the start of timm's norm+act one)."""
+    w = module.weight.reshape(1, -1, 1, 1)
+    b = module.bias.reshape(1, -1, 1, 1)
+    rv = module.running_var.reshape(1, -1, 1, 1)
+    rm = module.running_mean.reshape(1, -1, 1, 1)
+    scale = w * (rv + module.eps).rsqrt()
+    bias = b - rm * scale
+    return x * scale + bias
+
+
 class TvFrozenBatchNorm2d(nn.Module):
-    """torchvision.ops.misc.FrozenBatchNorm2d, verbatim (its name too, below)."""
+    """torchvision.ops.misc.FrozenBatchNorm2d (its name too, below)."""
 
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
-        self.register_buffer("weight", torch.ones(num_features))
-        self.register_buffer("bias", torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
+        _frozen_buffers(self, num_features)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -283,13 +298,7 @@ class TvFrozenBatchNorm2d(nn.Module):
                                       unexpected_keys, error_msgs)
 
     def forward(self, x):
-        w = self.weight.reshape(1, -1, 1, 1)
-        b = self.bias.reshape(1, -1, 1, 1)
-        rv = self.running_var.reshape(1, -1, 1, 1)
-        rm = self.running_mean.reshape(1, -1, 1, 1)
-        scale = w * (rv + self.eps).rsqrt()
-        bias = b - rm * scale
-        return x * scale + bias
+        return _frozen_affine(self, x)
 
 
 class FrozenBatchNormAct2d(nn.Module):
@@ -299,21 +308,12 @@ class FrozenBatchNormAct2d(nn.Module):
     def __init__(self, num_features: int, eps: float = 1e-5, act_layer=nn.ReLU):
         super().__init__()
         self.eps = eps
-        self.register_buffer("weight", torch.ones(num_features))
-        self.register_buffer("bias", torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
+        _frozen_buffers(self, num_features)
         self.drop = nn.Identity()
         self.act = act_layer()
 
     def forward(self, x):
-        w = self.weight.reshape(1, -1, 1, 1)
-        b = self.bias.reshape(1, -1, 1, 1)
-        rv = self.running_var.reshape(1, -1, 1, 1)
-        rm = self.running_mean.reshape(1, -1, 1, 1)
-        scale = w * (rv + self.eps).rsqrt()
-        bias = b - rm * scale
-        return self.act(self.drop(x * scale + bias))
+        return self.act(self.drop(_frozen_affine(self, x)))
 
 
 # what torchvision's / timm's classes are called where they live; normlab knows them by name
@@ -328,9 +328,7 @@ class OtherFrozenNormAct(nn.Module):
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
-        for name, fill in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0),
-                           ("running_var", 1.0)):
-            self.register_buffer(name, torch.full((num_features,), fill))
+        _frozen_buffers(self, num_features)
 
     def forward(self, x):
         scale = self.weight / (self.running_var + self.eps).sqrt()
@@ -339,7 +337,7 @@ class OtherFrozenNormAct(nn.Module):
 
 
 def tv_freeze(module: nn.Module) -> nn.Module:
-    """timm.utils.freeze_batch_norm_2d for plain BatchNorm2d: torchvision's frozen BN."""
+X
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
             frozen = TvFrozenBatchNorm2d(child.num_features, child.eps)
