@@ -337,7 +337,7 @@ class OtherFrozenNormAct(nn.Module):
 
 
 def tv_freeze(module: nn.Module) -> nn.Module:
-X
+    """timm.layers.freeze_batch_norm_2d for plain BatchNorm2d: torchvision's frozen BN."""
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
             frozen = TvFrozenBatchNorm2d(child.num_features, child.eps)
