@@ -266,9 +266,9 @@ CASES = [
          ("normalized_shape:", "positive integer", "got 0")),
     Case("layernorm-normalized-shape-float", functional(lambda: nn.LayerNorm(2.5)), TypeError,
          ("normalized_shape:", "positive int", "got 2.5")),
-    Case("instancenorm-2d", on(lambda: primed(nn.InstanceNorm1d(3, affine=True), X3),
-                               lambda m: m(X2)),
-         ValueError, ("x:", "expected 3D", "got 2D")),
+    Case("instancenorm-1d", on(lambda: primed(nn.InstanceNorm1d(3, affine=True), X3),
+                               lambda m: m(X2[0])),
+         ValueError, ("x:", "expected 2D or 3D", "got 1D")),
     Case("instancenorm-one-value",
          on(lambda: primed(nn.InstanceNorm2d(4, track_running_stats=True), X4),
             lambda m: m(X4[:, :, :1, :1])),
@@ -652,3 +652,50 @@ def test_empty_batch_outside_bn_training_works_like_torch(make, backend):
         np.zeros((0, 3), np.float32)
     y = make()(x)
     assert y.shape == x.shape and y.dtype == x.dtype
+
+
+# -- state-dict values torch copies without a word (issue 16 item 7; kept apart for merging) --
+def _nbt(value):
+    return sd_case(lambda sd: {**sd, "1.num_batches_tracked": np.array(value)})
+
+
+STATE_VALUE_CASES = [
+    Case("sd-count-nan", _nbt(np.nan), ValueError,
+         ("state_dict['1.num_batches_tracked']", "whole number", "nan")),
+    Case("sd-count-fractional", _nbt(2.5), ValueError,
+         ("state_dict['1.num_batches_tracked']", "whole number", "2.5")),
+    Case("sd-count-negative", _nbt(-3), ValueError,
+         ("state_dict['1.num_batches_tracked']", "[0, 2**63)", "-3")),
+    Case("sd-count-overflow-float", _nbt(1e19), ValueError,
+         ("state_dict['1.num_batches_tracked']", "[0, 2**63)", "1e+19")),
+    Case("sd-count-overflow-uint64", _nbt(np.uint64(2**63)), ValueError,
+         ("state_dict['1.num_batches_tracked']", "[0, 2**63)", "9223372036854775808")),
+    Case("sd-masked-array",
+         sd_case(lambda sd: {**sd, "1.running_var": np.ma.masked_array(
+             sd["1.running_var"], mask=[False, True, False, False])}),
+         TypeError, ("state_dict['1.running_var']", "plain array", "masked array")),
+]
+
+
+@pytest.mark.parametrize("case", STATE_VALUE_CASES, ids=[c.id for c in STATE_VALUE_CASES])
+def test_bad_state_values_are_refused_without_side_effects(case, tmp_path):
+    test_bad_input_is_refused_without_side_effects(case, tmp_path)
+
+
+def test_nonfinite_running_statistics_load_with_one_warning():
+    """torch loads NaN/inf running statistics silently; the engine loads them too (a NaN channel
+    is a legitimate state) but says which key and how many channels, once."""
+    import warnings
+
+    m = model()
+    sd = m.state_dict()
+    sd["1.running_mean"][[0, 2]] = np.nan
+    sd["1.running_var"][1] = np.inf
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        m.load_state_dict(sd)
+    assert len(record) == 1
+    text = str(record[0].message)
+    assert "state_dict['1.running_mean'] has 2 of 4 channels NaN/inf" in text
+    assert "state_dict['1.running_var'] has 1 of 4 channels NaN/inf" in text
+    assert np.isnan(m[1].running_mean[0])

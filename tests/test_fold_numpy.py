@@ -184,7 +184,7 @@ def test_affine_and_padded_conv_and_nested_modules():
     x = rng.normal(size=(2, 3, 5, 5)).astype(np.float32)
     assert_same_output(model, folded, x)
     into = dict(report.folded)
-    assert into["1"].startswith("Affine") and "zero-pads" in into["1"]
+    assert into["1"].startswith("Affine") and "pads with zeros" in into["1"]
     assert into["3.body.1"] == "3.body.0"
     assert into["3.bn"].startswith("Affine")
     assert "track_running_stats=False" in dict(report.skipped)["4"]

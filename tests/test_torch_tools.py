@@ -99,3 +99,68 @@ def test_import_normlab_does_not_import_torch():
     code = ("import sys, normlab, normlab.functional, normlab.nn; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _calibrated(torch, channels=64):
+    """A Linear -> BN1d model whose running statistics match its data exactly."""
+    import normlab.torch as nt
+
+    torch.manual_seed(1)
+    m = torch.nn.Sequential(torch.nn.Linear(8, channels, bias=False),
+                            torch.nn.BatchNorm1d(channels))
+    data = [torch.randn(256, 8) for _ in range(4)]
+    nt.recalibrate_bn(m, data)
+    return m.eval(), data
+
+
+def test_bn_health_names_the_bad_channels(torch):
+    """One channel with running_var 0, one with a NaN running_mean, one whose variance is ten
+    times off: each named by channel, not averaged away by a median over 64 channels."""
+    import normlab.torch as nt
+
+    m, data = _calibrated(torch)
+    with torch.no_grad():
+        m[1].running_var[3] = 0.0
+        m[1].running_mean[5] = float("nan")
+        m[1].running_var[7] *= 10.0
+    layer = nt.bn_health(m, data).to_dict()["layers"]["1"]
+    assert layer["zero_var_channels"] == [3]
+    assert layer["nonfinite_channels"] == [5]
+    assert layer["stale_channels"] == [7]   # 3 and 5 are reported on their own
+    text = " ".join(layer["suggestions"])
+    assert "running_var <= 0 at channel(s) [3]" in text and "316x" in text
+    assert "NaN/inf at channel(s) [5]" in text
+    assert "do not match the data at channel(s) [7]" in text
+    assert 0.08 < layer["var_ratio"] < 0.12
+
+
+def test_bn_health_warns_about_a_model_left_in_train_mode(torch):
+    import normlab.torch as nt
+
+    m, data = _calibrated(torch, channels=4)
+    m.train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    report = nt.bn_health(m, data)
+    assert report.model_in_train_mode and report.to_dict()["model_in_train_mode"]
+    layer = report.to_dict()["layers"]["1"]
+    assert layer["train_mode"] and not layer["train_mode_at_eval"]
+    assert any("the model is in train mode" in s and "model.eval()" in s
+               for s in layer["suggestions"])
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    m.eval()
+    assert not nt.bn_health(m, data).model_in_train_mode
+
+
+def test_bn_health_covers_norm_act_and_frozen_layers(torch):
+    """timm's BatchNormAct2d (its bias check sees the conv before it, not its own activation)
+    and torchvision's FrozenBatchNorm2d are checked too."""
+    import normlab.torch as nt
+    from tests.torch_replicas import BatchNormAct2d, TvFrozenBatchNorm2d
+
+    nn = torch.nn
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct2d(4), nn.Conv2d(4, 4, 1),
+                      TvFrozenBatchNorm2d(4)).eval()
+    layers = nt.bn_health(m, [torch.randn(4, 3, 6, 6)]).to_dict()["layers"]
+    assert set(layers) == {"1", "3"}
+    assert layers["1"]["redundant_bias_from"] == "0" and layers["3"]["num_features"] == 4

@@ -24,6 +24,7 @@ from ..nn import BatchNorm1d, Conv2d, Linear, Module, Parameter, Sequential
 from ..nn.norm import _BatchNorm
 from .affine import Affine
 from .report import FoldReport, require_eval_mode
+from .rules import Layer, Norm, why_not_merge
 from .weights import fold_into_following, fold_into_preceding
 
 
@@ -42,7 +43,7 @@ def bn_to_affine(bn: _BatchNorm) -> tuple[np.ndarray, np.ndarray]:
     """(scale, shift) in float64 with bn(x) == x * scale + shift per channel in eval mode."""
     if not isinstance(bn, _BatchNorm):
         raise TypeError(f"bn: expected a normlab.nn BatchNorm1d/2d/3d, got {type(bn).__name__}")
-    if not bn.track_running_stats:
+    if bn.running_mean is None:   # with buffers, eval uses them even if tracking is off
         raise ValueError("bn: expected track_running_stats=True, got False (it normalises with "
                          "batch statistics even in eval mode, so it is no fixed affine map)")
     return eval_scale_shift(bn.running_mean, bn.running_var, _data(bn.weight), _data(bn.bias),
@@ -98,7 +99,7 @@ def _fold(module: Module, prefix: str, report: FoldReport, uses: Counter) -> Mod
 
 
 def _standalone(bn: _BatchNorm, name: str, report: FoldReport, why: str) -> Module:
-    if not bn.track_running_stats:
+    if bn.running_mean is None:
         report.add_skipped(name, "track_running_stats=False: it normalises with batch statistics "
                                  "even in eval mode")
         return bn
@@ -106,31 +107,24 @@ def _standalone(bn: _BatchNorm, name: str, report: FoldReport, why: str) -> Modu
     return _affine_of(bn)
 
 
-def _channels_out(layer) -> int:
-    return layer.out_features if isinstance(layer, Linear) else layer.out_channels
-
-
-def _channels_in(layer) -> int:
-    return layer.in_features if isinstance(layer, Linear) else layer.in_channels
-
-
 def _why_not_pair(layer, layer_name: str, bn: _BatchNorm, uses: Counter, *,
                   following: bool) -> str | None:
-    """None if ``bn`` merges exactly into ``layer`` (before or after it), else why not."""
-    if not isinstance(layer, (Linear, Conv2d)):
-        return f"{layer_name} is a {type(layer).__name__}, not a Linear/Conv2d"
-    if isinstance(layer, Linear) and not isinstance(bn, BatchNorm1d):
-        return f"{type(bn).__name__} next to Linear {layer_name}: only BatchNorm1d on " \
-               "(N, features) activations pairs with a Linear"
-    channels = _channels_in(layer) if following else _channels_out(layer)
-    if channels != bn.num_features:
-        return f"{layer_name} has {channels} channels but the BatchNorm has {bn.num_features}"
-    if following and isinstance(layer, Conv2d) and any(layer.padding):
-        return f"{layer_name} zero-pads its input: borders would see 0, not the BN shift"
-    if uses[id(layer)] > 1:
-        return f"{layer_name} is shared (used more than once): folding would change its " \
-               "other uses"
-    return None
+    """None if ``bn`` merges exactly into ``layer`` (before or after it), else why not
+    (:func:`normlab.fold.rules.why_not_merge`)."""
+    one_d = isinstance(bn, BatchNorm1d)   # (N, C) or (N, C, L); 2d/3d: 4-D, 5-D input
+    norm = Norm(type(bn).__name__, bn.num_features, 1 if one_d else bn._ndims[0] - 2,
+                None if one_d else False)
+    shared = f"{layer_name} is shared (used more than once): folding would change its other " \
+        "uses" if uses[id(layer)] > 1 else None
+    if isinstance(layer, Linear):
+        facts = Layer(layer_name, "Linear", "linear", layer.in_features, layer.out_features,
+                      unusable=shared)
+    elif isinstance(layer, Conv2d):
+        facts = Layer(layer_name, "Conv2d", "conv", layer.in_channels, layer.out_channels, 2,
+                      any(layer.padding), shared)
+    else:
+        facts = Layer(layer_name, type(layer).__name__, None)
+    return why_not_merge(facts, norm, following=following)
 
 
 def _merge(layer, bn: _BatchNorm, *, following: bool) -> None:
@@ -156,7 +150,7 @@ def _fold_sequential(seq: Sequential, prefix: str, report: FoldReport,
             out.append(_fold(layer, name, report, uses))
             out_names.append(name)
             continue
-        if not layer.track_running_stats:
+        if layer.running_mean is None:
             out.append(_standalone(layer, name, report, ""))
             out_names.append(name)
             continue

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from .._checks import check_grad
+from . import loading
 
 
 class Parameter:
@@ -191,9 +192,14 @@ class Module:
         """Copy values into the existing arrays (dtype is kept, as torch's ``copy_`` does).
 
         Accepts normlab state dicts and torch ones converted with ``{k: v.numpy()}``. Every key
-        and shape is checked before anything is written; one error lists all missing, unexpected
-        and mis-shaped keys. With ``strict=False`` missing/unexpected keys are ignored, shape
-        mismatches still raise.
+        and value is checked before anything is written; one error lists all missing,
+        unexpected and mis-shaped keys. With ``strict=False`` missing/unexpected keys are
+        ignored, shape mismatches still raise. As in torch, a norm layer's missing
+        ``num_batches_tracked`` keeps its current value unless the mapping's ``_metadata``
+        says it was saved with one (checkpoints from torch < 0.4.1, hand-made dicts). Beyond
+        torch: a count that is NaN, fractional, negative or past int64 is refused, a masked
+        array too (its mask would be ignored), and NaN/inf running statistics load with a
+        warning.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict: expected a mapping of name -> array, "
@@ -202,13 +208,17 @@ class Module:
         if bad_keys:
             raise TypeError(f"state_dict: expected string keys, got {bad_keys[0]!r} "
                             f"({type(bad_keys[0]).__name__})")
-        targets = {key: (owner, name) for key, owner, name in self._state_items()}
-        missing = [k for k in targets if k not in state_dict]
+        items = list(self._state_items())
+        targets = {key: (owner, name) for key, owner, name in items}
+        metadata = getattr(state_dict, "_metadata", None) or {}
+        missing = [key for key, owner, name in items if key not in state_dict and not
+                   owner._may_be_missing(name, metadata.get(key[:-len(name) - 1], {}))]
         unexpected = [k for k in state_dict if k not in targets]
         values, mis_shaped = {}, []
         for key, (owner, name) in targets.items():
             if key not in state_dict:
                 continue
+            loading.refuse_masked(key, state_dict[key])
             value = np.asarray(state_dict[key])
             target = _target_array(owner, name)
             if value.shape != target.shape:
@@ -220,6 +230,8 @@ class Module:
                 raise TypeError(f"state_dict[{key!r}]: expected a real numeric array, "
                                 f"got dtype {value.dtype}")
             else:
+                if target.dtype.kind in "iu":
+                    loading.check_count(key, value)
                 values[key] = value
         problems = []
         if strict and missing:
@@ -231,9 +243,17 @@ class Module:
         if problems:
             raise ValueError(f"state_dict: does not match {type(self).__name__}: "
                              + " | ".join(problems))
+        loading.warn_nonfinite(f"{type(self).__name__}.load_state_dict",
+                               [(k, v) for k, v in values.items()
+                                if targets[k][1] in loading.RUNNING_STATS])
         for key, value in values.items():
             owner, name = targets[key]
             _target_array(owner, name)[...] = value
+
+    def _may_be_missing(self, name: str, metadata: Mapping) -> bool:
+        """Whether state ``name`` of this module may be absent from a loaded state dict whose
+        entry for this module is ``metadata`` (torch's per-module ``_metadata``)."""
+        return False
 
     # -- printing --------------------------------------------------------------------------
     def extra_repr(self) -> str:

@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
 
 from .. import functional as F
-from .._checks import check_eps, check_grad, check_momentum, check_positive_int
+from .._checks import (
+    as_float_array,
+    check_eps,
+    check_grad,
+    check_momentum,
+    check_ndim,
+    check_positive_int,
+)
 from ..functional import batch as FB
 from ..functional import ghost as FGh
 from ..functional import group as FG
@@ -64,6 +72,13 @@ class _NormBase(Module):
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
         self._cache = None
+
+    def _may_be_missing(self, name: str, metadata) -> bool:
+        """torch's ``_NormBase._load_from_state_dict``: a state dict saved before version 2 of
+        the layer (torch < 0.4.1; also torchvision's FrozenBatchNorm2d, hand-made dicts: no
+        ``_metadata``) has no ``num_batches_tracked``; the current value is kept."""
+        version = metadata.get("version") if isinstance(metadata, Mapping) else None
+        return name == "num_batches_tracked" and (version is None or version < 2)
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
@@ -166,7 +181,8 @@ class _BatchNorm(_NormBase):
 
     ``momentum`` follows torch (running = (1-m) running + m batch); ``momentum=None`` is the
     cumulative average over ``num_batches_tracked`` batches. With ``track_running_stats=False``
-    the batch statistics are used in eval mode too.
+    (no running buffers) the batch statistics are used in eval mode too; switched off after
+    construction, as in torch, eval still uses the buffers and training leaves them alone.
 
     Keyword options (defaults = torch's behaviour; the estimators are
     :mod:`normlab.functional.running`), with m values per channel and sigma^2 the biased batch
@@ -220,7 +236,7 @@ class _BatchNorm(_NormBase):
     def freeze(self) -> _BatchNorm:
         """Inference behaviour (running statistics, no updates) until :meth:`unfreeze`, whatever
         ``train()`` says; the state dict is untouched."""
-        if not self.track_running_stats:
+        if self.running_mean is None:
             raise ValueError(f"{self._label()}: expected track_running_stats=True to freeze, "
                              f"got track_running_stats=False (no running statistics)")
         self.frozen = True
@@ -239,7 +255,14 @@ class _BatchNorm(_NormBase):
         return x
 
     def _use_batch_stats(self) -> bool:
-        return (self.training and not self.frozen) or not self.track_running_stats
+        # torch's _BatchNorm.forward: eval normalises with the running statistics whenever the
+        # buffers exist, even if track_running_stats was switched off after construction
+        return (self.training and not self.frozen) or self.running_mean is None
+
+    def _tracking(self) -> bool:
+        """Whether a training forward updates the running statistics (torch: only when
+        tracking AND the buffers exist)."""
+        return self.training and self.track_running_stats and self.running_mean is not None
 
     # step 3 ------------------------------------------------------------------------------
     def _update_running_stats(self, cache) -> None:
@@ -318,7 +341,7 @@ class _BatchNorm(_NormBase):
         weight, bias = self._params()
         if batch_stats:
             y, cache = self._train_forward(x, weight, bias)
-            if self.training and self.track_running_stats:
+            if self._tracking():
                 self._update_running_stats(cache.inner if isinstance(cache, _Scaled) else cache)
         else:
             y = F.batch_norm_eval(x, self.running_mean, self.running_var, weight, bias, self.eps)
@@ -402,11 +425,11 @@ class _InstanceNorm(_NormBase):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = FB.check_input(x, self.num_features, ndims=self._ndims)
+        x, unbatched = self._batched(x)
         weight, bias = self._params()
         if self.training or not self.track_running_stats:
             y, cache = F.instance_norm_forward(x, weight, bias, self.eps)
-            if self.training and self.track_running_stats:
+            if self.training and self.track_running_stats and self.running_mean is not None:
                 factor = 0.0 if self.momentum is None else self.momentum
                 mean, var = F.instance_running_update(self.running_mean, self.running_var,
                                                       cache, factor)
@@ -415,35 +438,58 @@ class _InstanceNorm(_NormBase):
         else:
             y = F.batch_norm_eval(x, self.running_mean, self.running_var, weight, bias, self.eps)
             cache = _eval_cache(x, self.running_mean, self.running_var, weight, self.eps)
-        self._cache = cache
-        return y
+        self._cache = _Unbatched(cache, x.shape[1:]) if unbatched else cache
+        return y[0] if unbatched else y
+
+    def _batched(self, x) -> tuple[np.ndarray, bool]:
+        """(x as a batch, whether it came unbatched): like torch, an input one dim short of the
+        batched layout -- (C, L), (C, H, W), (C, D, H, W) -- is one sample."""
+        x = as_float_array("x", x)
+        check_ndim("x", x, (self._ndims[0] - 1, self._ndims[0]), "(N, C, ...) or (C, ...)")
+        unbatched = x.ndim == self._ndims[0] - 1
+        if unbatched and x.shape[0] != self.num_features:
+            raise ValueError(f"x: expected {self.num_features} channels in dim 0 of an unbatched "
+                             f"input, got {x.shape[0]} (input shape {tuple(x.shape)})")
+        x = x[None] if unbatched else x
+        return FB.check_input(x, self.num_features, ndims=self._ndims), unbatched
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         cache = self._cache
         if cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        unbatched = isinstance(cache, _Unbatched)
+        if unbatched:
+            dy = check_grad("dy", dy, cache.shape)[None]
+            cache = cache.inner
         if isinstance(cache, _EvalCache):
             dx, dweight, dbias = _eval_backward(dy, cache)
         else:
             dx, dweight, dbias = F.instance_norm_backward(dy, cache)
         self._accumulate(dweight, dbias)
-        return dx
+        return dx[0] if unbatched else dx
+
+
+class _Unbatched(NamedTuple):
+    """The cache of a forward on one unbatched sample (run as a batch of one)."""
+
+    inner: object
+    shape: tuple[int, ...]   # the sample's own shape
 
 
 class InstanceNorm1d(_InstanceNorm):
-    """Input (N, C, L)."""
+    """Input (N, C, L) or unbatched (C, L)."""
 
     _ndims = (3,)
 
 
 class InstanceNorm2d(_InstanceNorm):
-    """Input (N, C, H, W)."""
+    """Input (N, C, H, W) or unbatched (C, H, W)."""
 
     _ndims = (4,)
 
 
 class InstanceNorm3d(_InstanceNorm):
-    """Input (N, C, D, H, W)."""
+    """Input (N, C, D, H, W) or unbatched (C, D, H, W)."""
 
     _ndims = (5,)
 

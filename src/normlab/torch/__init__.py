@@ -14,6 +14,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("normlab.torch needs PyTorch: pip install 'normlab[torch]'") from exc
 
 from .convert import from_torch, to_torch
+from .fold import count_bn_ops
 from .fold import fold_bn as fold_bn  # returns (model, FoldReport); see normlab.torch.fold
 from .fold_export import fold_bn_export
 from .frozen import FrozenBatchNorm2d, freeze_bn, unfreeze_bn
@@ -28,7 +29,7 @@ from .sync import SyncBatchNorm, convert_sync_batchnorm
 __all__ = [
     "BNHealthReport", "BatchRenorm1d", "BatchRenorm2d", "FrozenBatchNorm2d", "GhostBatchNorm1d",
     "GhostBatchNorm2d", "RecurrentBatchNorm", "SequenceBatchNorm", "SyncBatchNorm",
-    "bn_health", "convert_sync_batchnorm", "fold_bn", "fold_bn_export", "freeze_bn",
+    "bn_health", "convert_sync_batchnorm", "count_bn_ops", "fold_bn", "fold_bn_export", "freeze_bn",
     "from_torch", "recalibrate_bn",
     "to_torch", "unfreeze_bn",
     "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "freeze", "unfreeze",

@@ -3,7 +3,7 @@
 Both sides use torch's constructor arguments and state-dict keys (DESIGN, "NumPy engine
 contract"), so a conversion is: build the counterpart of each layer from its hyper-parameters,
 then copy the state dict across. Containers are Sequential on both sides. The train/eval mode
-travels with the model.
+travels with the model, module by module (a train-mode container may hold eval-mode layers).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def to_torch(model: enn.Module) -> tnn.Module:
     dtype = torch.from_numpy(np.zeros(0, _float_dtype_np(model))).dtype
     out = _build_torch(model).to(dtype)
     out.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
-    return out.train(model.training)
+    _copy_modes(model, out)
+    return out
 
 
 def _build_torch(m: enn.Module) -> tnn.Module:
@@ -84,7 +85,16 @@ def from_torch(module: tnn.Module) -> enn.Module:
     dtype = np.float32 if ref is None else torch.empty(0, dtype=ref.dtype).numpy().dtype
     out = _build_engine(module, dtype)
     out.load_state_dict({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
-    return out.train(module.training)
+    _copy_modes(module, out)
+    return out
+
+
+def _copy_modes(src, dst) -> None:
+    """Each module's train/eval flag from ``src`` to the module of the same name in ``dst``
+    (``train()`` would set one mode for all of them)."""
+    modes = {name: m.training for name, m in src.named_modules()}
+    for name, m in dst.named_modules():
+        object.__setattr__(m, "training", modes[name])
 
 
 def _build_engine(m: tnn.Module, dtype) -> enn.Module:

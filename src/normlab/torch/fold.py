@@ -1,73 +1,97 @@
 """Fold eval-mode BatchNorm into a neighbouring Linear / Conv / ConvTranspose of a torch model.
 
 At inference BN is a fixed per-channel affine map (Ioffe & Szegedy 2015, Alg. 2, line 11), so
-``conv -> bn`` is one convolution with scaled weights and a shifted bias. A BN with no foldable
-layer before it goes into the FOLLOWING Linear / Conv1d/2d/3d where that is exact: its output
-must feed only that layer, and the conv must not zero-pad (a zero border is not BN's zero
-point, ``shift``; replicate/reflect/circular padding copies BN outputs, so it is exact).
-``fold_bn`` works on ``nn.Sequential`` structurally and on any other module through
-``torch.fx`` tracing, returns a NEW module (the input is deep-copied, never modified) and a
-:class:`~normlab.fold.FoldReport` naming every BatchNorm it folded and every one it could
-not, with the reason.
+``conv -> bn`` is one convolution with scaled weights and a shifted bias; where no layer before
+it can take it, it goes into the FOLLOWING Linear / unpadded conv (the rules, one set for every
+folder: :mod:`normlab.fold.rules`). ``fold_bn`` returns a NEW module (the input is deep-copied,
+never modified) and a :class:`~normlab.fold.FoldReport` listing every batch norm operation once:
+folded (where into), or not folded (why), ending with ``folded X of Y``.
 
-Channels-first layouts only (torch's own). A ``Linear -> BatchNorm1d`` pair is folded on the
-assumption torch's ``fuse_linear_bn_eval`` also makes: the Linear's output is (N, features), the
-only layout in which BN1d's channels are the Linear's output features.
+What counts as a batch norm (:mod:`normlab.torch._norms`):
+
+* a plain BN layer (torch's and normlab's BatchNorm*d, SyncBatchNorm, ...) or a frozen one
+  (normlab's / torchvision's FrozenBatchNorm2d): one fixed affine map, folded as a module;
+* a BN SUBCLASS (timm's ``BatchNormAct2d``: normalisation, then drop-path and an activation in
+  its own forward): torch.fx traces INTO its forward, so the ``batch_norm`` call is folded and
+  what the subclass adds stays in the graph. ``super().forward(x)`` inside such a forward is
+  recorded as the ``F.batch_norm`` call torch's eval forward makes, and timm's frozen
+  ``FrozenBatchNormAct2d`` as that call followed by its drop and act. A subclass whose forward
+  cannot be traced is kept whole and reported: folding it could drop what it adds; so is any
+  other module with BN statistics (its normalisation is not recognised);
+* a ``batch_norm`` call on a weight (weight standardisation) is no batch norm: a note.
+
+A module fx cannot trace because of some submodule is traced around that submodule; one it
+cannot trace at all is left, with its BN children reported, and its other children folded.
+A traced module in which nothing folded stays as it was. ``nn.Sequential`` is folded
+structurally (Identity placeholders keep the state-dict keys) when its children are plain.
+A Linear <-> BN fold is exact
+only on (N, features) tensors (BatchNorm1d normalises dim 1, a Linear maps the last dim), which
+only a shape can tell: unless the BN's class rules it out, the fold is made and the BN's place
+is taken by :class:`FoldedLinearCheck`, which raises on any other rank instead of computing
+something else (torch's ``fuse_linear_bn_eval`` assumes 2-D silently).
 """
 
 from __future__ import annotations
 
 import copy
 from collections import Counter
-from typing import TYPE_CHECKING, NamedTuple
+from contextlib import contextmanager
+from functools import reduce
+from typing import NamedTuple
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..fold.report import FoldReport, require_eval_mode
+from ..fold.rules import Layer, Norm, why_not_merge
 from ..fold.weights import fold_into_following, fold_into_preceding
 from ..functional.batch import eval_scale_shift
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
+from . import _norms
+from .running import _RunningStatsMixin
+from .sync import SyncBatchNorm
 
 
 class FoldResult(NamedTuple):
     """``model, report = fold_bn(m)``."""
 
-    model: torch.nn.Module
+    model: nn.Module
     report: FoldReport
 
 
-def fold_bn(model: torch.nn.Module) -> FoldResult:
+def fold_bn(model: nn.Module) -> FoldResult:
     """Return (a folded deep copy of ``model``, a report of what was and was not folded).
 
     Refuses (``ValueError``) a model with any module in training mode: there BN normalises with
     batch statistics, which no fixed weights can reproduce.
     """
-    from torch import nn
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, torch_jit_types()):
         raise TypeError("model: expected a Python torch.nn.Module, got a TorchScript module "
                         f"({type(model).__name__}); fold the eager model before scripting it")
-    require_eval_mode(model)
+    require_eval_mode(model, _norms.is_frozen_bn)
     folded = copy.deepcopy(model)
-    report = FoldReport()
-    uses = Counter(id(m) for _, m in folded.named_modules(remove_duplicate=False))
-    result = _fold_module(folded, "", report, uses)
-    seen = {name for name, _ in report.folded} | {name for name, _ in report.skipped}
-    for name, m in model.named_modules():
-        if _is_bn(m) and name not in seen:
-            report.add_skipped(name, "not fed by a Linear/Conv/ConvTranspose in a traceable "
-                                     "forward (never called, or the model itself)")
-    return FoldResult(result, report)
+    ctx = _Context(FoldReport(), Counter(id(m) for _, m in
+                                         folded.named_modules(remove_duplicate=False)))
+    result = _fold_module(folded, "", ctx)
+    _report_unseen(model, ctx)   # names are the same in the model and its copy
+    return FoldResult(result, ctx.report)
 
 
 def torch_jit_types() -> tuple[type, ...]:
-    import torch
-
     return (torch.jit.ScriptModule,)
+
+
+class _Context:
+    """What one ``fold_bn`` call carries around: the report, how often each module object is
+    registered (a shared layer cannot absorb a BN), and which modules the traced forwards ran."""
+
+    def __init__(self, report: FoldReport, uses: Counter) -> None:
+        self.report, self.uses = report, uses
+        self.called: set[str] = set()   # every module a traced forward ran (full names)
 
 
 # -- the weight math ---------------------------------------------------------------------------
@@ -75,16 +99,12 @@ def _np(t) -> np.ndarray | None:
     return None if t is None else t.detach().cpu().double().numpy()
 
 
-def _fold_pair(layer, bn, *, following: bool = False) -> None:
-    """Merge ``bn`` into ``layer`` in place (float64 math, cast back to the layer's dtype).
-
-    ``following``: ``bn`` feeds ``layer`` (its input channels) instead of reading its output.
-    """
-    import torch
-    from torch import nn
-
-    scale, shift = eval_scale_shift(_np(bn.running_mean), _np(bn.running_var), _np(bn.weight),
-                                    _np(bn.bias), bn.eps)
+def _fold_pair(layer: nn.Module, stats: tuple, *, following: bool) -> None:
+    """Merge the BN with ``stats`` = (running_mean, running_var, weight, bias, eps) into
+    ``layer`` in place (float64 math, cast back to the layer's dtype). ``following``: the BN
+    feeds ``layer`` (its input channels) instead of reading its output."""
+    rm, rv, weight, bias, eps = stats
+    scale, shift = eval_scale_shift(_np(rm), _np(rv), _np(weight), _np(bias), eps)
     groups = getattr(layer, "groups", 1)
     if following:
         w, b = fold_into_following(_np(layer.weight), _np(layer.bias), scale, shift,
@@ -103,100 +123,99 @@ def _fold_pair(layer, bn, *, following: bool = False) -> None:
             layer.bias.copy_(new_bias)
 
 
-# -- which pairs may be folded -----------------------------------------------------------------
-def _is_bn(m) -> bool:
-    from torch.nn.modules.batchnorm import _BatchNorm
+# -- the Linear guard --------------------------------------------------------------------------
+def _check_two_dim(x: torch.Tensor, bn_name: str) -> torch.Tensor:
+    if x.dim() != 2:
+        raise ValueError(f"input: expected a 2-D (N, features) tensor where BatchNorm "
+                         f"'{bn_name}' was folded into a Linear (the fold is exact only there: "
+                         f"BatchNorm1d normalises dim 1, a Linear maps the last dim), got shape "
+                         f"{tuple(x.shape)}; fold_bn a model that sees 2-D tensors here")
+    return x
 
-    return isinstance(m, _BatchNorm)
+
+fx.wrap("_check_two_dim")  # a re-traced folded model keeps the check as one call
 
 
-def _why_not(layer, layer_name: str, bn, uses: Counter) -> str | None:
-    """None if ``layer -> bn`` can be folded exactly, else the reason it cannot."""
-    from torch import nn
-    from torch.nn.modules.lazy import LazyModuleMixin
+class FoldedLinearCheck(nn.Module):
+    """Takes the place of a BatchNorm folded into a neighbouring Linear: passes 2-D tensors
+    through and raises ``ValueError`` on any other rank, where the fold would be wrong."""
 
-    why = _why_not_bn(bn)
-    if why:
-        return why
-    if isinstance(layer, nn.Linear):
-        if not isinstance(bn, nn.BatchNorm1d):
-            return f"{type(bn).__name__} after Linear {layer_name}: only BatchNorm1d on its " \
-                   "(N, features) output can be folded"
-        out = layer.out_features
-    elif isinstance(layer, nn.modules.conv._ConvNd):
-        out = layer.out_channels
-    else:
-        return f"its input comes from {layer_name} ({type(layer).__name__}), not a " \
-               "Linear/Conv/ConvTranspose"
-    if isinstance(layer, LazyModuleMixin) and layer.has_uninitialized_params():
-        return f"lazy layer {layer_name} is not initialised yet"
-    if out != bn.num_features:
-        return f"{layer_name} has {out} output channels but the BatchNorm has {bn.num_features}"
-    if uses[id(layer)] > 1:
-        return f"{layer_name} is shared (registered more than once): folding would change " \
-               "its other uses"
+    def __init__(self, bn_name: str) -> None:
+        super().__init__()
+        self.bn_name = bn_name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _check_two_dim(x, self.bn_name)
+
+    def extra_repr(self) -> str:
+        return repr(self.bn_name)
+
+
+def _placeholder(layer: nn.Module, norm: Norm, bn_name: str) -> nn.Module:
+    """What takes a folded BN's place: Identity, or the rank check next to a Linear whose
+    2-D-ness the BN's class does not already guarantee."""
+    if isinstance(layer, nn.Linear) and norm.two_dim is None:
+        return FoldedLinearCheck(bn_name)
+    return nn.Identity()
+
+
+# -- the rules' view of torch layers -----------------------------------------------------------
+_LAYER_KINDS = {nn.Linear: "linear", nn.Conv1d: "conv", nn.Conv2d: "conv", nn.Conv3d: "conv",
+                nn.ConvTranspose1d: "conv_transpose", nn.ConvTranspose2d: "conv_transpose",
+                nn.ConvTranspose3d: "conv_transpose"}
+
+
+def _kind(m: nn.Module) -> str | None:
+    """The layer kind, for a module that computes exactly its base class's linear map: a
+    subclass with its own forward (weight standardisation, 'same' padding, ...) is not one."""
+    for cls, kind in _LAYER_KINDS.items():
+        if isinstance(m, cls) and type(m).forward is cls.forward and \
+                getattr(type(m), "_conv_forward", None) is getattr(cls, "_conv_forward", None):
+            return kind
     return None
 
 
-def _why_not_bn(bn) -> str | None:
-    """None if ``bn`` is a fixed affine map in eval mode, else why it is not."""
+def _layer(m: nn.Module, name: str, uses: Counter, elsewhere: str | None = None) -> Layer:
+    """``m`` as the fold rules see it; ``elsewhere``: a graph-level reason it is not alone."""
+    kind = _kind(m)
+    if kind is None:
+        return Layer(name, type(m).__name__, None)
+    linear = kind == "linear"
+    zero_pads = not linear and any(m._reversed_padding_repeated_twice) and \
+        m.padding_mode == "zeros"
+    return Layer(name, type(m).__name__, kind,
+                 m.in_features if linear else m.in_channels,
+                 m.out_features if linear else m.out_channels,
+                 None if linear else len(m.kernel_size), zero_pads,
+                 _why_not_writable(m, name, uses) or elsewhere)
+
+
+def _why_not_writable(m: nn.Module, name: str, uses: Counter) -> str | None:
+    """None if writing folded weights into ``m`` changes exactly this use of it."""
+    from torch.nn.modules.lazy import LazyModuleMixin
+    from torch.nn.utils import parametrize
+
+    if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
+        return f"lazy layer {name} is not initialised yet"
+    if uses[id(m)] > 1:
+        return f"{name} is shared (registered more than once): folding would change its " \
+               "other uses"
+    if parametrize.is_parametrized(m) or m._forward_pre_hooks or m._forward_hooks:
+        return f"{name} computes its weight in a parametrization or hook (weight_norm, ...): " \
+               "folded weights written into it would not be the ones it uses"
+    return None
+
+
+def _why_not_fixed(m: nn.Module) -> str | None:
+    """None if the plain or frozen BN module ``m`` is one fixed affine map now, else why not."""
     from torch.nn.modules.lazy import LazyModuleMixin
 
-    if not bn.track_running_stats or bn.running_mean is None:
-        return "track_running_stats=False: it normalises with batch statistics even in eval mode"
-    if isinstance(bn, LazyModuleMixin) and bn.has_uninitialized_params():
+    if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
         return "lazy BatchNorm is not initialised yet"
-    return None
-
-
-def _bn_dims(bn) -> int | None:
-    from torch import nn
-
-    for cls, dims in ((nn.BatchNorm1d, 1), (nn.BatchNorm2d, 2), (nn.BatchNorm3d, 3)):
-        if isinstance(bn, cls):
-            return dims
-    return None
-
-
-def _why_not_following(layer, layer_name: str, bn, uses: Counter) -> str | None:
-    """None if ``bn -> layer`` folds exactly into ``layer`` (the BN's only consumer), else why.
-
-    y = W (x * scale + shift) + b is one layer only where every weight entry reads a BN output:
-    true for a Linear and an unpadded conv, and for replicate/reflect/circular padding (which
-    copy BN outputs, so pad(x * scale + shift) = pad(x) * scale + shift per channel).
-    """
-    from torch import nn
-    from torch.nn.modules.lazy import LazyModuleMixin
-
-    why = _why_not_bn(bn)
-    if why:
-        return why
-    if isinstance(layer, nn.Linear):
-        if not isinstance(bn, nn.BatchNorm1d):
-            return f"{type(bn).__name__} before Linear {layer_name}: only BatchNorm1d on its " \
-                   "(N, features) input can be folded"
-        channels = layer.in_features
-    elif isinstance(layer, nn.modules.conv._ConvTransposeNd):
-        return f"the following {type(layer).__name__} {layer_name} sums fewer input positions " \
-               "into its border outputs, so BN's shift is no per-channel bias there"
-    elif isinstance(layer, nn.modules.conv._ConvNd):
-        if len(layer.kernel_size) != _bn_dims(bn):
-            return f"{type(bn).__name__} before {type(layer).__name__} {layer_name}: " \
-                   "spatial dimensions differ"
-        if any(layer._reversed_padding_repeated_twice) and layer.padding_mode == "zeros":
-            return f"the following conv {layer_name} pads with zeros, which are not BN's " \
-                   "zero point (its output for a zero border would be the BN shift)"
-        channels = layer.in_channels
-    else:
-        return f"its output feeds {layer_name} ({type(layer).__name__}), not a Linear/Conv"
-    if isinstance(layer, LazyModuleMixin) and layer.has_uninitialized_params():
-        return f"lazy layer {layer_name} is not initialised yet"
-    if channels != bn.num_features:
-        return f"{layer_name} has {channels} input channels but the BatchNorm has " \
-               f"{bn.num_features}"
-    if uses[id(layer)] > 1:
-        return f"{layer_name} is shared (registered more than once): folding would change " \
-               "its other uses"
+    if getattr(m, "running_mean", None) is None or getattr(m, "running_var", None) is None:
+        return "track_running_stats=False: it normalises with batch statistics even in eval mode"
+    if m._forward_hooks or m._forward_pre_hooks:
+        return "it has forward hooks, which a folded model would no longer call"
     return None
 
 
@@ -205,69 +224,346 @@ def _join(prefix: str, name: str) -> str:
 
 
 # -- walking the model -------------------------------------------------------------------------
-def _fold_module(module, prefix: str, report: FoldReport, uses: Counter):
+def _fold_module(module: nn.Module, prefix: str, ctx: _Context) -> nn.Module:
     """Fold inside ``module``; returns it (changed in place) or a GraphModule replacing it."""
-    import torch
-    from torch import nn
-
-    if isinstance(module, nn.Sequential):
-        return _fold_sequential(module, prefix, report, uses)
+    if not any(_is_bn_like(m) for m in module.modules()):
+        return module   # nothing to fold: keep the module as it is
+    if type(module).forward is nn.Sequential.forward and not any(
+            _norms.is_bn_subclass(c) for c in module.children()):
+        return _fold_sequential(module, prefix, ctx)
     if not any(True for _ in module.children()):
         return module
     try:
-        gm = torch.fx.symbolic_trace(module)
+        gm, parts = _trace(module)
     except Exception as err:  # any tracing failure means "fx cannot see the data flow"
-        reason = f"the forward of {prefix or '<root>'} cannot be traced by torch.fx " \
-                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-        for name, child in list(module.named_children()):
-            q = _join(prefix, name)
-            if _is_bn(child):
-                report.add_skipped(q, reason)
-                continue
-            new = _fold_module(child, q, report, uses)
-            if new is not child:
-                setattr(module, name, new)
-        return module
-    return _fold_graph(gm, prefix, report, uses)
+        return _fold_children(module, prefix, ctx, _untraceable(prefix, err))
+    done = len(ctx.report.folded)
+    gm = _fold_graph(gm, module, prefix, ctx)
+    for name, (part, err) in parts.items():   # kept whole in the graph: fold inside them
+        _fold_children(part, _join(prefix, name), ctx, _untraceable(_join(prefix, name), err))
+    # nothing folded here: the module stays as it was (its class, buffers and keys)
+    return module if len(ctx.report.folded) == done else gm
 
 
-def _fold_sequential(seq, prefix: str, report: FoldReport, uses: Counter):
-    from torch import nn
+def _untraceable(name: str, err: Exception) -> str:
+    first = str(err).splitlines()[0] if str(err) else ""
+    return f"the forward of {name or '<root>'} cannot be traced by torch.fx " \
+           f"({type(err).__name__}: {first})"
 
+
+def _is_bn_like(m: nn.Module) -> bool:
+    return isinstance(m, _BatchNorm) or _norms.has_bn_buffers(m)
+
+
+def _fold_children(module: nn.Module, prefix: str, ctx: _Context, reason: str) -> nn.Module:
+    """An untraceable module: its BN children stay (reported); other children are folded."""
+    for name, child in list(module.named_children()):
+        q = _join(prefix, name)
+        if _is_bn_like(child):
+            ctx.report.add_skipped(q, reason)
+            continue
+        new = _fold_module(child, q, ctx)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def _fold_sequential(seq: nn.Sequential, prefix: str, ctx: _Context) -> nn.Sequential:
+    """Each plain or frozen BN child merges into the layer before it, else the one after it."""
     names = list(seq._modules)
     for i, name in enumerate(names):
         child = seq._modules[name]
         q = _join(prefix, name)
-        if not _is_bn(child):
-            new = _fold_module(child, q, report, uses)
+        if not (_norms.is_plain_bn(child) or _norms.is_frozen_bn(child)):
+            new = _fold_module(child, q, ctx)
             if new is not child:
                 seq._modules[name] = new
             continue
-        prev_name = _join(prefix, names[i - 1]) if i else ""
-        why = "first layer of its Sequential: no preceding layer" if i == 0 else \
-            _why_not(seq._modules[names[i - 1]], prev_name, child, uses)
+        why = _why_not_fixed(child)
         if why is None:
-            _fold_pair(seq._modules[names[i - 1]], child)
-            # Identity keeps the indices, so the other layers' state-dict keys do not move.
-            seq._modules[name] = nn.Identity()
-            report.add_folded(q, prev_name)
-            continue
-        if i + 1 == len(names):
-            report.add_skipped(q, f"{why}; last layer of its Sequential: no following layer")
-            continue
-        next_name = _join(prefix, names[i + 1])
-        next_why = _why_not_following(seq._modules[names[i + 1]], next_name, child, uses)
-        if next_why:
-            report.add_skipped(q, f"{why}; {next_why}")
-            continue
-        _fold_pair(seq._modules[names[i + 1]], child, following=True)
-        seq._modules[name] = nn.Identity()
-        report.add_folded(q, f"{next_name} (the following layer)")
+            why = _merge_neighbour(seq, names, i, prefix, ctx)
+        if why is not None:
+            ctx.report.add_skipped(q, why)
     return seq
 
 
+def _merge_neighbour(seq: nn.Sequential, names: list[str], i: int, prefix: str,
+                     ctx: _Context) -> str | None:
+    """Fold BN child ``i`` into the child before it, else the one after it; None when done,
+    else why neither is possible."""
+    bn, q = seq._modules[names[i]], _join(prefix, names[i])
+    norm = _norms.norm_of(bn)
+    whys = []
+    for j, following in ((i - 1, False), (i + 1, True)):
+        if not 0 <= j < len(names):
+            whys.append("last layer of its Sequential: no following layer" if following else
+                        "first layer of its Sequential: no preceding layer")
+            continue
+        layer, layer_name = seq._modules[names[j]], _join(prefix, names[j])
+        why = why_not_merge(_layer(layer, layer_name, ctx.uses), norm, following=following)
+        if why is None:
+            _fold_pair(layer, _norms.stats_of(bn), following=following)
+            # Identity keeps the indices, so the other layers' state-dict keys do not move.
+            seq._modules[names[i]] = _placeholder(layer, norm, q)
+            ctx.report.add_folded(q, f"{layer_name} (the following layer)" if following
+                                  else layer_name)
+            return None
+        whys.append(why)
+    return "; ".join(whys)
+
+
+_OWN_ARITHMETIC = "its forward ({}) normalises with its own arithmetic, not a batch_norm call " \
+    "or a known batch norm layer, so it is not folded"
+
+
+def _report_unseen(model: nn.Module, ctx: _Context) -> None:
+    """Every batch norm of the model is mentioned once: those no traced forward called."""
+    seen = ctx.report.names()
+    for name, m in model.named_modules():
+        if name in seen or not _is_bn_like(m):
+            continue
+        if not name:
+            ctx.report.add_skipped(name, "the model itself is a batch norm: no neighbouring "
+                                         "layer to fold it into")
+        elif name in ctx.called:
+            ctx.report.add_skipped(name, _OWN_ARITHMETIC.format(type(m).__name__))
+        else:
+            ctx.report.add_note(name, "never called by the traced forward")
+
+
+# -- tracing -----------------------------------------------------------------------------------
+class _Tracer(fx.Tracer):
+    """Plain and frozen BNs are leaves (call_module nodes); BN subclasses are traced INTO,
+    except those whose forward fx cannot trace (``opaque``), which stay whole."""
+
+    def __init__(self, opaque: frozenset[int] = frozenset()) -> None:
+        super().__init__()
+        self.opaque = opaque
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if _norms.is_plain_bn(m) or _norms.is_frozen_bn(m) or id(m) in self.opaque:
+            return True
+        if isinstance(m, _BatchNorm) or _norms.is_frozen_act(m):
+            return False
+        # any other module with BN statistics normalises in a way not recognised: kept whole
+        # (traced, fx would bake its arithmetic into constants and drop its buffers)
+        return _norms.has_bn_buffers(m) or super().is_leaf_module(m, qualname)
+
+
+def _trace(module: nn.Module) -> tuple[fx.GraphModule, dict]:
+    """``module`` as a GraphModule, and the parts of it kept whole: {path: (module, the
+    error tracing it raised)}. A BN subclass whose forward fx cannot trace is kept whole; when
+    the module still does not trace, so is each smallest submodule that does not (a conv with
+    computed 'same' padding, say), and the rest is traced around them."""
+    with _bn_forward_as_call(module):
+        opaque = {id(m) for m in module.modules()
+                  if _norms.is_bn_subclass(m) and _trace_error(m, set()) is not None}
+        try:
+            return _graph_module(module, opaque), {}
+        except Exception:  # find the parts that fail; the caller handles a second failure
+            parts = _untraceable_parts(module, opaque, "")
+            if not parts:
+                raise
+            opaque |= {id(m) for m, _ in parts.values()}
+            return _graph_module(module, opaque), parts
+
+
+def _graph_module(module: nn.Module, opaque: set[int]) -> fx.GraphModule:
+    tracer = _Tracer(frozenset(opaque))
+    graph = tracer.trace(module)
+    return fx.GraphModule(tracer.root, graph, type(module).__name__)
+
+
+def _trace_error(m: nn.Module, opaque: set[int]) -> Exception | None:
+    """The error tracing ``m`` alone raises, or None."""
+    try:
+        _Tracer(frozenset(opaque)).trace(m)
+    except Exception as err:  # any failure: fx cannot see what its forward does
+        return err
+    return None
+
+
+def _untraceable_parts(module: nn.Module, opaque: set[int], prefix: str) -> dict:
+    """{path: (submodule, error)} of the smallest submodules that fx cannot trace alone."""
+    parts, leaf = {}, _Tracer(frozenset(opaque)).is_leaf_module
+    for name, child in module.named_children():
+        path = _join(prefix, name)
+        err = None if leaf(child, path) else _trace_error(child, opaque)
+        if err is not None:
+            parts |= _untraceable_parts(child, opaque, path) or {path: (child, err)}
+    return parts
+
+
+def _eval_batch_norm(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """The call torch's ``_BatchNorm.forward`` makes in eval mode (fold_bn requires eval)."""
+    use_batch_stats = bn.running_mean is None and bn.running_var is None
+    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                        use_batch_stats, 0.0 if bn.momentum is None else bn.momentum, bn.eps)
+
+
+@contextmanager
+def _bn_forward_as_call(module: nn.Module):
+    """While tracing, a BN subclass's ``super().forward(x)`` becomes one ``F.batch_norm``
+    node (the plain forwards check the input's rank with Python ``if``, which fx cannot trace),
+    and a frozen norm+act (timm's FrozenBatchNormAct2d, whose arithmetic fx would bake into
+    constants) becomes that node followed by its own ``drop`` and ``act``. fx itself patches
+    ``nn.Module.__call__`` the same way while it traces."""
+    plain = (_BatchNorm, nn.SyncBatchNorm, _RunningStatsMixin, SyncBatchNorm)
+    originals = {cls: cls.__dict__["forward"] for cls in plain}
+    frozen_act = {type(m): type(m).forward for m in module.modules() if _norms.is_frozen_act(m)}
+
+    def patched(original, frozen: bool):
+        def forward(self, x, *args, **kwargs):
+            if not isinstance(x, fx.Proxy) or args or kwargs or not (frozen or not self.training):
+                return original(self, x, *args, **kwargs)
+            if frozen:
+                return self.act(self.drop(F.batch_norm(
+                    x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0,
+                    self.eps)))
+            return _eval_batch_norm(self, x)
+        return forward
+
+    try:
+        for cls, original in originals.items():
+            cls.forward = patched(original, False)
+        for cls, original in frozen_act.items():
+            cls.forward = patched(original, True)
+        yield
+    finally:
+        for cls, original in (originals | frozen_act).items():
+            cls.forward = original
+
+
+# -- one batch norm operation in a graph -------------------------------------------------------
+# argument names and defaults of the batch_norm functions a forward may call
+_BN_ARGS = {
+    F.batch_norm: (("input", "running_mean", "running_var", "weight", "bias", "training",
+                    "momentum", "eps"),
+                   {"weight": None, "bias": None, "training": False, "momentum": 0.1,
+                    "eps": 1e-5}),
+    torch.batch_norm: (("input", "weight", "bias", "running_mean", "running_var", "training",
+                        "momentum", "eps", "cudnn_enabled"), {}),
+}
+
+
+def _bn_args(func, args, kwargs) -> dict:
+    """A batch_norm call's arguments by name, defaults filled in."""
+    names, defaults = _BN_ARGS[func]
+    return defaults | dict(zip(names, args, strict=False)) | dict(kwargs)
+
+
+class _Op:
+    """A batch norm call in a graph: a BN module call or a ``batch_norm`` function call.
+    ``local``: the module it belongs to, as a path inside the traced module."""
+
+    def __init__(self, node: fx.Node, local: str, norm: Norm | None, stats: tuple | None,
+                 why: str | None, attrs: tuple = ()) -> None:
+        self.node, self.local, self.norm, self.stats, self.why = node, local, norm, stats, why
+        self.attrs = attrs   # the get_attr nodes of a function call's statistics and affine
+        self.input = node.args[0] if node.args else None
+
+    @classmethod
+    def of(cls, gm: fx.GraphModule, root: nn.Module, node: fx.Node):
+        """The op ``node`` is, or None. A ``batch_norm`` on weights alone (no graph input)
+        comes back as a note: ``norm`` and ``why`` both None."""
+        if node.op == "call_module":
+            return cls._of_module(gm.get_submodule(node.target), node)
+        if node.op == "call_function" and node.target in _BN_ARGS:
+            return cls._of_function(gm, root, node)
+        return None
+
+    @classmethod
+    def _of_module(cls, m: nn.Module, node: fx.Node):
+        if _norms.is_plain_bn(m) or _norms.is_frozen_bn(m):
+            why = "called with more than its input" if len(node.args) != 1 or node.kwargs \
+                else _why_not_fixed(m)
+            return cls(node, node.target, _norms.norm_of(m), _norms.stats_of(m), why)
+        if isinstance(m, _BatchNorm):   # a leaf only because fx cannot trace its forward
+            return cls(node, node.target, None, None,
+                       f"its forward ({type(m).__name__}) cannot be traced by torch.fx, so "
+                       "what it adds to the normalisation is unknown: folding could drop it")
+        if _is_bn_like(m):
+            return cls(node, node.target, None, None, _OWN_ARITHMETIC.format(type(m).__name__))
+        return None
+
+    @classmethod
+    def _of_function(cls, gm: fx.GraphModule, root: nn.Module, node: fx.Node):
+        a = _bn_args(node.target, node.args, node.kwargs)
+        attrs = tuple(a[k] for k in ("running_mean", "running_var", "weight", "bias")
+                      if isinstance(a[k], fx.Node) and a[k].op == "get_attr")
+        local = attrs[0].target.rpartition(".")[0] if attrs else _caller(node)
+        if not _reads_input(a["input"]):
+            return cls(node, local, None, None, None, attrs)
+        why = _why_not_fixed_call(a)
+        if why:
+            return cls(node, local, None, None, why, attrs)
+        stats = tuple(_attr(gm, a[k]) for k in ("running_mean", "running_var", "weight",
+                                                "bias")) + (a["eps"],)
+        module = root.get_submodule(local)
+        norm = _norms.norm_of(module) if isinstance(module, _BatchNorm) else \
+            Norm(type(module).__name__, int(stats[0].shape[0]))
+        return cls(node, local, norm, stats, None, attrs)
+
+    @property
+    def is_note(self) -> bool:
+        return self.norm is None and self.why is None
+
+
+def _caller(node: fx.Node) -> str:
+    """The module whose forward made the call (fx records the module stack), else <node>."""
+    stack = node.meta.get("nn_module_stack")
+    path = list(stack.values())[-1][0] if stack else ""
+    return path or f"<{node.name}>"
+
+
+def _why_not_fixed_call(a: dict) -> str | None:
+    """None if a ``batch_norm`` call normalises with stored running statistics."""
+    if a["running_mean"] is None or a["running_var"] is None:
+        return "no running statistics (track_running_stats=False): it normalises with batch " \
+               "statistics"
+    if a["training"] is not False:
+        return "called with training=True: it normalises with batch statistics"
+    for k in ("running_mean", "running_var", "weight", "bias"):
+        if a[k] is not None and not (isinstance(a[k], fx.Node) and a[k].op == "get_attr"):
+            return f"its {k} is computed in the forward, not a stored tensor"
+    return None
+
+
+def _reads_input(node) -> bool:
+    """Whether ``node``'s value depends on a graph input (else it is computed from weights
+    alone: a batch_norm on it standardises a weight, as timm's ScaledStdConv2d does)."""
+    stack, seen = [node], set()
+    while stack:
+        n = stack.pop()
+        if not isinstance(n, fx.Node) or n in seen:
+            continue
+        if n.op == "placeholder":
+            return True
+        seen.add(n)
+        stack.extend(n.all_input_nodes)
+    return False
+
+
+def _attr(gm: fx.GraphModule, node: fx.Node | None):
+    """The tensor a ``get_attr`` node reads (None for a missing argument)."""
+    return None if node is None else reduce(getattr, node.target.split("."), gm)
+
+
+# -- folding a graph ---------------------------------------------------------------------------
+_META = {"dim", "size", "ndim", "shape", "dtype", "device"}
+
+
+def _value_users(node: fx.Node) -> list[fx.Node]:
+    """Users that read ``node``'s values, not only its shape/dtype (folding changes values)."""
+    def meta_only(u: fx.Node) -> bool:
+        if u.op == "call_method" and u.target in _META:
+            return True
+        return u.op == "call_function" and u.target is getattr and u.args[1] in _META
+    return [u for u in node.users if not meta_only(u)]
+
+
 def _describe(node) -> str:
-    if not hasattr(node, "op"):
+    if not isinstance(node, fx.Node):
         return repr(node)
     if node.op == "placeholder":
         return f"the input '{node.target}'"
@@ -278,79 +574,184 @@ def _describe(node) -> str:
     return str(node.target)
 
 
-def _following_in_graph(gm, node, prefix: str, bn, calls: Counter, uses: Counter):
-    """(the layer node ``bn``'s output feeds, None) if it may absorb ``bn``, else (None, why)."""
-    users = list(node.users)
-    if len(users) != 1:
-        used_by = ", ".join(_describe(u) for u in users) or "nothing"
-        return None, f"its output is used by {used_by}, not by one following layer only"
-    user = users[0]
-    if user.op != "call_module":
-        return None, f"its output feeds {_describe(user)}, not a Linear/Conv"
-    name = _join(prefix, user.target)
-    if len(user.args) != 1 or user.kwargs:
-        return None, f"the following {name} is called with more than its input"
-    if calls[user.target] > 1:
-        return None, f"the following {name} is called more than once: folding would change " \
-                     "its other calls"
-    why = _why_not_following(gm.get_submodule(user.target), name, bn, uses)
-    return (None, why) if why else (user, None)
+def _is_identity(node) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_module" and \
+        type(node.graph.owning_module.get_submodule(node.target)) is nn.Identity
 
 
-def _fold_graph(gm, prefix: str, report: FoldReport, uses: Counter):
-    import torch.nn.functional as F
+class _Graph:
+    """Folding state of one traced module."""
 
-    graph = gm.graph
-    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
-    folded_targets = set()
-    for node in list(graph.nodes):
-        if node.op == "call_function" and node.target is F.batch_norm:
-            report.add_skipped(_join(prefix, f"<{node.name}>"), "functional batch_norm call, "
-                               "not a module: only BatchNorm modules are folded")
-        if node.op != "call_module" or not _is_bn(gm.get_submodule(node.target)):
+    def __init__(self, gm: fx.GraphModule, prefix: str, ctx: _Context) -> None:
+        self.gm, self.prefix, self.ctx = gm, prefix, ctx
+        self.calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
+
+    def layer_at(self, node: fx.Node, op_node: fx.Node, *, following: bool):
+        """(module, rules Layer) for the call_module ``node`` next to the BN ``op_node``."""
+        name = _join(self.prefix, node.target)
+        m = self.gm.get_submodule(node.target)
+        elsewhere = None
+        if self.calls[node.target] > 1:
+            elsewhere = f"{name} is called more than once: folding would change its other calls"
+        elif following and (len(node.args) != 1 or node.kwargs):
+            elsewhere = f"the following {name} is called with more than its input"
+        elif not following and len(_value_users(node)) > 1:
+            others = ", ".join(_describe(u) for u in _value_users(node) if u is not op_node)
+            elsewhere = f"the output of {name} is also used by {others}: folding would " \
+                        "change what they see"
+        return m, _layer(m, name, self.ctx.uses, elsewhere)
+
+    def before(self, op: _Op):
+        """(the layer node ``op`` reads, None) if it merges into it, else (None, why)."""
+        src, via = op.input, op.node
+        while _is_identity(src) and len(_value_users(src)) == 1:
+            src, via = src.args[0], src
+        if not isinstance(src, fx.Node) or src.op != "call_module":
+            return None, f"its input comes from {_describe(src)}, not a Linear/Conv/ConvTranspose"
+        m, layer = self.layer_at(src, via, following=False)
+        why = why_not_merge(layer, op.norm, following=False)
+        return (None, why) if why else (src, None)
+
+    def after(self, op: _Op):
+        """(the layer node that alone reads ``op``'s output, None) if exact, else (None, why)."""
+        out = op.node
+        users = _value_users(out)
+        while len(users) == 1 and _is_identity(users[0]):
+            out = users[0]
+            users = _value_users(out)
+        if len(users) != 1:
+            used_by = ", ".join(_describe(u) for u in users) or "nothing"
+            return None, f"its output is used by {used_by}, not by one following layer only"
+        user = users[0]
+        if user.op != "call_module":
+            return None, f"its output feeds {_describe(user)}, not a Linear/Conv"
+        m, layer = self.layer_at(user, out, following=True)
+        why = why_not_merge(layer, op.norm, following=True)
+        return (None, why) if why else (user, None)
+
+    def fold(self, op: _Op, layer_node: fx.Node, *, following: bool) -> None:
+        """Merge ``op`` into the layer, then take the op out of the graph."""
+        layer = self.gm.get_submodule(layer_node.target)
+        _fold_pair(layer, op.stats, following=following)
+        graph, replacement = self.gm.graph, op.input
+        check = _placeholder(layer, op.norm, op.name)
+        if isinstance(check, FoldedLinearCheck):
+            target = op.local if op.node.op == "call_module" else \
+                _join(op.local, "folded_check")
+            with graph.inserting_before(op.node):
+                self.gm.delete_submodule(target)
+                self.gm.add_submodule(target, check)
+                replacement = graph.call_module(target, (op.input,))
+        op.node.replace_all_uses_with(replacement)
+        graph.erase_node(op.node)
+        for attr in op.attrs:
+            if not attr.users:
+                graph.erase_node(attr)
+        into = _join(self.prefix, layer_node.target)
+        self.ctx.report.add_folded(op.name, f"{into} (the following layer)" if following
+                                   else into)
+
+
+def _fold_graph(gm: fx.GraphModule, root: nn.Module, prefix: str, ctx: _Context):
+    g = _Graph(gm, prefix, ctx)
+    ctx.called |= _called(gm, prefix)
+    for op in _ops(gm, root, prefix):
+        if op.is_note:
+            ctx.report.add_note(op.name, "a batch_norm call on a weight, not on activations "
+                                         "(weight standardisation): no batch norm layer, left "
+                                         "as it is")
             continue
-        bn = gm.get_submodule(node.target)
-        q = _join(prefix, node.target)
-        src = node.args[0] if node.args else None
-        if len(node.args) != 1 or node.kwargs:
-            why = "called with more than one argument"
-        elif getattr(src, "op", None) != "call_module":
-            why = f"its input comes from {_describe(src)}, not a Linear/Conv/ConvTranspose"
-        else:
-            layer_name = _join(prefix, src.target)
-            why = _why_not(gm.get_submodule(src.target), layer_name, bn, uses)
-            if why is None and calls[src.target] > 1:
-                why = f"{layer_name} is called more than once: folding would change its " \
-                      "other calls"
-            if why is None and len(src.users) > 1:
-                others = ", ".join(_describe(u) for u in src.users if u is not node)
-                why = f"the output of {layer_name} is also used by {others}: folding would " \
-                      "change what they see"
-        if why and len(node.args) == 1 and not node.kwargs:
-            user, next_why = _following_in_graph(gm, node, prefix, bn, calls, uses)
-            if next_why:
-                report.add_skipped(q, f"{why}; {next_why}")
-                continue
-            _fold_pair(gm.get_submodule(user.target), bn, following=True)
-            node.replace_all_uses_with(src)
-            graph.erase_node(node)
-            folded_targets.add(node.target)
-            report.add_folded(q, f"{_join(prefix, user.target)} (the following layer)")
+        if op.why:
+            ctx.report.add_skipped(op.name, op.why)
             continue
-        if why:
-            report.add_skipped(q, why)
+        layer_node, why = g.before(op)
+        if layer_node is not None:
+            g.fold(op, layer_node, following=False)
             continue
-        _fold_pair(gm.get_submodule(src.target), bn)
-        node.replace_all_uses_with(src)
-        graph.erase_node(node)
-        folded_targets.add(node.target)
-        report.add_folded(q, _join(prefix, src.target))
-    remaining = {n.target for n in graph.nodes if n.op == "call_module"}
-    for target in folded_targets - remaining:
-        gm.delete_submodule(target)
-    graph.lint()
+        layer_node, next_why = g.after(op)
+        if layer_node is None:
+            ctx.report.add_skipped(op.name, f"{why}; {next_why}")
+            continue
+        g.fold(op, layer_node, following=True)
+    _drop_unread_state(gm)
+    gm.graph.lint()
     gm.recompile()
     return gm
+
+
+def _called(gm: fx.GraphModule, prefix: str) -> set[str]:
+    """The traced module and every module whose forward ran while fx traced it (fx records
+    the module stack of each node), as full names."""
+    called = {prefix}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            called.add(_join(prefix, node.target))
+        for path, _ in (node.meta.get("nn_module_stack") or {}).values():
+            called.add(_join(prefix, path))
+    return called
+
+
+def _ops(gm: fx.GraphModule, root: nn.Module, prefix: str) -> list[_Op]:
+    """The graph's batch norm ops in order, each named by its module path in the whole model
+    (the k-th call of one BN as 'name (call k)')."""
+    ops, calls = [], Counter()
+    for node in gm.graph.nodes:
+        op = _Op.of(gm, root, node)
+        if op is None:
+            continue
+        calls[op.local] += 1
+        k = calls[op.local]
+        op.name = _join(prefix, op.local) + (f" (call {k})" if k > 1 else "")
+        ops.append(op)
+    return ops
+
+
+def _drop_unread_state(gm: fx.GraphModule) -> None:
+    """Remove the modules and tensors of folded BNs, which no node reads any more."""
+    read = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    for name, _ in list(gm.named_buffers()) + list(gm.named_parameters()):
+        owner_path, _, attr = name.rpartition(".")
+        owner = gm.get_submodule(owner_path)
+        if name not in read and type(owner) is nn.Module:   # a bare holder fx made
+            delattr(owner, attr)
+    gm.delete_all_unused_submodules()
+
+
+# -- counting what runs ------------------------------------------------------------------------
+class _CountBatchNorm(torch.overrides.TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _BN_ARGS and _bn_args(func, args, kwargs)["running_mean"] is not None:
+            self.count += 1
+        return func(*args, **kwargs)
+
+
+@torch.no_grad()
+def count_bn_ops(model: nn.Module, *inputs) -> int:
+    """How many batch norm operations one forward of ``model`` on ``inputs`` runs: calls of
+    ``batch_norm`` with running statistics (BN layers, and BN code inside other layers'
+    forwards) plus calls of frozen BN layers (any module with BatchNorm's running statistics
+    that is no ``_BatchNorm``: FrozenBatchNorm2d, timm's FrozenBatchNormAct2d). After
+    ``fold_bn`` it equals the number of operations the report lists as not folded."""
+    frozen = [0]
+
+    def hook(m, _inputs, _output):
+        frozen[0] += 1
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if _norms.has_bn_buffers(m) and not isinstance(m, _BatchNorm)]
+    counter = _CountBatchNorm()
+    try:
+        with counter:
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return counter.count + frozen[0]
 
 
 def fold_bn_script(model) -> tuple[object, FoldReport]:
@@ -361,8 +762,6 @@ def fold_bn_script(model) -> tuple[object, FoldReport]:
     nodes before and after, so a BN that stayed (e.g. one after an activation) is listed, not
     hidden. The input module is not modified.
     """
-    import torch
-
     if not isinstance(model, torch_jit_types()):
         raise TypeError(f"model: expected a TorchScript module, got {type(model).__name__}")
     require_eval_mode(model)

@@ -19,8 +19,10 @@ from functools import reduce
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..fold.report import FoldReport
+from ..fold.rules import Layer, Norm, why_not_merge
 from ..fold.weights import fold_into_following, fold_into_preceding
 from ..functional.batch import eval_scale_shift
+from .fold import _reads_input
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -58,6 +60,10 @@ def fold_bn_graph(gm) -> FoldReport:
         if bn is None:
             continue
         name = _name(node)
+        if not _reads_input(bn.args["input"]):
+            report.add_note(name, "a batch_norm call on a weight, not on activations (weight "
+                                  "standardisation): no batch norm layer, left as it is")
+            continue
         why = bn.why_not()
         if why:
             report.add_skipped(name, why)
@@ -147,10 +153,11 @@ class _BatchNormCall:
         return None
 
     def why_not(self) -> str | None:
+        if self.args["running_mean"] is None or self.args["running_var"] is None:
+            return "no running statistics (track_running_stats=False): it normalises with " \
+                   "batch statistics"
         if self.training:
             return "exported in training mode: it normalises with batch statistics"
-        if self.args["running_mean"] is None or self.args["running_var"] is None:
-            return "no running statistics (track_running_stats=False)"
         if self.output is None:
             return "more of its results than the normalised output are used"
         if any(self.args[k] is not None and self.args[k].op != "get_attr"
@@ -164,9 +171,12 @@ class _BatchNormCall:
                                   for k in ("running_mean", "running_var", "weight", "bias")),
                                 a["eps"])
 
-    @property
-    def channels(self) -> int:
-        return _attr(self.gm, self.args["running_mean"]).shape[0]
+    def norm(self, tensor) -> Norm:
+        """The fold rules' view; the static shape of ``tensor`` (its input or output) tells
+        whether it is (N, features) (no shape: it is not known to be, so no Linear fold)."""
+        ndim = _ndim(tensor)
+        return Norm("BatchNorm", int(_attr(self.gm, self.args["running_mean"]).shape[0]),
+                    None if ndim is None else ndim - 2, ndim == 2)
 
     def erase(self) -> None:
         graph = self.gm.graph
@@ -214,6 +224,23 @@ class _LayerCall:
             dilation = [dilation] * (w.ndim - 2) if isinstance(dilation, int) else dilation
             return any(d * (k - 1) for d, k in zip(dilation, w.shape[2:], strict=True))
         return any(pad) if isinstance(pad, (list, tuple)) else bool(pad)
+
+    def facts(self, unusable: str | None) -> Layer:
+        """This call as the fold rules see it (weights (out, in/g, *k); transposed (in, ...))."""
+        w = self.args["weight"]   # stored or computed: its shape is in the node's meta
+        shape = tuple(w.meta["val"].shape) if "val" in w.meta else _attr(self.gm, w).shape
+        if self.kind == "linear":
+            return Layer(_name(self.node), "Linear", "linear", shape[1], shape[0],
+                         unusable=unusable)
+        groups, spatial = self.groups, len(shape) - 2
+        if self.kind == "conv_transpose":
+            c_in, c_out = shape[0], shape[1] * groups
+            type_name = f"ConvTranspose{spatial}d"
+        else:
+            c_in, c_out = shape[1] * groups, shape[0]
+            type_name = f"Conv{spatial}d"
+        return Layer(_name(self.node), type_name, self.kind, c_in, c_out, spatial,
+                     self.zero_padded(), unusable)
 
     def why_not_stored(self, uses: Counter) -> str | None:
         for k in ("weight", "bias"):
@@ -268,13 +295,12 @@ def _layer_before(gm, src, bn: _BatchNormCall, uses: Counter):
         what = f"the input '{src.target}'" if getattr(src, "op", None) == "placeholder" else \
             f"{getattr(src.target, '__name__', src.target)}()" if hasattr(src, "target") else src
         return None, f"its input comes from {what}, not a Linear/Conv/ConvTranspose"
-    if layer.kind == "linear" and _ndim(src) != 2:
-        return None, f"Linear {_name(src)} output is not (N, features)"
+    unusable = layer.why_not_stored(uses)
     if len(src.users) > 1:
         others = ", ".join(_name(u) for u in src.users if u is not bn.node)
-        return None, f"the output of {_name(src)} is also used by {others}: folding would " \
-                     "change what they see"
-    why = layer.why_not_stored(uses)
+        unusable = f"the output of {_name(src)} is also used by {others}: folding would " \
+                   "change what they see"
+    why = why_not_merge(layer.facts(unusable), bn.norm(src), following=False)
     return (None, why) if why else (layer, None)
 
 
@@ -287,17 +313,10 @@ def _layer_after(gm, bn: _BatchNormCall, uses: Counter):
     layer = _LayerCall.of(gm, users[0])
     if layer is None:
         return None, f"its output feeds {_name(users[0])}, not a Linear/Conv"
+    unusable = layer.why_not_stored(uses)
     if layer.args["input"] is not bn.output:
-        return None, f"its output is not the input of {_name(layer.node)}"
-    if layer.kind == "conv_transpose":
-        return None, f"the following ConvTranspose {_name(layer.node)} sums fewer input " \
-                     "positions into its border outputs, so BN's shift is no per-channel bias"
-    if layer.kind == "linear" and _ndim(bn.output) != 2:
-        return None, f"the input of Linear {_name(layer.node)} is not (N, features)"
-    if layer.kind == "conv" and layer.zero_padded():
-        return None, f"the following conv {_name(layer.node)} pads with zeros, which are not " \
-                     "BN's zero point (its output for a zero border would be the BN shift)"
-    why = layer.why_not_stored(uses)
+        unusable = f"its output is not the input of {_name(layer.node)}"
+    why = why_not_merge(layer.facts(unusable), bn.norm(bn.output), following=True)
     return (None, why) if why else (layer, None)
 
 

@@ -2,7 +2,14 @@
 
 A frozen BN is the inference form of Alg. 2 (Ioffe & Szegedy 2015): a per-channel multiply-add
 with the running statistics, whatever the module's train/eval mode. Its weight and bias are
-buffers, so no optimizer moves them; the state-dict keys are exactly ``BatchNorm2d``'s.
+buffers, so no optimizer moves them; the state-dict keys are exactly ``BatchNorm2d``'s, and a
+state dict without ``num_batches_tracked`` (torchvision's FrozenBatchNorm2d, checkpoints from
+torch < 0.4.1) loads as into ``BatchNorm2d``.
+
+``freeze_bn`` replaces each plain batch norm by a :class:`FrozenBatchNorm2d`. A batch norm
+SUBCLASS (timm's ``BatchNormAct2d`` adds drop-path and an activation; ``SequenceBatchNorm``
+normalises the last dim) keeps its own forward: it is frozen in place (:func:`_frozen_class`),
+so only its normalisation stops using batch statistics and its affine stops training.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ._common import check_channels, per_channel
+from ._common import CheckedStateMixin, check_channels, per_channel
 
 
 def _copy_state(src: nn.Module, dst: nn.Module, affine: bool) -> None:
@@ -23,8 +30,10 @@ def _copy_state(src: nn.Module, dst: nn.Module, affine: bool) -> None:
             getattr(dst, name).copy_(getattr(src, name))
 
 
-class FrozenBatchNorm2d(nn.Module):
+class FrozenBatchNorm2d(CheckedStateMixin, nn.Module):
     """BN with fixed statistics and affine parameters; accepts any (N, C, ...) input."""
+
+    _version = 2   # as torch's _NormBase: state dicts from version 2 on have num_batches_tracked
 
     def __init__(self, num_features: int, eps: float = 1e-5, device=None, dtype=None) -> None:
         super().__init__()
@@ -46,7 +55,18 @@ class FrozenBatchNorm2d(nn.Module):
         frozen = cls(bn.num_features, bn.eps, device=ref.device, dtype=ref.dtype)
         _copy_state(bn, frozen, affine=bn.affine)
         frozen.__dict__["_original"] = bn
-        return frozen
+        return frozen.train(bn.training)   # the model's mode is kept (fold_bn needs eval)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        """torch's ``_NormBase._load_from_state_dict``: a state dict saved before version 2 (or
+        with no ``_metadata``) may lack ``num_batches_tracked``; the current value is kept."""
+        version = local_metadata.get("version")
+        key = prefix + "num_batches_tracked"
+        if (version is None or version < 2) and key not in state_dict:
+            state_dict[key] = self.num_batches_tracked
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Alg. 2, line 11: scale = gamma / sqrt(var + eps), shift = beta - mean * scale."""
@@ -86,20 +106,93 @@ def _replace(module: nn.Module, convert, prefix: str = "") -> nn.Module:
 
 
 def freeze_bn(model: nn.Module) -> nn.Module:
-    """Replace every batch norm in ``model`` (in place) by a FrozenBatchNorm2d; returns the
-    model (a new module only when ``model`` itself is a BN). All BNs are checked before any is
-    replaced: one without running statistics cannot be frozen."""
+    """Freeze every batch norm in ``model`` (in place); returns the model (a new module only
+    when ``model`` itself is a plain BN). A plain BN becomes a :class:`FrozenBatchNorm2d`; a BN
+    subclass is frozen in place, its forward kept. All BNs are checked before any changes: one
+    without running statistics cannot be frozen."""
+    from ._norms import is_plain_bn
+
     for name, m in model.named_modules():
-        if isinstance(m, _BatchNorm) and not m.track_running_stats:
+        if isinstance(m, _BatchNorm) and (m.running_mean is None or m.running_var is None):
             raise ValueError(f"model: expected batch norms with running statistics to freeze, "
                              f"got {name or 'model'} with track_running_stats=False")
-    return _replace(model, lambda m, _: FrozenBatchNorm2d.from_bn(m)
-                    if isinstance(m, _BatchNorm) else None)
+
+    def convert(m, _):
+        if is_plain_bn(m):
+            return FrozenBatchNorm2d.from_bn(m)
+        if isinstance(m, _BatchNorm) and not isinstance(m, _FrozenInPlace):
+            _freeze_in_place(m)
+        return None
+
+    return _replace(model, convert)
 
 
 def unfreeze_bn(model: nn.Module) -> nn.Module:
     """Inverse of :func:`freeze_bn`: each FrozenBatchNorm2d becomes a trainable BN (the
-    original class and options when it came from ``freeze_bn``) in the model's mode."""
+    original class and options when it came from ``freeze_bn``) in the model's mode, and each
+    BN subclass frozen in place gets its class and trainability back."""
     training = model.training
-    return _replace(model, lambda m, _: m.unfrozen(training)
-                    if isinstance(m, FrozenBatchNorm2d) else None)
+
+    def convert(m, _):
+        if isinstance(m, FrozenBatchNorm2d):
+            return m.unfrozen(training)
+        if isinstance(m, _FrozenInPlace):
+            _unfreeze_in_place(m, training)
+        return None
+
+    return _replace(model, convert)
+
+
+# -- BN subclasses, frozen in place ------------------------------------------------------------
+class _FrozenInPlace:
+    """Mixed in front of a BN subclass: the module itself always reports ``training=False``,
+    so its own forward normalises with the running statistics and updates nothing (torch's
+    ``_BatchNorm.forward`` and the copies of it, e.g. timm's, read ``self.training``); its
+    children (drop-path, activation) keep following ``train()``/``eval()``."""
+
+    _frozen_base: type
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.training = False
+        return self
+
+    def __reduce_ex__(self, protocol):
+        # the class is made at run time: pickle the original class and rebuild it on load
+        return _new_frozen, (self._frozen_base,), self.__dict__
+
+
+_FROZEN_CLASSES: dict[type, type] = {}
+
+
+def _frozen_class(base: type) -> type:
+    """``Frozen<Base>``: ``base`` with :class:`_FrozenInPlace` in front (one per base)."""
+    cls = _FROZEN_CLASSES.get(base)
+    if cls is None:
+        cls = type(f"Frozen{base.__name__}", (_FrozenInPlace, base),
+                   {"_frozen_base": base, "__module__": __name__})
+        _FROZEN_CLASSES[base] = cls
+    return cls
+
+
+def _new_frozen(base: type):
+    """Unpickling: an empty instance of the frozen class of ``base`` (state set after)."""
+    cls = _frozen_class(base)
+    return cls.__new__(cls)
+
+
+def _freeze_in_place(bn: _BatchNorm) -> None:
+    bn.__dict__["_frozen_requires_grad"] = [p.requires_grad for p in
+                                            bn.parameters(recurse=False)]
+    for p in bn.parameters(recurse=False):
+        p.requires_grad_(False)
+    bn.__class__ = _frozen_class(type(bn))
+    bn.training = False
+
+
+def _unfreeze_in_place(bn: _BatchNorm, training: bool) -> None:
+    bn.__class__ = bn._frozen_base
+    flags = bn.__dict__.pop("_frozen_requires_grad")
+    for p, flag in zip(bn.parameters(recurse=False), flags, strict=True):
+        p.requires_grad_(flag)
+    bn.train(training)

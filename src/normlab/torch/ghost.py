@@ -15,10 +15,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._checks import check_positive_int
 from ..functional.ghost import virtual_splits
-from ._common import check_batch, check_channels, reduce_dims, update_running_stats
+from ._common import (
+    CheckedStateMixin,
+    check_batch,
+    check_channels,
+    reduce_dims,
+    update_running_stats,
+)
 
 
-class _GhostBatchNorm(_BatchNorm):
+class _GhostBatchNorm(CheckedStateMixin, _BatchNorm):
     def __init__(self, num_features: int, virtual_batch_size: int, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None) -> None:
@@ -28,7 +34,7 @@ class _GhostBatchNorm(_BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         check_channels(x, self.num_features)
-        if not self.training and self.track_running_stats:
+        if not self.training and self.running_mean is not None:   # torch: buffers, if any
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                                 False, 0.0, self.eps)
         splits = virtual_splits(x.shape[0], self.virtual_batch_size)
@@ -37,7 +43,7 @@ class _GhostBatchNorm(_BatchNorm):
             check_batch(c, "input (virtual batch)")
         ys = [F.batch_norm(c, None, None, self.weight, self.bias, True, 0.0, self.eps)
               for c in chunks]
-        if self.training and self.track_running_stats:
+        if self.training and self.track_running_stats and self.running_mean is not None:
             self._update(chunks)
         return torch.cat(ys, dim=0)
 

@@ -16,10 +16,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .._checks import check_positive_int
 from ..functional.ghost import virtual_splits
 from ..functional.renorm import RenormSchedule
-from ._common import check_batch, check_channels, reduce_dims, update_running_stats
+from ._common import (
+    CheckedStateMixin,
+    check_batch,
+    check_channels,
+    reduce_dims,
+    update_running_stats,
+)
 
 
-class _BatchRenorm(_BatchNorm):
+class _BatchRenorm(CheckedStateMixin, _BatchNorm):
     """Shared state of BatchRenorm1d/2d: exactly BatchNorm's (same state-dict keys).
 
     ``schedule`` gives (r_max, d_max) as a function of ``num_batches_tracked`` (the number of

@@ -51,10 +51,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..functional import running as R
-from ._common import check_batch, check_channels, reduce_dims
+from ._common import CheckedStateMixin, check_batch, check_channels, reduce_dims
 
 
-class _RunningStatsMixin:
+class _RunningStatsMixin(CheckedStateMixin):
     """The options above, shared by BatchNorm1d/2d/3d (torch's _BatchNorm does the rest)."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
@@ -78,7 +78,7 @@ class _RunningStatsMixin:
     # -- freezing ------------------------------------------------------------------------
     def freeze(self):
         """Inference behaviour (running statistics, no updates) until :meth:`unfreeze`."""
-        if not self.track_running_stats:
+        if self.running_mean is None:
             raise ValueError(f"{self._label()}: expected track_running_stats=True to freeze, "
                              f"got track_running_stats=False (no running statistics)")
         self.frozen = True
@@ -109,9 +109,11 @@ class _RunningStatsMixin:
             return super().forward(input)  # torch's own fast path: bit-identical by design
         # (count, C) rows of the real positions: BN of the unpadded concatenation
         x = input.transpose(1, 2)[mask] if mask is not None else input
-        if self.frozen or (not self.training and self.track_running_stats):
+        if self.frozen or (not self.training and self.running_mean is not None):
             y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                              False, 0.0, self.eps)
+        elif mask is None and x.numel() == 0:
+            y = self._empty_batch(x)
         else:
             n = check_batch(x, "input" if mask is None else "input (masked)")
             s = R.forward_var_scale(self.unbiased, n)
@@ -122,13 +124,25 @@ class _RunningStatsMixin:
                 weight = (torch.ones(self.num_features, dtype=x.dtype, device=x.device)
                           if weight is None else weight) / math.sqrt(s)
             y = F.batch_norm(x, None, None, weight, self.bias, True, 0.0, self.eps / s)
-            if self.training and self.track_running_stats:
+            if self._tracking():
                 self._update(x, n)
         if mask is None:
             return y
         out = input.new_zeros(input.shape[0], input.shape[2], input.shape[1])
         out = out.index_put((mask,), y)  # out-of-place: autograd routes dy[mask] back to y
         return out.transpose(1, 2)
+
+    def _tracking(self) -> bool:
+        """torch: a training forward updates the buffers only when tracking and they exist."""
+        return self.training and self.track_running_stats and self.running_mean is not None
+
+    def _empty_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """An empty training batch, as torch's default path takes it: an empty output, the
+        running statistics unchanged, one more batch in ``num_batches_tracked``."""
+        if self._tracking():
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
     @torch.no_grad()
     def _update(self, x: torch.Tensor, n: int) -> None:

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_positive_int
-from ._common import check_batch, check_channels, update_running_stats
+from ._common import CheckedStateMixin, check_batch, check_channels, update_running_stats
 
 
-class SequenceBatchNorm(nn.BatchNorm1d):
+class SequenceBatchNorm(CheckedStateMixin, nn.BatchNorm1d):
     """BN over (T, N, C) input (``batch_first=False``, as nn.LSTM) or (N, T, C).
 
     Every (step, sample) pair is one observation of each of the C features, so the statistics
@@ -49,7 +49,7 @@ class SequenceBatchNorm(nn.BatchNorm1d):
         return super().extra_repr() + f", batch_first={self.batch_first}"
 
 
-class RecurrentBatchNorm(nn.Module):
+class RecurrentBatchNorm(CheckedStateMixin, nn.Module):
     """Per-time-step BN: ``forward(x, step)`` with x of shape (N, C) at time ``step``.
 
     Buffers ``running_mean``/``running_var`` are (max_steps, C) and ``num_batches_tracked`` is

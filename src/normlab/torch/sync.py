@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ._common import check_channels, per_channel, reduce_dims
+from ._common import CheckedStateMixin, check_channels, per_channel, reduce_dims
 
 
 def _is_distributed(group) -> bool:
@@ -92,7 +92,7 @@ class _SyncBatchNormFn(torch.autograd.Function):
         return dx, dweight, dbias, None, None, None, None, None
 
 
-class SyncBatchNorm(_BatchNorm):
+class SyncBatchNorm(CheckedStateMixin, _BatchNorm):
     """Cross-process batch norm for any (N, C, ...) input, working with the gloo backend."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
@@ -109,10 +109,10 @@ class SyncBatchNorm(_BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         check_channels(x, self.num_features)
-        batch_stats = self.training or not self.track_running_stats
+        batch_stats = self.training or self.running_mean is None   # torch's rule for eval
         if not batch_stats or not _is_distributed(self.process_group):
             return super().forward(x)
-        tracking = self.training and self.track_running_stats
+        tracking = self.training and self.track_running_stats and self.running_mean is not None
         factor = 0.0
         if tracking:
             self.num_batches_tracked.add_(1)
