@@ -23,6 +23,16 @@ def band(ax, x, curves, style: str = "-", label: str | None = None, color=None, 
     return line
 
 
+def bars(ax, values, colors, labels) -> None:
+    """Bars at the mean over seeds of ``values`` (seeds x bars), whiskers from min to max."""
+    v = np.asarray(values, dtype=np.float64)
+    mean = v.mean(axis=0)
+    # clip: the mean of equal values can sit one rounding step outside them
+    low, high = np.maximum(mean - v.min(axis=0), 0), np.maximum(v.max(axis=0) - mean, 0)
+    ax.bar(range(v.shape[1]), mean, color=colors, yerr=[low, high] if len(v) > 1 else None)
+    ax.set_xticks(range(v.shape[1]), labels, fontsize="small")
+
+
 def seeds_of(by_seed: dict, key: str, field: str) -> list:
     """``field`` of run ``key`` at every seed (in seed order)."""
     return [by_seed[s][key][field] for s in sorted(by_seed)]

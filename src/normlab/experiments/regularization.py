@@ -23,7 +23,7 @@ from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
 from .evidence import Criterion, Published
 from .holdout import parts
 from .models import mlp_spec
-from .plots import BAND_NOTE, band, seeds_of
+from .plots import BAND_NOTE, band, bars, seeds_of
 from .train import epoch_batch, evaluate
 from .train_eval import he_trainer
 
@@ -159,12 +159,9 @@ class Regularization(Experiment):
         axes[0].legend(loc="lower right", fontsize="small")
         keys = list(colours)
         test = np.array([[by_seed[s][k]["test_acc"] for k in keys] for s in seeds])
-        mean = test.mean(axis=0)
-        axes[1].bar(range(len(keys)), mean, color=[colours[k] for k in keys],
-                    yerr=[mean - test.min(axis=0), test.max(axis=0) - mean])
-        axes[1].set_xticks(range(len(keys)), keys)
-        lo = float(test.min())
-        axes[1].set(ylabel="test accuracy", ylim=(max(0.0, lo - 0.05), min(1.0, mean.max() + 0.03)),
+        bars(axes[1], test, [colours[k] for k in keys], keys)
+        axes[1].set(ylabel="test accuracy", ylim=(max(0.0, test.min() - 0.05),
+                                                  min(1.0, test.max() + 0.03)),
                     title="Test accuracy (bars: mean, whiskers: min-max)")
         fig.suptitle(BAND_NOTE, fontsize="small")
         return {"regularization": fig}

@@ -31,7 +31,7 @@ from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
 from .evidence import Criterion, Published
 from .holdout import parts
 from .models import mlp_spec
-from .plots import BAND_NOTE, band
+from .plots import BAND_NOTE, band, bars
 from .train import epoch_batch, evaluate
 from .train_eval import bn_layers, forward_batch_stats, he_trainer
 
@@ -378,12 +378,9 @@ class RunningStats(Experiment):
         keys = ("clean", "poisoned", "skipped")
         labels = ("clean\n(batch dropped)", "poisoned\nskip_nonfinite=False",
                   "skipped\nskip_nonfinite=True")
-        values = np.array([[by_seed[s][k]["final_eval_acc"] for k in keys] for s in seeds])
-        ax.bar(range(3), values.mean(axis=0), color=["tab:green", "tab:red", "tab:blue"],
-               yerr=[values.mean(axis=0) - values.min(axis=0),
-                     values.max(axis=0) - values.mean(axis=0)])
+        bars(ax, [[by_seed[s][k]["final_eval_acc"] for k in keys] for s in seeds],
+             ["tab:green", "tab:red", "tab:blue"], labels)
         ax.axhline(1.0 / first["poisoned"]["n_classes"], color="gray", ls="--", label="chance")
-        ax.set_xticks(range(3), labels, fontsize="small")
         ax.set(ylabel="final test accuracy (eval mode)", ylim=(0, 1),
                title="(b) one fp16-overflowed batch")
         ax.legend(loc="upper right", fontsize="small")

@@ -28,7 +28,7 @@ from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
 from .evidence import Criterion, Published
 from .holdout import parts
 from .models import Spec, build_numpy, build_torch, mlp_spec
-from .plots import BAND_NOTE, band
+from .plots import BAND_NOTE, band, bars
 from .train import NumpyTrainer, TorchTrainer, epoch_batch, evaluate
 
 STEPS = 2000
@@ -349,13 +349,9 @@ class TrainEval(Experiment):
         ax.legend(loc="lower right", fontsize="small")
         ax = axes[2]
         labels = ["clean", "shifted,\nstale"] + [f"recal.\n{k}" for k in c0["recal_batches"]]
-        values = np.array([[by_seed[s]["shift"]["clean_acc"], by_seed[s]["shift"]["stale_acc"],
-                            *by_seed[s]["shift"]["recal_acc"]] for s in seeds])
-        ax.bar(range(len(labels)), values.mean(axis=0),
-               yerr=[values.mean(axis=0) - values.min(axis=0),
-                     values.max(axis=0) - values.mean(axis=0)],
-               color=["tab:green", "tab:red"] + ["tab:blue"] * len(c0["recal_acc"]))
-        ax.set_xticks(range(len(labels)), labels, fontsize="small")
+        bars(ax, [[by_seed[s]["shift"]["clean_acc"], by_seed[s]["shift"]["stale_acc"],
+                   *by_seed[s]["shift"]["recal_acc"]] for s in seeds],
+             ["tab:green", "tab:red"] + ["tab:blue"] * len(c0["recal_acc"]), labels)
         ax.set(ylabel="test accuracy", ylim=(0, 1), title="(c) stale statistics, recalibration")
         fig.suptitle(BAND_NOTE + "; bars: mean, whiskers min-max", fontsize="small")
         return {"train_eval": fig}
