@@ -255,7 +255,7 @@ def test_fold_cli_prints_the_summary(torch, tmp_path):
 
     src, out = tmp_path / "m.pt", tmp_path / "f.pt"
     torch.save(randomize_bn(EfficientNetReplica()).eval(), src)
-    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out),
+    result = CliRunner().invoke(app, ["fold", str(src), "-o", str(out), "--trust-model",
                                       "--input-shape", "1,3,16,16"])
     assert result.exit_code == 0, result.output
     assert "folded 8 of 8 batch norm operations (0 still run)" in result.output
