@@ -1,5 +1,6 @@
-"""``normlab reproduce`` run as a user runs it (subprocess), at CI size: results schema, resume
-after SIGKILL, corrupted checkpoints, config changes; and the experiment API with a fake
+"""``normlab reproduce`` run as a user runs it (subprocess), at CI size: results schema over
+seeds, worker processes, resume after SIGKILL, corrupted checkpoints, config changes, keeping
+earlier experiments, the --out lock, escaped user text; and the experiment API with a fake
 experiment in-process.
 """
 
@@ -26,17 +27,20 @@ def normlab(*args, env=ENV, timeout=600):
 
 
 def run_metrics(out: Path) -> dict:
+    """experiment -> run -> seed -> metrics."""
     res = json.loads((out / "results.json").read_text())
     return {name: {k: r["metrics"] for k, r in e["runs"].items()}
             for name, e in res["experiments"].items()}
 
 
+QUICK = ("--quick", "--data", "digits", "--seeds", "2")
+
+
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory) -> Path:
-    """One uninterrupted quick reproduction of every experiment on `digits` at CI size."""
+    """One uninterrupted quick reproduction on `digits` at CI size, 2 seeds, 2 processes."""
     out = tmp_path_factory.mktemp("digits") / "out"
-    proc = normlab("reproduce", "paper-fig1", "init-scale", "--quick", "--data", "digits", "--out",
-                   out)
+    proc = normlab("reproduce", "paper-fig1", "init-scale", *QUICK, "--jobs", "2", "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert f"Report: {(out / 'report.html').resolve()}" in proc.stdout.replace("\n", "")
     return out
@@ -46,23 +50,32 @@ def test_results_schema_and_files(digits_run):
     res = json.loads((digits_run / "results.json").read_text())
     assert set(res) >= {"normlab", "config", "data", "environment", "experiments", "timing"}
     assert res["config"] == {"experiments": ["paper-fig1", "init-scale"], "quick": True,
-                             "data": "digits", "engine": "numpy", "seed": 0, "steps_scale": 0.02}
+                             "data": "digits", "engine": "numpy", "seed": 0, "seeds": [0, 1],
+                             "jobs": 2, "steps_scale": 0.02}
     assert res["environment"]["numpy"] == np.__version__
     fig1 = res["experiments"]["paper-fig1"]
     for key in ("title", "source", "claim", "setup", "runs", "measured", "verdict", "reason",
-                "thresholds", "figures", "csv"):
+                "thresholds", "figures", "csv", "seeds", "intervals", "criteria", "published"):
         assert key in fig1, key
     assert fig1["verdict"] in ("holds", "does not hold", "inconclusive")
-    assert set(fig1["runs"]) == {"plain", "bn"}
-    m = fig1["runs"]["bn"]["metrics"]
-    # quick (0.1) x CI (0.02) of 50,000 steps = 100 steps, evaluated every 2
-    assert m["step"][-1] == 100 and len(m["test_acc"]) == 50 == len(m["p50"])
-    assert all(0 <= a <= 1 for a in m["test_acc"])
-    assert all(lo <= mid <= hi for lo, mid, hi in zip(m["p15"], m["p50"], m["p85"], strict=True))
+    assert set(fig1["runs"]) == {"plain", "bn"} and fig1["seeds"] == [0, 1]
+    assert set(fig1["runs"]["bn"]["metrics"]) == {"0", "1"}
+    for m in fig1["runs"]["bn"]["metrics"].values():
+        # quick (0.1) x CI (0.02) of 50,000 steps = 100 steps, evaluated every 2
+        assert m["step"][-1] == 100 and len(m["val_acc"]) == 50 == len(m["p50"])
+        assert all(0 <= a <= 1 for a in m["val_acc"]) and 0 <= m["test_acc"] <= 1
+        assert all(lo <= mid <= hi for lo, mid, hi in zip(m["p15"], m["p50"], m["p85"],
+                                                          strict=True))
+    seed0, seed1 = (fig1["runs"]["bn"]["metrics"][s]["val_acc"] for s in ("0", "1"))
+    assert seed0 != seed1     # seeds draw other weights and batches
+    for c in fig1["criteria"]:
+        iv = fig1["intervals"][c["statistic"]]
+        assert len(iv["per_seed"]) == 2 and iv == c["interval"]
+        assert iv["ci95"][0] <= iv["mean"] <= iv["ci95"][1]
     assert len(res["experiments"]["init-scale"]["runs"]) == 32
     for name in ("paper-fig1", "init-scale"):
         rows = (digits_run / name / "metrics.csv").read_text().splitlines()
-        assert len(rows) > 1 and "," in rows[0]
+        assert len(rows) > 1 and rows[0].startswith("seed,")
         for fig in res["experiments"][name]["figures"]:
             assert (digits_run / fig).read_bytes()[:4] == b"\x89PNG"
             assert b"<svg" in (digits_run / fig).with_suffix(".svg").read_bytes()[:500]
@@ -70,81 +83,163 @@ def test_results_schema_and_files(digits_run):
 
 def test_verdict_is_computed_from_the_numbers(digits_run):
     """Changing the measured numbers changes the verdict (nothing is hard-coded)."""
-    from normlab.experiments import get
+    from tests.pipeline import verdict
 
-    exp = get("paper-fig1")
-    metrics = run_metrics(digits_run)["paper-fig1"]
+    metrics = {k: v["0"] for k, v in run_metrics(digits_run)["paper-fig1"].items()}
     steps = metrics["bn"]["step"]
     fast = [min(0.9, 0.3 + s / steps[-1]) if s > 10 else 0.9 for s in steps]
     slow = [0.1 + 0.8 * s / steps[-1] for s in steps]
-    good = {"bn": {**metrics["bn"], "test_acc": fast, "drift_per_unit": [0.1] * 100},
-            "plain": {**metrics["plain"], "test_acc": slow, "drift_per_unit": [1.0] * 100}}
-    assert exp.summarize([], good).verdict == "holds"
+    good = {"bn": {**metrics["bn"], "val_acc": fast, "test_acc": 0.9,
+                   "drift_per_unit": [0.1] * 100},
+            "plain": {**metrics["plain"], "val_acc": slow, "test_acc": 0.85,
+                      "drift_per_unit": [1.0] * 100}}
+    assert verdict("paper-fig1", good) == "holds"
     bad = {"bn": good["plain"], "plain": good["bn"]}
-    assert exp.summarize([], bad).verdict == "does not hold"
+    assert verdict("paper-fig1", bad) == "does not hold"
 
 
-def test_rerun_skips_finished_runs_and_report_rebuild(digits_run, tmp_path):
-    before = (digits_run / "checkpoints" / "init-scale" / "std00-bn.done").stat().st_mtime_ns
-    proc = normlab("reproduce", "init-scale", "--quick", "--data", "digits", "--out", digits_run)
+def test_workers_give_the_results_of_one_process(digits_run, tmp_path):
+    out = tmp_path / "one"
+    proc = normlab("reproduce", "paper-fig1", "init-scale", *QUICK, "--jobs", "1", "--out", out)
     assert proc.returncode == 0, proc.stderr
-    assert (digits_run / "checkpoints" / "init-scale" / "std00-bn.done").stat().st_mtime_ns \
-        == before
-    # results.json now holds init-scale only; `report` rebuilds from it
+    assert run_metrics(out) == run_metrics(digits_run)
+
+
+def test_rerun_skips_finished_runs_keeps_other_experiments_and_report_rebuild(digits_run):
+    done = digits_run / "checkpoints" / "init-scale" / "seed1" / "std00-bn.done"
+    before = done.stat().st_mtime_ns
+    results_before = run_metrics(digits_run)
+    proc = normlab("reproduce", "init-scale", *QUICK, "--out", digits_run)
+    assert proc.returncode == 0, proc.stderr
+    assert done.stat().st_mtime_ns == before
+    assert "keeping paper-fig1" in proc.stderr
+    # the experiment not re-run is kept, with its verdict: nothing is lost
+    assert run_metrics(digits_run) == results_before
+    res = json.loads((digits_run / "results.json").read_text())
+    assert list(res["experiments"]) == ["paper-fig1", "init-scale"]
+    assert res["experiments"]["paper-fig1"]["verdict"]
     (digits_run / "report.html").unlink()
     proc = normlab("report", digits_run)
     assert proc.returncode == 0, proc.stderr
-    assert (digits_run / "report.html").is_file()
-    # restore the full results for the other tests sharing this folder
-    assert normlab("reproduce", "paper-fig1", "init-scale", "--quick", "--data", "digits",
-                   "--out", digits_run
-                   ).returncode == 0
+    assert "paper-fig1" in (digits_run / "report.html").read_text()
 
 
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
-    """Kill -9 mid-run (after the first run is done and the second checkpointed), re-run."""
-    args = ["reproduce", "paper-fig1", "--quick", "--data", "digits", "--steps-scale", "0.2"]
-    ref = tmp_path / "ref"
-    assert normlab(*args, "--out", ref).returncode == 0
-    out = tmp_path / "killed"
+def test_other_settings_say_so_before_replacing(digits_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(digits_run, out)
+    proc = normlab("reproduce", "init-scale", "--quick", "--data", "digits", "--seeds", "1",
+                   "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    head = proc.stderr[:proc.stderr.find("init-scale runs")]
+    assert "paper-fig1" in head and "other settings" in head and "seeds" in head
+    assert list(json.loads((out / "results.json").read_text())["experiments"]) == ["init-scale"]
+
+
+def _kill_and_resume(tmp_path, ref: Path, name: str, jobs: int):
+    args = ["reproduce", "paper-fig1", "--quick", "--data", "digits", "--steps-scale", "0.2",
+            "--seeds", "2", "--jobs", str(jobs)]
+    out = tmp_path / name
     proc = subprocess.Popen([*NORMLAB, *args, "--out", str(out)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial = out / "checkpoints" / "paper-fig1" / "bn.partial"
-    deadline = time.monotonic() + 60
-    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    folder = out / "checkpoints" / "paper-fig1"
+    deadline = time.monotonic() + 120
+    while (not list(folder.glob("seed*/*.partial")) or not list(folder.glob("seed*/*.done"))) \
+            and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)   # the CLI and its workers, as a terminal's kill would
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    assert (out / "checkpoints" / "paper-fig1" / "plain.done").is_file()
-    assert not (out / "results.json").exists()
-    done_before = (out / "checkpoints" / "paper-fig1" / "plain.done").stat().st_mtime_ns
+    done = sorted(folder.glob("seed*/*.done"))
+    assert done and not (out / "results.json").exists()
+    stamps = {p: p.stat().st_mtime_ns for p in done}
     resumed = normlab(*args, "--out", out)
     assert resumed.returncode == 0, resumed.stderr
-    assert (out / "checkpoints" / "paper-fig1" / "plain.done").stat().st_mtime_ns == done_before
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())   # finished units kept
     assert run_metrics(out) == run_metrics(ref)
     assert json.loads((out / "results.json").read_text())["experiments"]["paper-fig1"][
         "measured"] == json.loads((ref / "results.json").read_text())["experiments"][
         "paper-fig1"]["measured"]
 
 
-def test_corrupt_checkpoint_is_redone_and_other_config_not_reused(digits_run, tmp_path):
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
+    """Kill -9 mid-run (a unit done and another checkpointed), re-run: with one process and
+    with two workers."""
+    ref = tmp_path / "ref"
+    assert normlab("reproduce", "paper-fig1", "--quick", "--data", "digits", "--steps-scale",
+                   "0.2", "--seeds", "2", "--out", ref).returncode == 0
+    _kill_and_resume(tmp_path, ref, "one", 1)
+    _kill_and_resume(tmp_path, ref, "two", 2)
+
+
+def test_corrupt_checkpoint_is_redone_and_seeds_live_side_by_side(digits_run, tmp_path):
     import shutil
 
     out = tmp_path / "copy"
     shutil.copytree(digits_run, out)
-    done = out / "checkpoints" / "paper-fig1" / "bn.done"
+    done = out / "checkpoints" / "paper-fig1" / "seed0" / "bn.done"
     blob = bytearray(done.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     done.write_bytes(bytes(blob))
-    proc = normlab("reproduce", "paper-fig1", "--quick", "--data", "digits", "--out", out)
+    proc = normlab("reproduce", "paper-fig1", *QUICK, "--out", out)
     assert proc.returncode == 0, proc.stderr
-    assert "checksum" in proc.stderr and "redoing run paper-fig1/bn" in proc.stderr
-    assert run_metrics(out)["paper-fig1"] == run_metrics(digits_run)["paper-fig1"]
-    # another seed: the checkpoints of seed 0 must not be reused
-    proc = normlab("reproduce", "paper-fig1", "--quick", "--data", "digits", "--seed", "1",
-                   "--out", out)
+    assert "checksum" in proc.stderr and "redoing run paper-fig1/seed0/bn" in proc.stderr
+    first = run_metrics(digits_run)["paper-fig1"]
+    assert run_metrics(out)["paper-fig1"] == first
+    # seeds 1 and 2: seed 1 is the finished one of the first run, seed 2 is new
+    stamp = (out / "checkpoints" / "paper-fig1" / "seed1" / "bn.done").stat().st_mtime_ns
+    proc = normlab("reproduce", "paper-fig1", *QUICK, "--seed", "1", "--out", out)
     assert proc.returncode == 0, proc.stderr
-    assert run_metrics(out)["paper-fig1"] != run_metrics(digits_run)["paper-fig1"]
+    second = run_metrics(out)["paper-fig1"]
+    assert (out / "checkpoints" / "paper-fig1" / "seed1" / "bn.done").stat().st_mtime_ns == stamp
+    assert second["bn"]["1"] == first["bn"]["1"] and second["bn"]["2"] != first["bn"]["1"]
+    assert (out / "checkpoints" / "paper-fig1" / "seed0" / "bn.done").is_file()
+
+
+def test_a_second_run_into_the_same_out_is_refused(tmp_path):
+    import fcntl
+
+    tmp_path.mkdir(exist_ok=True)
+    with open(tmp_path / ".normlab.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.write("pid 12345")
+        f.flush()
+        proc = normlab("reproduce", "init-scale", *QUICK, "--out", tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "in use" in proc.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("args", [["[/x]"], ["--engine", "[/x]"], ["--data", "mnist:/no[v2]"],
+                                  ["--seeds", "0"], ["--jobs", "0"], ["--seed", "-1"],
+                                  ["--out", "/proc/[/x]"]])
+def test_bad_arguments_are_one_escaped_line(args, tmp_path):
+    proc = normlab("reproduce", *(["--out", tmp_path] if "--out" not in args else []), *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = " ".join(proc.stderr.split())
+    assert line.startswith("error:")
+    for a in args:
+        if "[" in a:   # user text printed as itself, not as markup
+            assert a.split(":")[-1] in line, line
+
+
+def test_report_escapes_results_text_and_refuses_a_broken_file(digits_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(digits_run, out)
+    res = json.loads((out / "results.json").read_text())
+    res["experiments"]["paper-fig1"]["claim"] = "[/bold] closes nothing"
+    (out / "results.json").write_text(json.dumps(res))
+    proc = normlab("report", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "[/bold] closes nothing" in " ".join(proc.stdout.split())
+    for broken in ("{", "[]", json.dumps({"experiments": {"paper-fig1": {"runs": 3}}})):
+        (out / "results.json").write_text(broken)
+        proc = normlab("report", out)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_mnist5k_pipeline(tmp_path):
@@ -159,23 +254,26 @@ def test_mnist5k_pipeline(tmp_path):
 def test_torch_engine_matches_numpy_engine(torch, tmp_path, digits_run):
     env = {**ENV, "NORMLAB_CI_SCALE": "0.02"}
     proc = normlab("reproduce", "paper-fig1", "--quick", "--data", "digits", "--engine",
-                   "torch", "--out", tmp_path, env=env)
+                   "torch", "--seeds", "1", "--out", tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     t, n = run_metrics(tmp_path)["paper-fig1"], run_metrics(digits_run)["paper-fig1"]
     for key in ("plain", "bn"):
         # same data, seeds and initial weights; float32 rounding differences only
-        assert np.allclose(t[key]["train_loss"], n[key]["train_loss"], rtol=1e-3, atol=1e-4)
-        assert np.abs(np.subtract(t[key]["test_acc"], n[key]["test_acc"])).max() <= 0.01
+        t0, n0 = t[key]["0"], n[key]["0"]
+        assert np.allclose(t0["train_loss"], n0["train_loss"], rtol=1e-3, atol=1e-4)
+        assert np.abs(np.subtract(t0["val_acc"], n0["val_acc"])).max() <= 0.01
 
 
 def test_new_experiment_plugs_in(monkeypatch, tmp_path):
     """The API: an experiment is one class + a registry entry; runner and report need nothing."""
     from normlab import data
-    from normlab.experiments import Experiment, Run, Summary, registry
+    from normlab.experiments import Experiment, Run, registry
+    from normlab.experiments.evidence import Criterion
     from normlab.reproduce import Options, finalize, run_all
 
     class Fake(Experiment):
         name, title, source, claim = "fake", "Fake", "nowhere", "x is 2"
+        criteria = (Criterion("x is about 2", "x", 1.5),)
 
         def setup(self, data, scale):
             return "nothing"
@@ -184,22 +282,21 @@ def test_new_experiment_plugs_in(monkeypatch, tmp_path):
             return [Run("a", {"k": 1}), Run("b", {"k": 2})]
 
         def run(self, ctx, config):
-            return {"x": float(ctx.rng("x").integers(10)) * 0 + config["k"]}
+            return {"x": config["k"] + 0.01 * float(ctx.rng("x").random())}
 
-        def summarize(self, runs, metrics):
-            x = metrics["b"]["x"]
-            return Summary({"x": x}, "holds" if x == 2 else "does not hold", f"x={x}", "x==2",
-                           [{"x": x}])
+        def statistics(self, runs, metrics):
+            return {"x": metrics["b"]["x"]}
 
-        def figures(self, runs, metrics, summary):
+        def figures(self, runs, by_seed, summary):
             import matplotlib.pyplot as plt
             fig, ax = plt.subplots()
             ax.plot([1, 2])
             return {"f": fig}
 
     monkeypatch.setitem(registry.EXPERIMENTS, "fake", Fake())
-    opts = Options(["fake"], False, "digits", "numpy", tmp_path, 0)
+    opts = Options(["fake"], False, "digits", "numpy", tmp_path, 0, seeds=3)
     results = run_all(opts, data.load("digits"))
     report = finalize(tmp_path, results)
     assert results["experiments"]["fake"]["verdict"] == "holds"
+    assert len(results["experiments"]["fake"]["intervals"]["x"]["per_seed"]) == 3
     assert "x is 2" in report.read_text() and (tmp_path / "fake" / "f.svg").is_file()

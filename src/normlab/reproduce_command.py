@@ -222,7 +222,7 @@ def rebuild_report(out: Path) -> None:
             report = finalize(out, results)
     except UsageError as exc:
         _fail(str(exc))
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         _fail(f"DIR: {str(path)!r} is not a complete normlab results file "
               f"({type(exc).__name__}: {exc})")
     _print_summary(results, Console())
