@@ -36,7 +36,8 @@ class Events:
     def unit_finished(self, unit: Unit, seconds: float) -> None: ...
 
 
-Done = dict[tuple[str, int, str], tuple[dict, float]]   # (experiment, seed, run) -> (metrics, s)
+# (experiment, seed, run) -> (metrics, wall seconds, CPU seconds of the process that ran it)
+Done = dict[tuple[str, int, str], tuple[dict, float, float]]
 
 
 def run_units(units: list[Unit], opts: Options, data: Dataset, events: Events,
@@ -52,13 +53,13 @@ def _sequential(units, opts, data, events, warn) -> Done:
     done = {}
     for unit in units:
         events.unit_started(unit)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         metrics = run_unit(unit, data, opts,
                            progress=lambda d, t, u=unit: events.unit_progress(u, d, t),
                            warn=warn)
         seconds = time.perf_counter() - t0
         events.unit_finished(unit, seconds)
-        done[unit.id] = (metrics, seconds)
+        done[unit.id] = (metrics, seconds, time.process_time() - c0)
     return done
 
 
@@ -88,14 +89,14 @@ def _init_worker(data: Dataset, messages, engine: str) -> None:
             torch.set_num_threads(1)
 
 
-def _work(index: int, unit: Unit, opts: Options) -> tuple[int, dict, float]:
+def _work(index: int, unit: Unit, opts: Options) -> tuple[int, dict, float, float]:
     messages = _WORKER["messages"]
     messages.put(("start", index))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     metrics = run_unit(unit, _WORKER["data"], opts,
                        progress=lambda d, t: messages.put(("progress", index, d, t)),
                        warn=lambda m: messages.put(("warn", m)))
-    return index, metrics, time.perf_counter() - t0
+    return index, metrics, time.perf_counter() - t0, time.process_time() - c0
 
 
 def _parallel(units, opts, data, events, warn) -> Done:
@@ -112,10 +113,10 @@ def _parallel(units, opts, data, events, warn) -> Done:
             finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
             _drain(messages, units, events, warn)
             for fut in finished:
-                i, metrics, seconds = fut.result()
+                i, metrics, seconds, cpu = fut.result()
                 unit = units[i]
                 events.unit_finished(unit, seconds)
-                done[unit.id] = (metrics, seconds)
+                done[unit.id] = (metrics, seconds, cpu)
         _drain(messages, units, events, warn)
     except BaseException:
         # Ctrl-C or a failed unit: stop now; finished units are checkpointed, the rest resume.

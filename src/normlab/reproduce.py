@@ -175,7 +175,7 @@ def skeleton(opts: Options, data: Dataset) -> dict:
             "data": {"name": data.name, "description": data.describe(), "source": data.source,
                      "fingerprint": data.fingerprint},
             "environment": environment(), "intervals_method": METHOD,
-            "experiments": {}, "timing": {}}
+            "experiments": {}, "timing": {}, "cpu_time": {}}
 
 
 def previous_results(out: Path, results: dict) -> tuple[dict, str | None]:
@@ -205,7 +205,8 @@ def previous_results(out: Path, results: dict) -> tuple[dict, str | None]:
                     f"({', '.join(differs)}); they will be dropped from the new results")
     kept = {n: old_exps[n] for n in others}
     timing = {n: old.get("timing", {}).get(n) for n in others}
-    return {"experiments": kept, "timing": timing}, None
+    cpu = {n: old.get("cpu_time", {}).get(n) for n in others}
+    return {"experiments": kept, "timing": timing, "cpu_time": cpu}, None
 
 
 def run_all(opts: Options, data: Dataset, events=None, warn=print) -> dict:
@@ -231,6 +232,7 @@ def run_all(opts: Options, data: Dataset, events=None, warn=print) -> dict:
                              "metrics": {str(s): done[(name, s, r.key)][0]
                                          for s in opts.seed_list}} for r in runs}}
         results["timing"][name] = round(sum(done[u.id][1] for u in mine), 2)
+        results["cpu_time"][name] = round(sum(done[u.id][2] for u in mine), 2)
     results["wall_time"] = round(time.perf_counter() - t0, 2)
     return results
 
@@ -287,7 +289,8 @@ def finalize(out: Path, results: dict, keep: dict | None = None) -> Path:
 
     if keep:
         results["experiments"] = {**keep["experiments"], **results["experiments"]}
-        results["timing"] = {**keep["timing"], **results["timing"]}
+        for k in ("timing", "cpu_time"):
+            results[k] = {**keep[k], **results.get(k, {})}
     for name, entry in results["experiments"].items():
         exp = registry.get(name)
         runs, metrics = by_seed(entry)

@@ -135,11 +135,12 @@ def render(out: Path, results: dict) -> str:
         parts.append(_table(["Measured", "Mean [95% interval] or value"],
                             [[_e(k), _e(v)] for k, v in e["measured"].items()]))
         timing = results.get("timing", {}).get(name, "?")
+        cpu = results.get("cpu_time", {}).get(name, "?")
         parts += [f'<p><strong>Verdict:</strong> {_badge(e["verdict"])} &mdash; '
                   f'{_e(e["reason"])}</p>',
                   f'<p class="meta"><strong>Rule.</strong> {_e(e["thresholds"])}</p>',
                   f'<p class="meta">Per-step numbers: {_e(e["csv"])}; compute time '
-                  f'{_e(timing)} s (all runs and seeds).</p></section>']
+                  f'{_e(timing)} s, CPU {_e(cpu)} s (all runs and seeds).</p></section>']
     env = results["environment"]
     parts.append(f'<p class="meta">Data source: {_e(data["source"])}. Environment: '
                  + ", ".join(f"{_e(k)} {_e(v)}" for k, v in env.items())
