@@ -37,3 +37,30 @@ def test_report_renders_in_chromium(chromium, digits_run, tmp_path):  # noqa: F8
     pixels = mpimg.imread(shot)
     assert pixels.shape[:2] == (2000, 1200)
     assert float(np.var(pixels[..., :3])) > 1e-3  # not blank
+
+
+def test_report_has_intervals_and_published_beside_measured(digits_run):  # noqa: F811
+    html = (digits_run / "report.html").read_text()
+    assert "Published beside measured" in html and "Ours: mean [95% interval]" in html
+    assert "Ioffe &amp; Szegedy 2015" in html and "(precondition)" not in html
+    assert html.count('class="v v-') >= 2 * 2   # a verdict per criterion and per experiment
+
+
+def test_markdown_tables_come_from_results_json(digits_run, tmp_path):  # noqa: F811
+    import json
+    import shutil
+
+    from tests.test_reproduce import normlab
+
+    out = tmp_path / "copy"
+    shutil.copytree(digits_run, out)
+    proc = normlab("report", out, "--markdown", out / "RESULTS.md")
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "RESULTS.md").read_text()
+    res = json.loads((out / "results.json").read_text())
+    for name, e in res["experiments"].items():
+        assert f"| `{name}` | **{e['verdict']}** |" in md
+        for c in e["criteria"]:
+            assert c["part"] in md
+    assert "Published beside measured" in md and md.count("| `paper-fig1` |") == 1 + len(
+        res["experiments"]["paper-fig1"]["published"])

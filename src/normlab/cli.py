@@ -111,10 +111,13 @@ def list_() -> None:
 
 
 @app.command()
-def report(out: Path = typer.Argument(..., help="Folder with results.json.")) -> None:
+def report(out: Path = typer.Argument(..., help="Folder with results.json."),
+           markdown: Path = typer.Option(None, "--markdown", help="Also write the verdict and "
+                                         "published-vs-measured tables as Markdown here "
+                                         "(for RESULTS.md).")) -> None:
     """Rebuild figures, metrics.csv and report.html from OUT/results.json."""
     from .reproduce_command import rebuild_report
-    rebuild_report(out)
+    rebuild_report(out, markdown)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -206,7 +206,7 @@ def list_experiments() -> None:
     Console().print(table)
 
 
-def rebuild_report(out: Path) -> None:
+def rebuild_report(out: Path, markdown: Path | None = None) -> None:
     path = out / "results.json"
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
@@ -225,6 +225,14 @@ def rebuild_report(out: Path) -> None:
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         _fail(f"DIR: {str(path)!r} is not a complete normlab results file "
               f"({type(exc).__name__}: {exc})")
+    if markdown is not None:
+        from ._io import atomic_write_text
+        from .report.markdown import render
+
+        try:
+            atomic_write_text(markdown, render(results))
+        except OSError as exc:
+            _fail(f"--markdown: cannot write {str(markdown)!r} ({exc.strerror or exc})")
     _print_summary(results, Console())
     Console().print(f"Report: {escape(str(report.resolve()))}", highlight=False,
                     soft_wrap=True)
