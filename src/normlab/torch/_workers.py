@@ -1,13 +1,15 @@
 """Worker processes that serve method calls over a pipe, and never outlive their parent.
 
-:class:`Pool` starts P ``spawn`` processes (fork would copy the parent's threads and CUDA state).
-Worker r calls ``setup(rank, *args)`` once; the object it returns answers the parent's
+:class:`Pool` starts P ``spawn`` processes (fork would copy the parent's threads and CUDA state)
+and makes them a scratch folder. Worker r calls ``setup(rank, scratch, *args)`` once; the object
+it returns answers the parent's
 ``(method, args)`` messages, one ``("ok", result)`` or ``("error", one line)`` reply each. A worker
 leaves its loop on ``close``, on an error (after replying: a collective it failed in leaves the
 other workers' group unusable, so it must not carry on) and when its parent is gone: the pipe
 reports EOF when the parent dies while the worker waits for a message, and a watchdog thread
 polls the parent pid for the case where the worker is blocked in a collective. So no worker is
-orphaned by ``kill -9`` of the parent alone. SIGINT is ignored: Ctrl-C reaches the whole
+orphaned by ``kill -9`` of the parent alone, and an orphan removes the scratch folder the dead
+parent can no longer remove. SIGINT is ignored: Ctrl-C reaches the whole
 foreground process group, and it is the parent that decides what stops.
 """
 
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from multiprocessing.connection import wait
@@ -28,11 +32,12 @@ class WorkerError(RuntimeError):
     """A worker failed or died; the message is one line naming the worker."""
 
 
-def _watch_parent(parent_pid: int) -> None:
+def _watch_parent(parent_pid: int, scratch: str) -> None:
     # reparented (to init or a subreaper) means the parent is gone: exit at once, even if the
     # main thread is blocked in a collective that would otherwise wait for its timeout
     while os.getppid() == parent_pid:
         time.sleep(POLL_S)
+    shutil.rmtree(scratch, ignore_errors=True)
     os._exit(1)
 
 
@@ -41,23 +46,19 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def _main(rank: int, conn, parent_pid: int, setup, args: tuple) -> None:
+def _main(rank: int, conn, parent_pid: int, scratch: str, setup, args: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    server, code = None, 0
+    threading.Thread(target=_watch_parent, args=(parent_pid, scratch), daemon=True).start()
+    server, closing = None, False
     try:
-        server = setup(rank, *args)
+        server = setup(rank, scratch, *args)
         conn.send(("ok", getattr(server, "settings", None)))
-        while True:
-            try:
-                method, call_args = conn.recv()
-            except (EOFError, OSError):   # the parent closed its end or died
-                return
-            if method == "close":
-                return
-            conn.send(("ok", getattr(server, method)(*call_args)))
+        while not closing:
+            method, call_args = conn.recv()   # EOFError: the parent is gone (close comes first)
+            closing = method == "close"
+            if not closing:
+                conn.send(("ok", getattr(server, method)(*call_args)))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back as one line
-        code = 1
         try:
             conn.send(("error", one_line(exc)))
         except OSError:
@@ -66,11 +67,16 @@ def _main(rank: int, conn, parent_pid: int, setup, args: tuple) -> None:
         if server is not None:
             server.close()
         conn.close()
+        if not closing:
+            # the pool is broken (this worker's collectives fail from now on) and the parent
+            # may be dead, unable to remove the scratch folder; a live parent's rmtree ignores
+            # that it is gone
+            shutil.rmtree(scratch, ignore_errors=True)
         sys.stdout.flush()
         sys.stderr.flush()
         # skip the interpreter's teardown: torch's C++ static destructors take ~2 s here, and
         # nothing is left to write (the replies went out above)
-        os._exit(code)
+        os._exit(0 if closing else 1)
 
 
 class Pool:
@@ -79,14 +85,19 @@ class Pool:
     def __init__(self, workers: int, setup, args: tuple):
         ctx = multiprocessing.get_context("spawn")
         self.procs, self.conns, self.closed = [], [], False
-        for rank in range(workers):
-            mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_main, args=(rank, theirs, os.getpid(), setup, args),
-                               name=f"normlab-ddp-{rank}", daemon=True)
-            proc.start()
-            theirs.close()   # so that EOF reaches us if the worker dies
-            self.procs.append(proc)
-            self.conns.append(mine)
+        self.scratch = tempfile.mkdtemp(prefix="normlab-ddp-")
+        try:
+            for rank in range(workers):
+                mine, theirs = ctx.Pipe()
+                proc = ctx.Process(target=_main, name=f"normlab-ddp-{rank}", daemon=True,
+                                   args=(rank, theirs, os.getpid(), self.scratch, setup, args))
+                proc.start()
+                theirs.close()   # so that EOF reaches us if the worker dies
+                self.procs.append(proc)
+                self.conns.append(mine)
+        except BaseException:
+            self.shutdown(grace_s=0.0)
+            raise
         self.ready = self.gather(range(workers))
 
     @property
@@ -151,3 +162,4 @@ class Pool:
                 proc.join(5.0)
         for conn in self.conns:
             conn.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)

@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import shutil
-import tempfile
 import weakref
 
 import numpy as np
@@ -172,7 +170,7 @@ class Replica:
         self._owns_group = False
 
 
-def _serve(rank: int, world: int, store: str, recipe, lr: float, device_type: str,
+def _serve(rank: int, scratch: str, world: int, recipe, lr: float, device_type: str,
            sync_bn: bool, threads: int, warn_only: bool) -> Replica:
     """Worker ``rank``'s setup (runs in the worker process): its group, device and replica."""
     torch.set_num_threads(threads)
@@ -180,6 +178,8 @@ def _serve(rank: int, world: int, store: str, recipe, lr: float, device_type: st
     if device_type == "cuda":
         device = torch.device("cuda", rank)
         torch.cuda.set_device(device)
+    # a file store in the pool's scratch folder: no port to find, none to collide
+    store = os.path.join(scratch, "store")
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo",
                             init_method=f"file://{store}", rank=rank, world_size=world)
     try:
@@ -211,16 +211,10 @@ class DistributedTrainer:
         if self.device.type == "cuda" and workers > torch.cuda.device_count():
             raise ValueError(f"workers: expected at most {torch.cuda.device_count()} on CUDA "
                              f"(one GPU per worker: NCCL cannot share one), got {workers}")
-        folder = tempfile.mkdtemp(prefix="normlab-ddp-")   # the workers' file store
-        try:
-            self._pool = Pool(workers, _serve,
-                              (workers, os.path.join(folder, "store"), recipe, lr,
-                               self.device.type, self.sync_bn, threads, warn_only))
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        self._pool = Pool(workers, _serve, (workers, recipe, lr, self.device.type,
+                                            self.sync_bn, threads, warn_only))
         # also at garbage collection and interpreter exit, so a forgotten close() leaks nothing
-        self._finalizer = weakref.finalize(self, _stop, self._pool, folder)
+        self._finalizer = weakref.finalize(self, self._pool.shutdown)
         self.settings = self._pool.ready[0]
 
     @property
@@ -269,11 +263,6 @@ class DistributedTrainer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _stop(pool: Pool, folder: str) -> None:
-    pool.shutdown()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def distributed_trainer(recipe, lr: float, workers: int | None = None, *, device="cpu",
