@@ -195,3 +195,44 @@ def test_parent_killed_with_sigkill_leaves_no_worker(torch):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+TORCHRUN_SCRIPT = """
+import sys
+sys.path.insert(0, {repo!r})
+import numpy as np
+from normlab.experiments.train import make_trainer
+from tests.test_torch_ddp import INIT_STD, LR, SEED, STEPS, data, run, spec
+
+trainer = make_trainer("torch", spec(), INIT_STD, np.random.default_rng(SEED), LR)
+x, y = data()
+evals = {{}}
+losses = run(trainer, x, y, range(STEPS), evals)
+np.savez({out!r} + f"/rank{{trainer.rank}}.npz", losses=losses, mid=evals["mid"][0],
+         **trainer.state())
+trainer.close()
+"""
+
+
+def test_under_torchrun_each_process_is_a_replica_equal_to_the_spawned_workers(
+        torch, per_worker, tmp_path):
+    """The documented torchrun use: every process runs the same script (workers=1); the
+    launcher's 2 processes give exactly what 2 workers started by the trainer give."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / "train.py"
+    script.write_text(TORCHRUN_SCRIPT.format(repo=repo, out=str(tmp_path)))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc-per-node={P}", str(script)], capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(P)]
+    ddp, initial = per_worker
+    ddp.load_state(initial)
+    x, y = data()
+    evals = {}
+    want = {"losses": np.array(run(ddp, x, y, range(STEPS), evals)), "mid": evals["mid"][0],
+            **ddp.state()}
+    for got in ranks:
+        assert set(got) == set(want)
+        for k, v in want.items():
+            np.testing.assert_array_equal(got[k], v, err_msg=k)
