@@ -76,7 +76,9 @@ def per_worker(torch):
     trainer = make_trainer("torch", spec(), INIT_STD, np.random.default_rng(SEED), LR,
                            workers=P)
     yield trainer, trainer.state()
+    pids, scratch = trainer.pids, trainer._pool.scratch
     trainer.close()
+    assert all(gone(pid) for pid in pids) and not os.path.exists(scratch)   # a clean close
 
 
 def test_per_worker_bn_equals_ghost_bn_in_one_process(torch, per_worker):

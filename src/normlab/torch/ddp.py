@@ -114,8 +114,9 @@ class Replica:
         """This process's replica under torchrun (gloo on CPU, NCCL on ``cuda:LOCAL_RANK``)."""
         env = torchrun_env()
         if env is None:
+            unset = [k for k in TORCHRUN if k not in os.environ]
             raise ValueError(f"workers: expected torchrun's {', '.join(TORCHRUN)} in the "
-                             f"environment for workers=None, got none of them set")
+                             f"environment for workers=None, got {', '.join(unset)} unset")
         device = resolve_device(device)
         if device.type == "cuda":
             device = torch.device("cuda", env["local_rank"])
