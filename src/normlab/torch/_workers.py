@@ -2,15 +2,15 @@
 
 :class:`Pool` starts P ``spawn`` processes (fork would copy the parent's threads and CUDA state)
 and makes them a scratch folder. Worker r calls ``setup(rank, scratch, *args)`` once; the object
-it returns answers the parent's
-``(method, args)`` messages, one ``("ok", result)`` or ``("error", one line)`` reply each. A worker
-leaves its loop on ``close``, on an error (after replying: a collective it failed in leaves the
-other workers' group unusable, so it must not carry on) and when its parent is gone: the pipe
-reports EOF when the parent dies while the worker waits for a message, and a watchdog thread
-polls the parent pid for the case where the worker is blocked in a collective. So no worker is
-orphaned by ``kill -9`` of the parent alone, and an orphan removes the scratch folder the dead
-parent can no longer remove. SIGINT is ignored: Ctrl-C reaches the whole
-foreground process group, and it is the parent that decides what stops.
+it returns answers the parent's ``(method, args)`` messages, one ``("ok", result)`` or
+``("error", one line)`` reply each. A worker leaves its loop on ``close``, on an error (after
+replying: a collective it failed in leaves the other workers' group unusable, so it must not
+carry on) and when its parent is gone: the pipe reports EOF when the parent dies while the
+worker waits for a message, and a watchdog thread polls the parent pid for the case where the
+worker is blocked in a collective. So no worker is orphaned by ``kill -9`` of the parent alone,
+and an orphan removes the scratch folder the dead parent can no longer remove. SIGINT is
+ignored: Ctrl-C reaches the whole foreground process group, and it is the parent that decides
+what stops.
 """
 
 from __future__ import annotations
