@@ -9,9 +9,12 @@ resumed run draws exactly the batches the uninterrupted run would have drawn.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import nn, optim
+from .._checks import check_positive_int
 from .models import Spec, build_numpy, build_torch
 
 
@@ -57,70 +60,91 @@ class NumpyTrainer:
 
 
 class TorchTrainer:
-    """torch.nn twin + torch.optim.SGD, started from the NumPy model's weights."""
+    """torch.nn twin + torch.optim.SGD, started from the NumPy model's weights.
+
+    ``device`` (None: CPU with the process settings left alone, the behaviour before devices
+    existed): ``"cpu"``, ``"cuda"``, ``"auto"`` or a ``torch.device``. The weights were drawn on
+    CPU by the NumPy builder and move there unchanged; the repeatability settings of
+    :func:`normlab.torch.device.deterministic` are applied to this process and kept in
+    ``settings`` for the report. Batches move to the device; ``forward_eval`` and ``state()``
+    return CPU NumPy arrays, so checkpoints do not depend on the device.
+    """
 
     engine = "torch"
 
-    def __init__(self, model, lr: float):
+    def __init__(self, model, lr: float, device=None):
         import torch
 
-        self.torch = torch
-        self.model = model
+        from ..torch import device as devices
+        from ..torch import training
+
+        self.torch, self._steps = torch, training
+        self.device = devices.resolve_device("cpu" if device is None else device)
+        self.settings = None if device is None else devices.deterministic(self.device)
+        self.model = model.to(self.device)
         self.loss = torch.nn.CrossEntropyLoss()
         self.opt = torch.optim.SGD(model.parameters(), lr=lr)
 
+    def tensor(self, a: np.ndarray):
+        """``a`` as a tensor on the trainer's device (for experiments that step by hand)."""
+        return self._steps.to_device(a, self.device)
+
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
-        torch = self.torch
-        self.model.train()
-        loss = self.loss(self.model(torch.from_numpy(x)), torch.from_numpy(y))
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        return loss.item()
+        return self._steps.sgd_step(self.model, self.loss, self.opt, x, y, self.device).item()
 
     def set_lr(self, lr: float) -> None:
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        self._steps.set_lr(self.opt, lr)
 
     def forward_eval(self, x: np.ndarray, tap: int | None = None):
-        torch = self.torch
-        self.model.eval()
-        tapped = None
-        with torch.no_grad():
-            h = torch.from_numpy(x)
-            for i, layer in enumerate(self.model):
-                if i == tap:
-                    tapped = h.numpy().copy()
-                h = layer(h)
-        return h.numpy(), tapped
+        return self._steps.forward_eval(self.model, x, tap, self.device)
 
     def state(self) -> dict[str, np.ndarray]:
-        out = {f"model.{k}": v.detach().numpy().copy() for k, v in self.model.state_dict().items()}
-        for i, p in enumerate(self.model.parameters()):
-            buf = self.opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                out[f"optim.momentum_buffer.{i}"] = buf.numpy().copy()
-        return out
+        return self._steps.state_arrays(self.model, self.opt)
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        torch = self.torch
-        self.model.load_state_dict({k[6:]: torch.from_numpy(np.array(v))
-                                    for k, v in arrays.items() if k.startswith("model.")})
-        params = list(self.model.parameters())
-        for k, v in arrays.items():
-            if k.startswith("optim.momentum_buffer."):
-                p = params[int(k.rsplit(".", 1)[1])]
-                self.opt.state[p]["momentum_buffer"] = torch.from_numpy(np.array(v))
+        self._steps.load_state_arrays(self.model, self.opt, arrays)
+
+    def close(self) -> None:
+        """Nothing to release (the interface of :class:`normlab.torch.ddp.DistributedTrainer`)."""
 
 
-def make_trainer(engine: str, spec: Spec, init_std: float, rng: np.random.Generator, lr: float):
-    """A trainer on ``engine`` ("numpy" or "torch"); both draw the weights from ``rng`` the same."""
+def make_trainer(engine: str, spec: Spec, init_std: float, rng: np.random.Generator, lr: float,
+                 device=None, workers: int = 1, sync_bn: bool = False):
+    """A trainer on ``engine`` ("numpy" or "torch"); both draw the weights from ``rng`` the same.
+
+    torch only: ``device`` (see :class:`TorchTrainer`); ``workers`` > 1 trains through
+    DistributedDataParallel in that many worker processes, each on 1/workers of every batch
+    with its own BN statistics, or the whole batch's with ``sync_bn`` (see
+    :mod:`normlab.torch.ddp`; call ``close()`` when done; one process ignores ``sync_bn``: its
+    batch is the whole batch). Under torchrun (``RANK``, ``WORLD_SIZE``, ... set) with
+    ``workers`` = 1, the launcher's processes are the workers.
+    """
     model = build_numpy(spec, init_std, rng)
     if engine == "numpy":
+        _numpy_only(device, workers, sync_bn)
         return NumpyTrainer(model, lr)
-    if engine == "torch":
-        return TorchTrainer(build_torch(spec, model.state_dict()), lr)
-    raise ValueError(f"engine: expected 'numpy' or 'torch', got {engine!r}")
+    if engine != "torch":
+        raise ValueError(f"engine: expected 'numpy' or 'torch', got {engine!r}")
+    workers = check_positive_int("workers", workers)
+    from ..torch import ddp
+
+    if workers == 1 and ddp.torchrun_env() is None:
+        # one process: its batch is the whole batch, so SyncBatchNorm would be plain BN
+        return TorchTrainer(build_torch(spec, model.state_dict()), lr, device)
+    # the workers build their replicas themselves from the NumPy weights (a picklable recipe:
+    # a torch module holding a class made at run time, like cnn's activation BN, is not)
+    recipe = functools.partial(build_torch, spec, model.state_dict())
+    return ddp.distributed_trainer(recipe, lr, None if workers == 1 else workers,
+                                   device="cpu" if device is None else device, sync_bn=sync_bn)
+
+
+def _numpy_only(device, workers, sync_bn) -> None:
+    for name, value, default in (("device", device, None), ("workers", workers, 1),
+                                 ("sync_bn", sync_bn, False)):
+        if value != default and not (name == "device" and value == "cpu"):
+            raise ValueError(f"{name}: expected {default!r} with engine 'numpy' (devices, "
+                             f"workers and SyncBatchNorm are torch-engine options), "
+                             f"got {value!r}")
 
 
 def epoch_batch(seed_seq: np.random.SeedSequence, n: int, batch: int, step: int) -> np.ndarray:
