@@ -137,6 +137,17 @@ def test_other_settings_say_so_before_replacing(digits_run, tmp_path):
     assert list(json.loads((out / "results.json").read_text())["experiments"]) == ["init-scale"]
 
 
+SIGKILL = signal.SIGKILL
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def _kill_and_resume(tmp_path, ref: Path, name: str, jobs: int):
     args = ["reproduce", "paper-fig1", "--quick", "--data", "digits", "--steps-scale", "0.2",
             "--seeds", "2", "--jobs", str(jobs)]
@@ -149,8 +160,17 @@ def _kill_and_resume(tmp_path, ref: Path, name: str, jobs: int):
     while (not list(folder.glob("seed*/*.partial")) or not list(folder.glob("seed*/*.done"))) \
             and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)   # the CLI and its workers, as a terminal's kill would
+    workers = _children(proc.pid)
+    assert jobs == 1 or len(workers) >= jobs
+    if jobs == 1:
+        os.killpg(proc.pid, signal.SIGKILL)   # the CLI and anything it started
+    else:
+        os.kill(proc.pid, SIGKILL)            # the CLI alone: its workers must follow it
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}").exists() for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()], "orphaned workers"
     done = sorted(folder.glob("seed*/*.done"))
     assert done and not (out / "results.json").exists()
     stamps = {p: p.stat().st_mtime_ns for p in done}

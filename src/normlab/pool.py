@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 
+from ._orphans import exit_with_parent
 from .data import Dataset
 from .reproduce import Options, Unit, run_unit
 
@@ -80,7 +81,8 @@ def _one_thread_children() -> Iterator[None]:
 _WORKER: dict = {}
 
 
-def _init_worker(data: Dataset, messages, engine: str) -> None:
+def _init_worker(data: Dataset, messages, engine: str, parent_pid: int) -> None:
+    exit_with_parent(parent_pid)   # kill -9 of the CLI alone must not leave workers computing
     _WORKER.update(data=data, messages=messages)
     if engine == "torch":
         import torch
@@ -106,7 +108,7 @@ def _parallel(units, opts, data, events, warn) -> Done:
     with _one_thread_children():
         pool = ProcessPoolExecutor(max_workers=min(opts.jobs, len(units)), mp_context=ctx,
                                    initializer=_init_worker,
-                                   initargs=(data, messages, opts.engine))
+                                   initargs=(data, messages, opts.engine, os.getpid()))
         pending = {pool.submit(_work, i, u, opts) for i, u in enumerate(units)}
     try:
         while pending:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from rich.console import Console
@@ -173,6 +174,10 @@ def _reproduce(opts: Options, data, console: Console) -> None:
             progress.stop()
             console.print("interrupted: re-run the same command to resume", highlight=False)
             raise SystemExit(130) from None
+        except BrokenProcessPool:
+            progress.stop()
+            _fail("a worker process died (killed, or out of memory); the runs it finished are "
+                  "checkpointed: re-run the same command to resume")
     report = finalize(opts.out, results, keep)
     _print_summary(results, Console())
     Console().print(f"Report: {escape(str(report.resolve()))}", highlight=False,

@@ -21,24 +21,15 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
+from functools import partial
 from multiprocessing.connection import wait
 
-POLL_S = 0.25
+from .._orphans import POLL_S, exit_with_parent
 
 
 class WorkerError(RuntimeError):
     """A worker failed or died; the message is one line naming the worker."""
-
-
-def _watch_parent(parent_pid: int, scratch: str) -> None:
-    # reparented (to init or a subreaper) means the parent is gone: exit at once, even if the
-    # main thread is blocked in a collective that would otherwise wait for its timeout
-    while os.getppid() == parent_pid:
-        time.sleep(POLL_S)
-    shutil.rmtree(scratch, ignore_errors=True)
-    os._exit(1)
 
 
 def one_line(exc: BaseException) -> str:
@@ -48,7 +39,8 @@ def one_line(exc: BaseException) -> str:
 
 def _main(rank: int, conn, parent_pid: int, scratch: str, setup, args: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent_pid, scratch), daemon=True).start()
+    # also while blocked in a collective that would otherwise wait for its timeout
+    exit_with_parent(parent_pid, partial(shutil.rmtree, scratch, ignore_errors=True))
     server, closing = None, False
     try:
         server = setup(rank, scratch, *args)
