@@ -94,13 +94,22 @@ def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default
                                         "Default 3 with --quick, else 5."),
               jobs: int = typer.Option(None, "--jobs", help="Worker processes (default: one "
                                        "per core)."),
+              device: str = typer.Option(None, "--device", help="--engine torch: cpu | cuda | "
+                                         "auto (CUDA when present). Deterministic settings, "
+                                         "TF32 off; stated in the report."),
+              workers: int = typer.Option(1, "--workers", help="--engine torch: train each run "
+                                          "with DistributedDataParallel over this many "
+                                          "processes (1, 2 or 4); BN statistics per worker "
+                                          "unless --sync-bn."),
+              sync_bn: bool = typer.Option(False, "--sync-bn", help="With --workers: BN over "
+                                           "the whole batch (normlab's SyncBatchNorm)."),
               steps_scale: float = typer.Option(None, "--steps-scale", hidden=True,
                                                 help="Extra step multiplier (CI).")) -> None:
     """Reproduce published BN claims over seeds (resumable); writes results.json and
     report.html."""
     from .reproduce_command import reproduce as run_reproduce
     run_reproduce(names or [], quick, data, engine, out, seed, steps_scale, data_dir, seeds,
-                  jobs)
+                  jobs, device, workers, sync_bn)
 
 
 @app.command("list")

@@ -46,7 +46,7 @@ from .experiments.store import (
 CI_SCALE_ENV = "NORMLAB_CI_SCALE"
 DEFAULT_SEEDS = {True: 3, False: 5}   # --quick: 3 seeds; full size: 5
 # Settings that must match for experiments of an earlier run in the same --out to be kept.
-COMPATIBLE = ("quick", "data", "engine", "seeds", "steps_scale")
+COMPATIBLE = ("quick", "data", "engine", "seeds", "steps_scale", "device", "workers", "sync_bn")
 
 
 class UsageError(ValueError):
@@ -64,6 +64,15 @@ class Options:
     steps_scale: float = 1.0
     seeds: int = 1
     jobs: int = 1
+    device: str | None = None     # torch engine only (None: CPU, torch's defaults)
+    workers: int = 1              # torch engine: DDP processes per run
+    sync_bn: bool = False
+
+    @property
+    def scale_out(self) -> dict:
+        """The torch-engine options that change results, in every unit's identity."""
+        return ({"device": self.device, "workers": self.workers, "sync_bn": self.sync_bn}
+                if self.engine == "torch" else {})
 
     @property
     def seed_list(self) -> list[int]:
@@ -135,7 +144,7 @@ def out_lock(out: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def environment() -> dict:
+def environment(opts: Options | None = None) -> dict:
     import numpy as np
 
     env = {"normlab": __version__, "python": platform.python_version(), "numpy": np.__version__,
@@ -147,6 +156,14 @@ def environment() -> dict:
         env["numba"] = numba.__version__
     except ImportError:
         pass
+    if opts is not None and opts.engine == "torch":
+        import torch
+
+        env["torch"] = torch.__version__
+        if opts.device is not None:   # what every torch process of the run applies
+            from .torch.device import deterministic, resolve_device
+
+            env["torch settings"] = deterministic(resolve_device(opts.device))
     return env
 
 
@@ -171,10 +188,10 @@ def skeleton(opts: Options, data: Dataset) -> dict:
     return {"normlab": __version__,
             "config": {"experiments": opts.names, "quick": opts.quick, "data": opts.data_spec,
                        "engine": opts.engine, "seed": opts.seed, "seeds": opts.seed_list,
-                       "jobs": opts.jobs, "steps_scale": opts.steps_scale},
+                       "jobs": opts.jobs, "steps_scale": opts.steps_scale, **opts.scale_out},
             "data": {"name": data.name, "description": data.describe(), "source": data.source,
                      "fingerprint": data.fingerprint},
-            "environment": environment(), "intervals_method": METHOD,
+            "environment": environment(opts), "intervals_method": METHOD,
             "experiments": {}, "timing": {}, "cpu_time": {}}
 
 
@@ -245,7 +262,7 @@ def run_unit(unit: Unit, data: Dataset, opts: Options, progress=None, warn=print
     folder.mkdir(parents=True, exist_ok=True)
     identity = {"experiment": exp.name, "run": run.key, "config": run.config,
                 "data": [data.name, data.fingerprint], "engine": opts.engine,
-                "seed": unit.seed, "scale": unit.scale}
+                "seed": unit.seed, "scale": unit.scale, **opts.scale_out}
     h = config_hash(identity)
     done_path = folder / f"{run.key}.done"
     if done_path.is_file():
@@ -259,8 +276,12 @@ def run_unit(unit: Unit, data: Dataset, opts: Options, progress=None, warn=print
             warn(f"warning: {exc}; redoing run {exp.name}/seed{unit.seed}/{run.key}")
     ctx = RunContext(exp.name, run.key, data, opts.engine, unit.seed, h,
                      partial_path=folder / f"{run.key}.partial", progress=progress,
-                     warn=lambda m: warn(f"warning: {m}"))
-    metrics = exp.run(ctx, run.config)
+                     warn=lambda m: warn(f"warning: {m}"), device=opts.device,
+                     workers=opts.workers, sync_bn=opts.sync_bn)
+    try:
+        metrics = exp.run(ctx, run.config)
+    finally:
+        ctx.close()
     write_checkpoint(done_path, {"config_hash": h, "identity": identity, "metrics": metrics})
     ctx.partial_path.unlink(missing_ok=True)
     return metrics

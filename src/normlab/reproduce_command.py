@@ -40,6 +40,8 @@ from .reproduce import (
 
 ENGINES = ("numpy", "torch")
 MAX_SEEDS = 100
+# --workers must split every experiment's batch evenly (32 images in batch-size, 60 elsewhere)
+WORKER_BATCHES = (32, 60)
 
 
 def _fail(message: str) -> None:
@@ -64,6 +66,29 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:   # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _check_scale_out(engine: str, device: str | None, workers: int, sync_bn: bool) -> None:
+    if engine != "torch":
+        for flag, value, default in (("--device", device, None), ("--workers", workers, 1),
+                                     ("--sync-bn", sync_bn, False)):
+            if value != default:
+                raise UsageError(f"{flag}: expected --engine torch (a torch-engine option), "
+                                 f"got --engine {engine}")
+        return
+    if device is not None:
+        from .torch.device import resolve_device
+
+        try:
+            resolve_device(device)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+    if workers < 1 or any(b % workers for b in WORKER_BATCHES):
+        raise UsageError(f"--workers: expected a number of processes that divides every "
+                         f"experiment's batch {WORKER_BATCHES} (1, 2 or 4), got {workers}")
+    if sync_bn and workers == 1:
+        raise UsageError("--sync-bn: expected --workers 2 or 4 (one process already normalises "
+                         "over the whole batch), got --workers 1")
 
 
 def _check(names: list[str], engine: str, seed: int, seeds: int | None, jobs: int | None,
@@ -134,15 +159,18 @@ class _Bars(Events):
 
 def reproduce(names: list[str], quick: bool, data_spec: str, engine: str, out: Path, seed: int,
               steps_scale: float | None, data_dir: Path | None, seeds: int | None = None,
-              jobs: int | None = None) -> None:
+              jobs: int | None = None, device: str | None = None, workers: int = 1,
+              sync_bn: bool = False) -> None:
     console = Console(stderr=True, soft_wrap=True)
     try:
         names, seeds, jobs = _check(names, engine, seed, seeds, jobs, quick)
+        _check_scale_out(engine, device, workers, sync_bn)
         scale = resolve_scale(quick, steps_scale)
         data = _load_data(data_spec, data_dir)
         check_out_dir(out)
         with out_lock(out):
-            opts = Options(names, quick, data_spec, engine, out, seed, scale, seeds, jobs)
+            opts = Options(names, quick, data_spec, engine, out, seed, scale, seeds, jobs,
+                           device, workers, sync_bn)
             _reproduce(opts, data, console)
     except UsageError as exc:
         _fail(str(exc))

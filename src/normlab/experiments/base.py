@@ -157,6 +157,31 @@ class RunContext:
     partial_path: Path | None = None
     progress: Callable[[int, int], None] | None = None   # (steps done, steps total)
     warn: Callable[[str], None] | None = None
+    device: str | None = None       # torch engine: where to train (None: CPU, defaults kept)
+    workers: int = 1                # torch engine: DistributedDataParallel processes
+    sync_bn: bool = False           # torch engine, workers > 1: global BN statistics
+
+    _open: list = field(default_factory=list)
+
+    def owned(self, trainer):
+        """``trainer``, closed by the runner when the run ends (worker processes, if any)."""
+        self._open.append(trainer)
+        return trainer
+
+    def close(self) -> None:
+        while self._open:
+            self._open.pop().close()
+
+    def trainer_options(self, distributed: bool = True) -> dict:
+        """``make_trainer``'s device / workers / sync_bn. An experiment that reaches into its
+        model (``distributed=False``) trains in one process, with a note when workers were
+        asked for."""
+        if not distributed and self.workers > 1:
+            if self.warn:
+                self.warn(f"{self.experiment}/{self.key}: reaches into its model, so it trains "
+                          f"in one process; --workers {self.workers} ignored here")
+            return {"device": self.device}
+        return {"device": self.device, "workers": self.workers, "sync_bn": self.sync_bn}
 
     def rng(self, *names) -> np.random.Generator:
         """A Generator determined by the seed, the experiment and ``names`` only."""

@@ -145,10 +145,19 @@ class BatchSize(Experiment):
         return out
 
     def run(self, ctx: RunContext, cfg: dict) -> dict:
+        # With --workers P (torch engine) BN at P's group size runs as the GN paper ran it:
+        # P DistributedDataParallel processes, each normalising its own 32/P images (or, with
+        # --sync-bn, BN over the whole batch through SyncBatchNorm); the ghost-BN runs compute
+        # the same thing in one process (tests/test_torch_ddp.py).
+        per_worker = BATCH // ctx.workers
+        ddp = cfg["norm"] == "batch" and ctx.workers > 1 and (
+            cfg["group"] is None if ctx.sync_bn else cfg["group"] == per_worker)
         spec = cnn_spec(image_shape(ctx.data.image_shape), cfg["n_classes"], cfg["norm"],
-                        schedule=cfg["schedule"], hidden=HIDDEN, virtual=cfg["group"])
-        trainer = make_trainer(ctx.engine, spec, INIT_STD, ctx.rng("init", cfg["norm"]),
-                               cfg["lr"])
+                        schedule=cfg["schedule"], hidden=HIDDEN,
+                        virtual=None if ddp else cfg["group"])
+        options = ctx.trainer_options() if ddp else {"device": ctx.device}
+        trainer = ctx.owned(make_trainer(ctx.engine, spec, INIT_STD,
+                                         ctx.rng("init", cfg["norm"]), cfg["lr"], **options))
         stream = derive_seed(ctx.seed, self.name, "batches")   # one sample order for all runs
         p = parts(ctx.data)
         steps, lr = cfg["steps"], cfg["lr"]

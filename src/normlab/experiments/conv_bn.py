@@ -97,7 +97,8 @@ class ConvBN(Experiment):
         if cfg["variant"] == "timing":
             return self._timing(ctx, cfg)
         spec = self._spec(data, cfg["variant"], cfg["n_classes"])
-        trainer = make_trainer(ctx.engine, spec, INIT_STD, ctx.rng("init"), cfg["lr"])
+        trainer = ctx.owned(make_trainer(ctx.engine, spec, INIT_STD, ctx.rng("init"), cfg["lr"],
+                                         **ctx.trainer_options()))
         stream = derive_seed(ctx.seed, self.name, "batches")
         p = parts(data)
         hist = train_curve(ctx, trainer, (as_images(p.train.x), p.train.y),
@@ -110,8 +111,8 @@ class ConvBN(Experiment):
         x = as_images(parts(ctx.data).test.x[:cfg["images"]])
         trainers = {}
         for v in VARIANTS:
-            t = make_trainer(ctx.engine, self._spec(ctx.data, v, cfg["n_classes"]), INIT_STD,
-                             ctx.rng("init"), LR)
+            t = ctx.owned(make_trainer(ctx.engine, self._spec(ctx.data, v, cfg["n_classes"]),
+                                       INIT_STD, ctx.rng("init"), LR, **ctx.trainer_options()))
             t.forward_eval(x[:2])   # warm-up (allocations, lazy imports)
             trainers[v] = t
         times = {v: [] for v in VARIANTS}

@@ -91,7 +91,8 @@ class InitScale(Experiment):
     def run(self, ctx: RunContext, cfg: dict) -> dict:
         spec = mlp_spec(cfg["sizes"], "relu", cfg["bn"], cfg["eps"])
         i = cfg["std_index"]
-        trainer = make_trainer(ctx.engine, spec, cfg["std"], ctx.rng("init", i), cfg["lr"])
+        trainer = ctx.owned(make_trainer(ctx.engine, spec, cfg["std"], ctx.rng("init", i),
+                                         cfg["lr"], **ctx.trainer_options()))
         stream = derive_seed(ctx.seed, self.name, "batches", i)
         x, y = parts(ctx.data).train.flat()
         x, y = x[:cfg["n_train"]], y[:cfg["n_train"]]

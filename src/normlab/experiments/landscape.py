@@ -50,7 +50,7 @@ def _params(trainer) -> list:
 
 def _get(trainer) -> list[np.ndarray]:
     if trainer.engine == "torch":
-        return [p.detach().numpy().copy() for p in _params(trainer)]
+        return [p.detach().cpu().numpy().copy() for p in _params(trainer)]
     return [p.data.copy() for p in _params(trainer)]
 
 
@@ -58,7 +58,7 @@ def _set(trainer, values: list[np.ndarray]) -> None:
     if trainer.engine == "torch":
         with trainer.torch.no_grad():
             for p, v in zip(_params(trainer), values, strict=True):
-                p.copy_(trainer.torch.from_numpy(v))
+                p.copy_(trainer.tensor(v))
     else:
         for p, v in zip(_params(trainer), values, strict=True):
             p.data[...] = v
@@ -68,11 +68,10 @@ def loss_and_grad(trainer, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndar
     """Training-mode loss and the flattened gradient over all parameters (no optimizer step)."""
     trainer.model.train()
     if trainer.engine == "torch":
-        torch = trainer.torch
-        loss = trainer.loss(trainer.model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss = trainer.loss(trainer.model(trainer.tensor(x)), trainer.tensor(y))
         trainer.opt.zero_grad()
         loss.backward()
-        grads = [p.grad.numpy() for p in _params(trainer)]
+        grads = [p.grad.cpu().numpy() for p in _params(trainer)]
         value = float(loss.detach())
     else:
         value = trainer.loss(trainer.model(x), y)
@@ -159,7 +158,7 @@ class Landscape(Experiment):
 
     def run(self, ctx: RunContext, cfg: dict) -> dict:
         trainer = he_trainer(ctx.engine, mlp_spec(cfg["sizes"], "relu", cfg["bn"]),
-                             ctx.rng("init"), cfg["lr"])
+                             ctx.rng("init"), cfg["lr"], **ctx.trainer_options(distributed=False))
         stream = derive_seed(ctx.seed, self.name, "batches")
         p = parts(ctx.data)
         x, y = p.train.flat()

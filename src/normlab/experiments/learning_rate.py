@@ -124,8 +124,9 @@ class LearningRate(Experiment):
                             "batch" if cfg["bn"] else "none")
             train, val, test = ((as_images(q.x), q.y) for q in (p.train, p.val, p.test))
         # Shared "init"/"batches" streams per model: all rates and both nets start equal.
-        trainer = make_trainer(ctx.engine, spec, cfg["init_std"], ctx.rng("init", cfg["model"]),
-                               cfg["lr"])
+        trainer = ctx.owned(make_trainer(ctx.engine, spec, cfg["init_std"],
+                                         ctx.rng("init", cfg["model"]), cfg["lr"],
+                                         **ctx.trainer_options()))
         stream = derive_seed(ctx.seed, self.name, "batches", cfg["model"])
         return train_curve(ctx, trainer, train, val, test, steps=cfg["steps"],
                            batch=cfg["batch"], evals=cfg["evals"], stream=stream)

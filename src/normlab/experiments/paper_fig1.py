@@ -95,7 +95,8 @@ class PaperFig1(Experiment):
         spec = mlp_spec(cfg["sizes"], "sigmoid", cfg["bn"])
         tap = last_index(spec, "sigmoid")
         # Both runs share the "init" and "batches" streams: same weights, same batches.
-        trainer = make_trainer(ctx.engine, spec, cfg["init_std"], ctx.rng("init"), cfg["lr"])
+        trainer = ctx.owned(make_trainer(ctx.engine, spec, cfg["init_std"], ctx.rng("init"),
+                                         cfg["lr"], **ctx.trainer_options()))
         stream = derive_seed(ctx.seed, self.name, "batches")
         p = parts(ctx.data)
         (x_tr, y_tr), (x_va, y_va) = p.train.flat(), p.val.flat()

@@ -110,7 +110,8 @@ class Regularization(Experiment):
 
     def run(self, ctx: RunContext, cfg: dict) -> dict:
         spec = regularized_spec(cfg["sizes"], cfg["bn"], cfg["dropout"])
-        trainer = he_trainer(ctx.engine, spec, ctx.rng("init"), cfg["lr"])
+        trainer = he_trainer(ctx.engine, spec, ctx.rng("init"),
+                             cfg["lr"], **ctx.trainer_options(distributed=False))
         stream = derive_seed(ctx.seed, self.name, "batches")
         p = parts(ctx.data)
         x, y = p.train.flat()

@@ -77,6 +77,8 @@ def configure_bn(trainer, **options) -> None:
     for i, m in enumerate(layers):
         if id(m) in old:
             new = BatchNorm1d(m.num_features, eps=m.eps, momentum=m.momentum, **options)
+            if trainer.engine == "torch":
+                new = new.to(trainer.device)
             new.weight, new.bias = m.weight, m.bias
             layers[i] = new
     if trainer.engine == "torch":
@@ -100,7 +102,7 @@ def scaler_step(trainer, x: np.ndarray, y: np.ndarray) -> float:
     trainer.model.train()
     if trainer.engine == "torch":
         torch = trainer.torch
-        loss = trainer.loss(trainer.model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss = trainer.loss(trainer.model(trainer.tensor(x)), trainer.tensor(y))
         if torch.isfinite(loss):
             trainer.opt.zero_grad()
             loss.backward()
@@ -124,7 +126,7 @@ def bn_state(trainer) -> list[dict]:
             v = getattr(m, name, None)
             if v is None:
                 continue
-            v = v.detach().numpy() if trainer.engine == "torch" else np.asarray(v)
+            v = v.detach().cpu().numpy() if trainer.engine == "torch" else np.asarray(v)
             row[name] = v.tolist() if v.ndim else int(v)
         row["finite"] = bool(np.isfinite(row["running_mean"]).all()
                              and np.isfinite(row["running_var"]).all())
@@ -229,7 +231,7 @@ class RunningStats(Experiment):
 
     def _trainer(self, ctx: RunContext, cfg: dict, skip_nonfinite: bool = False):
         trainer = he_trainer(ctx.engine, mlp_spec(cfg["sizes"], "relu", True), ctx.rng("init"),
-                             cfg["lr"])
+                             cfg["lr"], **ctx.trainer_options(distributed=False))
         configure_bn(trainer, running_stats="ema", skip_nonfinite=skip_nonfinite)
         return trainer
 

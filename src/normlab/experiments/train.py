@@ -39,6 +39,9 @@ class NumpyTrainer:
     def set_lr(self, lr: float) -> None:
         self.opt.lr = lr
 
+    def close(self) -> None:
+        """Nothing to release (the torch trainers may hold processes)."""
+
     def forward_eval(self, x: np.ndarray, tap: int | None = None):
         """(logits, input of layer ``tap`` or None) in eval mode (running statistics)."""
         self.model.eval()

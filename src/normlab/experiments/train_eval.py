@@ -52,7 +52,7 @@ SHIFT_COST = "(c) clean accuracy - shifted accuracy with stale statistics"
 RECAL_LEFT = "(c) clean accuracy - shifted accuracy after recalibration"
 
 
-def he_trainer(engine: str, spec: Spec, rng: np.random.Generator, lr: float):
+def he_trainer(engine: str, spec: Spec, rng: np.random.Generator, lr: float, device=None):
     """A trainer whose Linear weights are N(0, 2/fan_in) (He et al. 2015), on either engine.
 
     One std for all layers (``make_trainer``) shrinks or blows up the signal of a plain ReLU net
@@ -65,7 +65,7 @@ def he_trainer(engine: str, spec: Spec, rng: np.random.Generator, lr: float):
     if engine == "numpy":
         return NumpyTrainer(model, lr)
     if engine == "torch":
-        return TorchTrainer(build_torch(spec, model.state_dict()), lr)
+        return TorchTrainer(build_torch(spec, model.state_dict()), lr, device)
     raise ValueError(f"engine: expected 'numpy' or 'torch', got {engine!r}")
 
 
@@ -84,7 +84,7 @@ def forward_batch_stats(trainer, x: np.ndarray) -> np.ndarray:
     if trainer.engine == "torch":
         torch = trainer.torch
         with torch.no_grad():
-            return trainer.model(torch.from_numpy(x)).numpy()
+            return trainer.model(trainer.tensor(x)).cpu().numpy()
     return trainer.model(x)
 
 
@@ -198,7 +198,7 @@ class TrainEval(Experiment):
     def trained(self, ctx: RunContext, cfg: dict):
         """The BN net every part measures: same seed, weights and batches in every run."""
         trainer = he_trainer(ctx.engine, mlp_spec(cfg["sizes"], "relu", True), ctx.rng("init"),
-                             cfg["lr"])
+                             cfg["lr"], **ctx.trainer_options(distributed=False))
         stream = derive_seed(ctx.seed, self.name, "batches")
         x, y = parts(ctx.data).train.flat()
         losses = []
