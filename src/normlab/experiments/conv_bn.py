@@ -79,6 +79,10 @@ class ConvBN(Experiment):
                 f"load-dependent, not part of the verdict. Full size took ~1 minute on 2 "
                 f"cores with the NumPy engine.")
 
+    def scale_note(self, data: Dataset, scale: float) -> str:
+        return (f"2-conv CNN on {'x'.join(map(str, image_shape(data.image_shape)))} images, "
+                f"{scaled(STEPS, scale, 20):,} steps of {BATCH}")
+
     def runs(self, data: Dataset, scale: float) -> list[Run]:
         steps = scaled(STEPS, scale, 20)
         out = [Run(v, {"variant": v, "steps": steps, "batch": BATCH, "lr": LR,

@@ -75,6 +75,10 @@ class InitScale(Experiment):
                 f"N(0, std^2) with biases 0, for 16 stds np.logspace(0, -4, 16); accuracy on "
                 f"those training images (eval mode) at the start of each epoch.")
 
+    def scale_note(self, data: Dataset, scale: float) -> str:
+        return (f"the book's MLP and {min(N_TRAIN, len(parts(data).train)):,} images, "
+                f"{scaled(EPOCHS, scale, 2)} epochs of {STEPS_PER_EPOCH} steps")
+
     def runs(self, data: Dataset, scale: float) -> list[Run]:
         epochs = scaled(EPOCHS, scale, 2)
         out = []

@@ -83,6 +83,10 @@ class PaperFig1(Experiment):
                 f"percentiles of the inputs to each sigmoid of the last hidden layer (eval "
                 f"mode) at {N_EVALS} points; the figure shows unit 0.")
 
+    def scale_note(self, data: Dataset, scale: float) -> str:
+        return (f"the paper's MLP, {scaled(STEPS, scale, 100):,} steps of {BATCH}, "
+                f"{len(parts(data).train):,} training images")
+
     def runs(self, data: Dataset, scale: float) -> list[Run]:
         steps = scaled(STEPS, scale, 100)
         base = {"sizes": [data.n_features, *HIDDEN, data.n_classes], "steps": steps,

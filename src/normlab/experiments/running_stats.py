@@ -207,6 +207,10 @@ class RunningStats(Experiment):
                 f"--engine torch swaps in normlab.torch.BatchNorm1d with the same options. Full "
                 f"size takes about 15 s on 2 cores with mnist5k.")
 
+    def scale_note(self, data: Dataset, scale: float) -> str:
+        return (f"784-100-100-100-10 ReLU MLP, {scaled(STEPS, scale, 50):,} steps of {BATCH}, "
+                f"re-estimation over up to {MAX_BATCHES} batches")
+
     def runs(self, data: Dataset, scale: float) -> list[Run]:
         base = {"sizes": [data.n_features, *HIDDEN, data.n_classes],
                 "steps": scaled(STEPS, scale, 50), "batch": BATCH, "lr": LR}

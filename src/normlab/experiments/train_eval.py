@@ -183,6 +183,10 @@ class TrainEval(Experiment):
                 f"{RECAL_BATCHES} shifted training batches (momentum=None, no weight change). "
                 f"Scaled down from ImageNet-size nets to an MLP; the method is unchanged.")
 
+    def scale_note(self, data: Dataset, scale: float) -> str:
+        return (f"784-100-100-100-10 ReLU MLP, {scaled(STEPS, scale, 50):,} steps of {BATCH}, "
+                f"{len(parts(data).train):,} training images")
+
     def runs(self, data: Dataset, scale: float) -> list[Run]:
         base = {"sizes": [data.n_features, *HIDDEN, data.n_classes],
                 "steps": scaled(STEPS, scale, 50), "batch": BATCH, "lr": LR}
