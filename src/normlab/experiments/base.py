@@ -176,8 +176,8 @@ class RunContext:
         """``make_trainer``'s device / workers / sync_bn. An experiment that reaches into its
         model (``distributed=False``) trains in one process, with a note when workers were
         asked for."""
-        if not distributed and self.workers > 1:
-            if self.warn:
+        if not distributed:
+            if self.workers > 1 and self.warn:
                 self.warn(f"{self.experiment}/{self.key}: reaches into its model, so it trains "
                           f"in one process; --workers {self.workers} ignored here")
             return {"device": self.device}
