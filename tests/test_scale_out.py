@@ -73,3 +73,12 @@ def test_kill_9_under_two_workers_resumes_exactly(torch, two_workers, tmp_path):
     resumed = normlab(*ARGS, "--workers", "2", "--out", out)
     assert resumed.returncode == 0, resumed.stderr
     assert _metrics(out) == _metrics(two_workers)
+
+
+def test_experiments_that_reach_into_their_model_train_in_one_process(torch, tmp_path):
+    proc = normlab("reproduce", "regularization", "--quick", "--data", "digits", "--engine",
+                   "torch", "--seeds", "1", "--workers", "2", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "trains in one process; --workers 2 ignored here" in " ".join(proc.stderr.split())
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["config"]["workers"] == 2 and res["experiments"]["regularization"]["verdict"]
