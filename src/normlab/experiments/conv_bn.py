@@ -34,7 +34,8 @@ TIMING_IMAGES = 500
 
 AS_GOOD = "final test accuracy, per-channel - per-activation"
 FEWER_PARAMS = "BN parameters, per-activation / per-channel"
-FASTER = "steps to the no-BN net's final accuracy, no BN / per-channel BN"
+TARGET_FRACTION = 0.95   # the speed is compared at 95% of the no-BN net's final accuracy
+FASTER = "steps to 95% of the no-BN net's final accuracy, no BN / per-channel BN"
 
 
 class ConvBN(Experiment):
@@ -61,8 +62,11 @@ class ConvBN(Experiment):
     )
     definitions = ("Final test accuracy: the test set, once, after the last step. The no-BN "
                    "net's final accuracy = the mean of its last 20% of validation evaluations; "
-                   "steps to it are interpolated between evaluations (never reached: 2x the "
-                   "budget).")
+                   "the speed is compared at 95% of it (as paper-fig1 does), where both nets "
+                   "are still learning; steps are interpolated between evaluations (never "
+                   "reached: 2x the budget). Changed after a 3-seed pilot, before the reported "
+                   "runs: at 100% of it the target sat on both nets' plateau (0.96), and "
+                   "whichever plateau was a point higher decided the ratio (0.4x to 2.7x).")
 
     def setup(self, data: Dataset, scale: float) -> str:
         h, w = image_shape(data.image_shape)
@@ -132,7 +136,7 @@ class ConvBN(Experiment):
     def statistics(self, runs: list[Run], metrics: Metrics) -> dict[str, float]:
         params = {v: metrics[v]["bn_params"] for v in VARIANTS}
         none, channel = metrics["none"], metrics["channel"]
-        target = final_accuracy(none["val_acc"])
+        target = TARGET_FRACTION * final_accuracy(none["val_acc"])
         budget = none["step"][-1]
         return {
             AS_GOOD: channel["test_acc"] - metrics["activation"]["test_acc"],
