@@ -122,7 +122,8 @@ class Conv2d(Module):
         if fast is not None:
             bias = None if self.bias is None else self.bias.data
             y, cache = fast.forward(x, self.weight.data, bias, self.stride, self.padding,
-                                    self.dilation, self.groups, out_hw)
+                                    self.dilation, self.groups, out_hw,
+                                    keep_patches=self.training)
             self._cache = (fast, cache, y.shape)
             return y
         n, g = x.shape[0], self.groups
