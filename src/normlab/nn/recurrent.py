@@ -77,9 +77,10 @@ BATCH_NORMS = ("recurrent_batch", "sequence_batch")
 class _StepNorm(Module):
     """A normalization applied at every time step: ``forward_step(z, t)``/``backward_step``.
 
-    ``forward_seq``/``backward_seq`` take a whole time-major (T, N, C) sequence; by default they
-    loop over the steps. Running statistics (if any) are only written by ``commit()``, which the LSTM
-    calls after its whole forward succeeded, so a failing forward changes no state.
+    ``forward_seq``/``backward_seq`` take a whole time-major (T, N, C) sequence; by default
+    they loop over the steps. Running statistics (if any) are only written by ``commit()``,
+    which the LSTM calls after its whole forward succeeded, so a failing forward changes no
+    state.
     """
 
     def forward_step(self, z: np.ndarray, t: int):
