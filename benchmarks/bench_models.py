@@ -18,13 +18,18 @@ one thread (as ``normlab reproduce``'s workers do), alternating round by round; 
 of the medians. ``layer_shares`` times every layer's forward and backward of the NumPy engine
 (perf_counter around each call) and reports the share of the step per layer type.
 
-    python benchmarks/bench_models.py [--steps 40] [--rounds 5]
+    OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/bench_models.py \
+        [--steps 40] [--rounds 5] [--json PATH]
+
+``normlab bench`` runs this file in a subprocess with those variables set (OpenBLAS reads its
+thread count when NumPy loads), so both engines get the one thread a reproduce worker has.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
 import time
 from collections import defaultdict
@@ -235,8 +240,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
-    for row in model_rows(args.steps, args.rounds, args.models):
+    rows = model_rows(args.steps, args.rounds, args.models)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    for row in rows:
         rates = row["steps_per_s"]
         print(f"{row['model']:28s} numpy {row['numpy_steps_per_s']:7.1f} steps/s "
               f"[{min(rates['numpy']):.0f}..{max(rates['numpy']):.0f}]  torch "
