@@ -107,3 +107,12 @@ def test_fast_relu_equals_readable_path(shape, dtype, transposed):
     if transposed:
         x, dy = x.T, dy.T
     assert_paths_equal(nn.ReLU(), x, dy)
+
+
+@pytest.mark.parametrize("kernel", [2, 3], ids=["2x2", "3x3"])
+def test_fast_maxpool_takes_channels_last_input(kernel):
+    x = np.random.default_rng(5).standard_normal((2, 6, 7, 3)).astype(np.float32)
+    x = x.transpose(0, 3, 1, 2)                 # (N, C, H, W) view of an NHWC array
+    pool = nn.MaxPool2d(kernel)
+    dy = np.random.default_rng(6).standard_normal(pool(x).shape).astype(np.float32)
+    assert_paths_equal(pool, x, dy)

@@ -55,4 +55,10 @@ def for_array(x: np.ndarray, family: str) -> ModuleType | None:
                          f"got {family!r}")
     if x.dtype not in _KERNEL_DTYPES or x.size == 0 or backend() != "numba":
         return None
-    return importlib.import_module(f"{__name__}.{module}")
+    loaded = _LOADED.get(module)
+    if loaded is None:
+        loaded = _LOADED[module] = importlib.import_module(f"{__name__}.{module}")
+    return loaded
+
+
+_LOADED: dict[str, ModuleType] = {}   # the layers ask once per call: skip the import machinery

@@ -349,7 +349,8 @@ class LSTM(Module):
         for m in self._norms():
             m.commit()
         self._fwd = _Forward(x_t, w_ih, w_hh, norm_x, steps, loops)
-        return np.ascontiguousarray(hs.transpose(1, 0, 2)), (hs[-1][None], c[None])
+        # copies: the fast loops' hs and c are their cache, which a caller must not reach
+        return hs.transpose(1, 0, 2).copy(), (hs[-1][None].copy(), c[None].copy())
 
     # -- backward through time ---------------------------------------------------------------
     def _grad_arg(self, name: str, value, shape: tuple[int, ...], alt=None) -> np.ndarray | None:
