@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from normlab.functional import lstm as readable
 from normlab.nn.recurrent import LSTM, NORMS
 
-from .gradcheck import assert_grad_close, numerical_grad
+from .test_recurrent import H, I, N, T, gradcheck_module, make
 
 pytestmark = pytest.mark.usefixtures("numba")
 
@@ -89,23 +89,12 @@ def test_lstm_fast_path_matches_readable_path(monkeypatch, norm, dtype):
 
 @pytest.mark.parametrize("norm", NORMS)
 def test_lstm_fast_path_gradcheck_float64(monkeypatch, norm):
+    """test_recurrent.py's BPTT gradcheck (with h_0, c_0 and gradients on h_n, c_n), run on
+    the fast loops (that file checks the readable ones)."""
     monkeypatch.setenv("NORMLAB_KERNELS", "numba")
-    rng = np.random.default_rng(5)
-    m = LSTM(2, 3, norm=norm, rng=0, dtype=np.float64)
-    x = rng.standard_normal((4, 3, 2))
-    r_out = rng.standard_normal((4, 3, 3))
-
-    def f() -> float:
-        out, _ = m(x)
-        return float(np.sum(out * r_out))
-
-    m.zero_grad()
-    m(x)
-    dx = m.backward(r_out)
-    grads = {name: p.grad.copy() for name, p in m.named_parameters()}
-    assert_grad_close(dx, numerical_grad(f, x), rtol=1e-5, atol=1e-8)
-    for name, p in m.named_parameters():
-        assert_grad_close(grads[name], numerical_grad(f, p.data), rtol=1e-5, atol=1e-8)
+    rng = np.random.default_rng(1)
+    hx = (rng.standard_normal((1, N, H)), rng.standard_normal((1, N, H)))
+    gradcheck_module(make(norm), rng.standard_normal((N, T, I)), hx)
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])

@@ -62,78 +62,71 @@ def _zero_outside(row, n_, p, wo, a0, b0, lo, hi):
 
 
 @jit
+def _tap(k, kh, kw, ph, pw, dh, dw):
+    """Row k = (c*kh + i)*kw + j of the patch matrix: channel c and the offset (i0, j0) of its
+    input pixel from (oh*sh, ow*sw)."""
+    c, ij = divmod(k, kh * kw)
+    i, j = divmod(ij, kw)
+    return c, i * dh - ph, j * dw - pw
+
+
+@jit
+def _walk(image, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, adjoint):
+    """The pass over the patch matrix that im2col (``adjoint`` False: cols = the taps of
+    image) and col2im (True: image += cols) share; ``image`` C-contiguous."""
+    n_, c_, h, w = image.shape
+    p, hw = ho * wo, h * w
+    flat = image.reshape(-1)
+    for k in range(cols.shape[0]):
+        c, i0, j0 = _tap(k, kh, kw, ph, pw, dh, dw)
+        row = cols[k]
+        if sh == 1 and sw == 1 and wo == w:
+            shift, a0, b0, a, b, lo, hi = _plane_tap(ho, wo, h, w, i0, j0)
+            edges = lo > 0 or hi < wo
+            if adjoint and edges:   # dropped taps in [a, b) would add to the neighbouring row
+                _zero_outside(row, n_, p, wo, a0, b0, lo, hi)
+            for n in range(n_):
+                # 0-based views: a computed start index would keep numba's negative-index
+                # check inside the loop
+                run, img = row[n * p + a:n * p + b], flat[(n * c_ + c) * hw + a + shift:]
+                if adjoint:
+                    for q in range(b - a):
+                        img[q] += run[q]
+                else:
+                    for q in range(b - a):
+                        run[q] = img[q]
+            if not adjoint and (edges or a0 > 0 or b0 < p):
+                _zero_outside(row, n_, p, wo, a0, b0, lo, hi)
+            continue
+        # strided, or not "same": output row by row, over the taps inside the image
+        if not adjoint:
+            row[:] = 0
+        lo, hi = _valid(wo, sw, j0, w)
+        r_lo, r_hi = _valid(ho, sh, i0, h)
+        for n in range(n_):
+            for oh in range(r_lo, r_hi):
+                run, img = row[n * p + oh * wo + lo:], image[n, c, oh * sh + i0, lo * sw + j0:]
+                if adjoint:
+                    for q in range(hi - lo):
+                        img[q * sw] += run[q]
+                else:
+                    for q in range(hi - lo):
+                        run[q] = img[q * sw]
+
+
+@jit
 def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, cols):
     """cols[(c*kh + i)*kw + j, (n*ho + oh)*wo + ow] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
     (0 outside x); x C-contiguous."""
-    n_, c_, h, w = x.shape
-    p, hw = ho * wo, h * w
-    xf = x.reshape(-1)
-    for c in range(c_):
-        for i in range(kh):
-            for j in range(kw):
-                row = cols[(c * kh + i) * kw + j]
-                if sh == 1 and sw == 1 and wo == w:
-                    shift, a0, b0, a, b, lo, hi = _plane_tap(ho, wo, h, w, i * dh - ph,
-                                                             j * dw - pw)
-                    for n in range(n_):
-                        # 0-based views: a computed start index would keep numba's
-                        # negative-index check inside the loop
-                        dst, src = row[n * p + a:n * p + b], xf[(n * c_ + c) * hw + a + shift:]
-                        for q in range(b - a):
-                            dst[q] = src[q]
-                    if a0 > 0 or b0 < p or lo > 0 or hi < wo:
-                        _zero_outside(row, n_, p, wo, a0, b0, lo, hi)
-                    continue
-                start = j * dw - pw
-                lo, hi = _valid(wo, sw, start, w)
-                for n in range(n_):
-                    for oh in range(ho):
-                        out = row[n * p + oh * wo: n * p + (oh + 1) * wo]
-                        r = oh * sh - ph + i * dh
-                        if r < 0 or r >= h:
-                            out[:] = 0
-                            continue
-                        out[:lo] = 0
-                        out[hi:] = 0
-                        dst, src = out[lo:hi], x[n, c, r, lo * sw + start:]
-                        for q in range(hi - lo):
-                            dst[q] = src[q * sw]
+    _walk(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, False)
 
 
 @jit
 def col2im(dcols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, dx):
     """The adjoint of :func:`im2col`: dx (C-contiguous, zeroed here) += every tap's column,
     taps outside x dropped. ``dcols`` is scratch: the stride-1 path zeroes its dropped taps."""
-    n_, c_, h, w = dx.shape
-    p, hw = ho * wo, h * w
     dx[:] = 0
-    dxf = dx.reshape(-1)
-    for c in range(c_):
-        for i in range(kh):
-            for j in range(kw):
-                row = dcols[(c * kh + i) * kw + j]
-                if sh == 1 and sw == 1 and wo == w:
-                    shift, a0, b0, a, b, lo, hi = _plane_tap(ho, wo, h, w, i * dh - ph,
-                                                             j * dw - pw)
-                    # dropped taps inside [a, b) land on the neighbouring row: make them add 0
-                    if lo > 0 or hi < wo:
-                        _zero_outside(row, n_, p, wo, a0, b0, lo, hi)
-                    for n in range(n_):
-                        src, dst = row[n * p + a:n * p + b], dxf[(n * c_ + c) * hw + a + shift:]
-                        for q in range(b - a):
-                            dst[q] += src[q]
-                    continue
-                start = j * dw - pw
-                lo, hi = _valid(wo, sw, start, w)
-                for n in range(n_):
-                    for oh in range(ho):
-                        r = oh * sh - ph + i * dh
-                        if r < 0 or r >= h:
-                            continue
-                        src = row[n * p + oh * wo + lo: n * p + oh * wo + hi]
-                        dst = dx[n, c, r, lo * sw + start:]
-                        for q in range(hi - lo):
-                            dst[q * sw] += src[q]
+    _walk(dx, dcols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, True)
 
 
 @jit

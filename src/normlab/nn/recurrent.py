@@ -25,10 +25,13 @@ which already exists (Cooijmans et al. set beta_x = beta_h = 0 "to avoid unneces
 redundancy"; for LN, beta_1 + beta_2 + b is one vector). The cell norm ``norm_c`` has both.
 
 Every normalization is a call into :mod:`normlab.functional` (batch_norm_train/eval/backward,
-update_running_stats, layer_norm_forward/backward); the elementwise LSTM step is
-:mod:`normlab.functional.lstm`. ``backward(d_out, dh_n=None, dc_n=None)`` runs backpropagation
-through time, accumulates every parameter gradient into ``.grad`` and returns dx; the gradient
-w.r.t. the initial state (when ``hx`` was given) is left in ``grad_hx``.
+update_running_stats, layer_norm_forward/backward). The time loop (recurrent product, per-step
+norms, elementwise step, BPTT) is :func:`normlab.functional.lstm.lstm_forward_steps` /
+``lstm_backward_steps`` on time-major (T, N, .) arrays, or with numba their compiled twins in
+:mod:`normlab.kernels.lstm`. ``backward(d_out, dh_n=None, dc_n=None)`` runs backpropagation
+through time, accumulates every parameter gradient into ``.grad`` and returns dx
+(``backward_params`` skips dx); the gradient w.r.t. the initial state (when ``hx`` was given)
+is left in ``grad_hx``.
 
 Example -- 8x8 digits as sequences of T=8 pixel rows with I=8 pixels each::
 
