@@ -160,3 +160,22 @@ def test_fast_conv_matches_torch(monkeypatch, torch, dtype, shape, c_out, kw):
     np.testing.assert_allclose(dx, xt.grad.numpy(), **tol)
     np.testing.assert_allclose(conv.weight.grad, ref.weight.grad.numpy(), **tol)
     np.testing.assert_allclose(conv.bias.grad, ref.bias.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Conv2d(2, 3, 3, padding=1, rng=0),
+                                  lambda: nn.MaxPool2d(2)], ids=["conv", "maxpool"])
+def test_layer_after_a_fast_forward_deep_copies_and_pickles(monkeypatch, make):
+    """The cache records which path ran as a flag: a kernel module in it cannot be copied
+    (fold's magnitude check deep-copies models that have run)."""
+    import copy
+    import pickle
+
+    monkeypatch.setenv("NORMLAB_KERNELS", "numba")
+    layer = make()
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    y = layer(x)
+    dy = np.ones_like(y)
+    twin, thawed = copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))
+    expected = layer.backward(dy)
+    np.testing.assert_array_equal(twin.backward(dy), expected)
+    np.testing.assert_array_equal(thawed.backward(dy), expected)

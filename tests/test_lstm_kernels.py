@@ -111,3 +111,14 @@ def test_backward_params_equals_backward_without_dx(monkeypatch, backend):
         grads.append([p.grad for p in m.parameters()] + list(m.grad_hx))
     for a, b in zip(*grads, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_lstm_after_a_fast_forward_deep_copies(monkeypatch):
+    import copy
+
+    monkeypatch.setenv("NORMLAB_KERNELS", "numba")
+    m = LSTM(2, 3, norm="recurrent_batch", rng=0)
+    x = np.random.default_rng(0).standard_normal((4, 3, 2)).astype(np.float32)
+    out, _ = m(x)
+    twin = copy.deepcopy(m)
+    np.testing.assert_array_equal(twin.backward(np.ones_like(out)), m.backward(np.ones_like(out)))

@@ -49,15 +49,21 @@ FAMILIES = {"batch": "batch", "layer": "layer", "group": "group", "loss": "loss"
 
 def for_array(x: np.ndarray, family: str) -> ModuleType | None:
     """The kernel module for ``family`` (a key of FAMILIES) if it should handle ``x``."""
-    module = FAMILIES.get(family)
-    if module is None:
+    if family not in FAMILIES:
         raise ValueError(f"family: expected one of {', '.join(map(repr, FAMILIES))}, "
                          f"got {family!r}")
     if x.dtype not in _KERNEL_DTYPES or x.size == 0 or backend() != "numba":
         return None
-    loaded = _LOADED.get(module)
+    return load(family)
+
+
+def load(family: str) -> ModuleType:
+    """The kernel module of ``family``, imported on first use. Layers keep which path their
+    forward took as a flag and call this in the backward: a module object in a cache would
+    make the layer impossible to copy or pickle."""
+    loaded = _LOADED.get(family)
     if loaded is None:
-        loaded = _LOADED[module] = importlib.import_module(f"{__name__}.{module}")
+        loaded = _LOADED[family] = importlib.import_module(f"{__name__}.{FAMILIES[family]}")
     return loaded
 
 

@@ -124,7 +124,7 @@ class Conv2d(Module):
             y, cache = fast.forward(x, self.weight.data, bias, self.stride, self.padding,
                                     self.dilation, self.groups, out_hw,
                                     keep_patches=self.training)
-            self._cache = (fast, cache, y.shape)
+            self._cache = (True, cache, y.shape)
             return y
         n, g = x.shape[0], self.groups
         (ho, wo) = out_hw
@@ -134,7 +134,7 @@ class Conv2d(Module):
         y = y.reshape(g, n, ho, wo, -1).transpose(1, 0, 4, 2, 3).reshape(n, -1, ho, wo)
         if self.bias is not None:
             y += self.bias.data.reshape(1, -1, 1, 1)
-        self._cache = (None, (cols, padded_shape, x.dtype), y.shape)
+        self._cache = (False, (cols, padded_shape, x.dtype), y.shape)
         return y
 
     def _dy_mat(self, dy: np.ndarray) -> np.ndarray:
@@ -147,8 +147,8 @@ class Conv2d(Module):
         """Accumulate dW (and db); return dx when ``input_grad``."""
         dy = self._check_dy(dy, None if self._cache is None else self._cache[2])
         fast, cache, _ = self._cache
-        if fast is not None:
-            dx, dweight, dbias = fast.backward(dy, cache, input_grad)
+        if fast:
+            dx, dweight, dbias = kernels.load("conv").backward(dy, cache, input_grad)
             self.weight.accumulate(dweight.reshape(self.weight.data.shape))
             if dbias is not None:
                 self.bias.accumulate(dbias)

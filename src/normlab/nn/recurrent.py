@@ -239,8 +239,8 @@ class _Forward(NamedTuple):
     w_ih: np.ndarray
     w_hh: np.ndarray
     norm_x: object        # cache of norm_ih (None without it)
-    steps: object         # what the time loop saved (functional.lstm or kernels.lstm)
-    loops: object         # the module whose lstm_backward_steps undoes it
+    steps: object         # what the time loop saved
+    fast: bool            # whether kernels.lstm ran it (else functional.lstm)
 
 
 def _check_norm(norm) -> str:
@@ -345,13 +345,13 @@ class LSTM(Module):
         norm_x = None
         if self.norm_ih is not None:
             a_x, norm_x = self.norm_ih.forward_seq(a_x)
-        loops = kernels.for_array(a_x, "lstm") or reference_loops
-        hs, c, steps = loops.lstm_forward_steps(
+        fast = kernels.for_array(a_x, "lstm")
+        hs, c, steps = (fast or reference_loops).lstm_forward_steps(
             a_x, w_hh, b, h, c, *(None if m is None else m.forward_step
                                   for m in (self.norm_hh, self.norm_c)))
         for m in self._norms():
             m.commit()
-        self._fwd = _Forward(x_t, w_ih, w_hh, norm_x, steps, loops)
+        self._fwd = _Forward(x_t, w_ih, w_hh, norm_x, steps, fast is not None)
         # copies: the fast loops' hs and c are their cache, which a caller must not reach
         return hs.transpose(1, 0, 2).copy(), (hs[-1][None].copy(), c[None].copy())
 
@@ -393,7 +393,8 @@ class LSTM(Module):
         dtype = np.result_type(fwd.x.dtype, fwd.w_ih.dtype)
         dh = np.zeros((n, h), dtype=dtype) if dh_n is None else dh_n.astype(dtype)
         dc = np.zeros((n, h), dtype=dtype) if dc_n is None else dc_n.astype(dtype)
-        da_x, dw_hh, dh, dc = fwd.loops.lstm_backward_steps(
+        loops = kernels.load("lstm") if fwd.fast else reference_loops
+        da_x, dw_hh, dh, dc = loops.lstm_backward_steps(
             None if d_out is None else d_out.transpose(1, 0, 2), dh, dc, fwd.w_hh, fwd.steps,
             *(None if m is None else m.backward_step for m in (self.norm_hh, self.norm_c)))
         db = da_x.sum(axis=(0, 1))
