@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +36,27 @@ def test_bench_runs_and_writes_valid_json(tmp_path, flag, expected_cases):
     assert {"normlab-numpy", "textbook"} <= {r["impl"] for r in result["rows"]}
     assert {r["mode"] for r in result["rows"]} == {"train", "eval", "loop"}
     assert "byte model" in proc.stdout
+    if flag == "--tiny":
+        assert_model_rows(result["models"])
+
+
+def assert_model_rows(models: dict) -> None:
+    """One row per model of bench_models.MODELS with positive rates and shares summing to 1
+    (or the reason it was skipped: torch missing)."""
+    if "skipped" in models:
+        assert models["skipped"] == "torch is not installed"
+        return
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_models.py"
+    spec = importlib.util.spec_from_file_location("_bench_models_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert models["threads"] == 1
+    assert [r["model"] for r in models["rows"]] == list(module.MODELS)
+    for row in models["rows"]:
+        assert row["numpy_steps_per_s"] > 0 and row["torch_steps_per_s"] > 0
+        assert np.isclose(row["ratio"], row["numpy_steps_per_s"] / row["torch_steps_per_s"])
+        assert np.isclose(sum(row["shares"].values()), 1.0)
+        assert min(row["shares"].values()) >= 0
 
 
 def test_write_json_is_atomic(tmp_path):
@@ -69,7 +92,7 @@ def fake_result() -> dict:
            "note": ""}
     return {"machine": {"torch_threads": None}, "repeats": 1, "copy_gbps": 10.0,
             "byte_model": {"train": "5 x", "eval": "2 x", "copy": "2 x"}, "rows": [row],
-            "mlp": {"skipped": "not timed here"}}
+            "mlp": {"skipped": "not timed here"}, "models": {"skipped": "not timed here"}}
 
 
 @pytest.fixture

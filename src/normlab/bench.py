@@ -23,6 +23,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -293,6 +295,7 @@ def run(quick: bool = False, tiny: bool = False, progress: Callable[[str], None]
                                "np.copyto and a copy over all numba threads"},
         "rows": rows,
         "mlp": _mlp_row(quick or tiny),
+        "models": _model_rows(quick, tiny, progress),
     }
 
 
@@ -320,6 +323,34 @@ def _mlp_row(quick: bool) -> dict:
         return result
     except Exception as exc:  # the row is optional; the kernel table must still come out
         return {"skipped": f"bench_mlp failed: {type(exc).__name__}: {exc}"}
+
+
+# the environment of a `normlab reproduce` worker: one thread per library
+ONE_THREAD = {k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                               "NUMBA_NUM_THREADS")}
+
+
+def _model_rows(quick: bool, tiny: bool, progress: Callable[[str], None] | None = None) -> dict:
+    """The experiments' models, NumPy engine vs torch eager (benchmarks/bench_models.py), in a
+    subprocess with one thread per library, as the reproduce workers run them."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_models.py"
+    if not path.exists():
+        return {"skipped": "benchmarks/bench_models.py (model benchmark) is not available"}
+    if not _torch_available():
+        return {"skipped": "torch is not installed"}
+    steps, rounds = (2, 1) if tiny else (12, 2) if quick else (40, 5)
+    if progress:
+        progress("the experiments' models (one thread each)")
+    with tempfile.TemporaryDirectory(prefix="normlab-bench-") as tmp:
+        out = Path(tmp) / "models.json"
+        proc = subprocess.run([sys.executable, str(path), "--steps", str(steps), "--rounds",
+                               str(rounds), "--json", str(out)], capture_output=True, text=True,
+                              env={**os.environ, **ONE_THREAD}, timeout=1800)
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            return {"skipped": f"bench_models failed: {tail[0]}"}
+        return {"threads": 1, "steps": steps, "rounds": rounds,
+                "rows": json.loads(out.read_text())}
 
 
 def check_json_path(path: Path) -> Path:
@@ -393,6 +424,34 @@ def mlp_line(result: dict) -> str:
     return line
 
 
+def models_table(result: dict):
+    """The model rows as a rich Table: steps/s per engine, ratio, NumPy time per layer type."""
+    from rich.table import Table
+
+    t = Table(title="experiments' models, training steps/s (one thread each, median of rounds)")
+    for col in ("model", "numpy engine", "torch eager", "numpy/torch", "numpy time by layer"):
+        t.add_column(col, justify="left" if col in ("model", "numpy time by layer") else "right")
+    for row in result["models"].get("rows", []):
+        t.add_row(row["model"], f"{row['numpy_steps_per_s']:.0f}",
+                  f"{row['torch_steps_per_s']:.0f}", f"{row['ratio']:.2f}x", _shares(row))
+    return t
+
+
+def _shares(row: dict) -> str:
+    return ", ".join(f"{k} {100 * v:.0f}%" for k, v in row["shares"].items() if v >= 0.005)
+
+
+def models_markdown(result: dict) -> str:
+    """The model rows as GitHub markdown (for the README)."""
+    lines = ["| model | NumPy engine | torch eager | NumPy / torch | NumPy time by layer type |",
+             "|---|---|---|---|---|"]
+    for row in result["models"].get("rows", []):
+        lines.append(f"| {row['model']} | {row['numpy_steps_per_s']:.0f} steps/s | "
+                     f"{row['torch_steps_per_s']:.0f} steps/s | {row['ratio']:.2f}x | "
+                     f"{_shares(row)} |")
+    return "\n".join(lines)
+
+
 def main(quick: bool = False, tiny: bool = False, json_path: Path | None = None) -> dict:
     """What ``normlab bench`` does: check the settings, run, print the table, write the JSON.
 
@@ -418,6 +477,11 @@ def main(quick: bool = False, tiny: bool = False, json_path: Path | None = None)
     for note in sorted({r["note"] for r in result["rows"] if r["note"]}):
         console.print(f"note: {note}")
     console.print(mlp_line(result))
+    models = result.get("models", {"skipped": "not run"})
+    if "skipped" in models:
+        console.print(f"models: skipped ({models['skipped']})", markup=False)
+    else:
+        console.print(models_table(result))
     if json_path is not None:
         try:
             write_json(result, json_path)

@@ -42,21 +42,29 @@ def backend() -> str:
     return "numba"
 
 
+# family -> kernel module (imported, and on a cold cache compiled, on first use)
+FAMILIES = {"batch": "batch", "layer": "layer", "group": "group", "loss": "loss",
+            "conv": "conv", "pool": "pool", "activation": "activation", "lstm": "lstm"}
+
+
 def for_array(x: np.ndarray, family: str) -> ModuleType | None:
-    """The kernel module for ``family`` ("batch", "layer", "group", "loss") if it should handle
-    ``x``."""
+    """The kernel module for ``family`` (a key of FAMILIES) if it should handle ``x``."""
+    if family not in FAMILIES:
+        raise ValueError(f"family: expected one of {', '.join(map(repr, FAMILIES))}, "
+                         f"got {family!r}")
     if x.dtype not in _KERNEL_DTYPES or x.size == 0 or backend() != "numba":
         return None
-    if family == "batch":
-        from . import batch
-        return batch
-    if family == "layer":
-        from . import layer
-        return layer
-    if family == "group":
-        from . import group
-        return group
-    if family == "loss":
-        from . import loss
-        return loss
-    raise ValueError(f"family: expected 'batch', 'layer', 'group' or 'loss', got {family!r}")
+    return load(family)
+
+
+def load(family: str) -> ModuleType:
+    """The kernel module of ``family``, imported on first use. Layers keep which path their
+    forward took as a flag and call this in the backward: a module object in a cache would
+    make the layer impossible to copy or pickle."""
+    loaded = _LOADED.get(family)
+    if loaded is None:
+        loaded = _LOADED[family] = importlib.import_module(f"{__name__}.{FAMILIES[family]}")
+    return loaded
+
+
+_LOADED: dict[str, ModuleType] = {}   # the layers ask once per call: skip the import machinery

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from .._checks import as_float_array
 from .module import Module
 
@@ -21,12 +22,16 @@ class _Elementwise(Module):
 class ReLU(_Elementwise):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float_array("x", x)
-        y = np.maximum(x, 0)
+        fast = kernels.for_array(x, "activation")
+        y = np.maximum(x, 0) if fast is None else fast.relu(x)
         self._y = y
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         dy, y = self._checked(dy)
+        fast = kernels.for_array(dy, "activation")
+        if fast is not None:   # one compiled pass (normlab.kernels.activation)
+            return fast.relu_backward(y, dy)
         # torch's threshold_backward: gradient passes where the output is > 0.
         return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
 

@@ -4,6 +4,11 @@ Forward: the padded input's windows (a strided view from ``sliding_window_view``
 laid out once as a (N*Ho*Wo, C/g*kh*kw) patch matrix per group, then y = patches @ W^T.
 Backward: dW = dy^T @ patches, and dx scatters dy @ W back onto the windows (col2im), one
 strided add per kernel offset (kh*kw adds, each vectorised over N, C, Ho, Wo).
+
+That is the readable reference path (``NORMLAB_KERNELS=numpy``). With numba, float32/float64
+inputs take :mod:`normlab.kernels.conv` instead: the same products on a channel-major patch
+matrix built and scattered by compiled loops, with no padded copy and NCHW-contiguous outputs;
+tests/test_conv_kernels.py holds the two paths (and torch) to each other.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import numbers
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .. import kernels
 from .._checks import as_float_array, check_ndim, check_positive_int
 from . import init
 from .module import Module, Parameter
@@ -83,21 +89,27 @@ class Conv2d(Module):
         self.bias = Parameter(b) if bias else None
         self._cache = None
 
-    def _patches(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int], tuple[int, ...]]:
+    def _out_size(self, x: np.ndarray) -> tuple[int, int]:
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        n, _, h, w = x.shape
+        h, w = x.shape[2:]
         ho = out_size(h, kh, self.stride[0], ph, self.dilation[0])
         wo = out_size(w, kw, self.stride[1], pw, self.dilation[1])
         if ho <= 0 or wo <= 0:
             raise ValueError(f"x: input of spatial size {(h, w)} is smaller than the dilated "
                              f"kernel {self.kernel_size} with padding {self.padding}")
+        return ho, wo
+
+    def _patches(self, x: np.ndarray, out_hw: tuple[int, int]
+                 ) -> tuple[np.ndarray, tuple[int, ...]]:
+        (kh, kw), (ph, pw), (ho, wo) = self.kernel_size, self.padding, out_hw
+        n = x.shape[0]
         xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
         win = windows(xp, self.kernel_size, self.stride, self.dilation, (ho, wo))
         g = self.groups
         # (g, N*Ho*Wo, C/g*kh*kw): the one copy of the forward (im2col).
         cols = win.reshape(n, g, -1, ho, wo, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
         cols = cols.reshape(g, n * ho * wo, -1)
-        return cols, (ho, wo), xp.shape
+        return cols, xp.shape
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float_array("x", x)
@@ -105,38 +117,50 @@ class Conv2d(Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"x: expected {self.in_channels} channels in dim 1, "
                              f"got {x.shape[1]} (input shape {tuple(x.shape)})")
+        out_hw = self._out_size(x)
+        fast = kernels.for_array(x, "conv")
+        if fast is not None:
+            bias = None if self.bias is None else self.bias.data
+            y, cache = fast.forward(x, self.weight.data, bias, self.stride, self.padding,
+                                    self.dilation, self.groups, out_hw,
+                                    keep_patches=self.training)
+            self._cache = (True, cache, y.shape)
+            return y
         n, g = x.shape[0], self.groups
-        cols, (ho, wo), padded_shape = self._patches(x)
+        (ho, wo) = out_hw
+        cols, padded_shape = self._patches(x, out_hw)
         w = self.weight.data.reshape(g, self.out_channels // g, -1)
         y = np.matmul(cols, w.transpose(0, 2, 1))          # (g, N*Ho*Wo, C_out/g)
         y = y.reshape(g, n, ho, wo, -1).transpose(1, 0, 4, 2, 3).reshape(n, -1, ho, wo)
         if self.bias is not None:
             y += self.bias.data.reshape(1, -1, 1, 1)
-        self._cache = (cols, padded_shape, x.dtype, y.shape)
+        self._cache = (False, (cols, padded_shape, x.dtype), y.shape)
         return y
 
-    def _dy_mat(self, dy) -> tuple[np.ndarray, np.ndarray]:
-        """(checked dy, dy as (g, N*Ho*Wo, C_out/g) matching the forward's patch layout)."""
-        dy = self._check_dy(dy, None if self._cache is None else self._cache[3])
+    def _dy_mat(self, dy: np.ndarray) -> np.ndarray:
+        """dy as (g, N*Ho*Wo, C_out/g), matching the readable forward's patch layout."""
         n, _, ho, wo = dy.shape
         g = self.groups
-        dy_mat = dy.reshape(n, g, -1, ho, wo).transpose(1, 0, 3, 4, 2).reshape(g, n * ho * wo, -1)
-        return dy, dy_mat
+        return dy.reshape(n, g, -1, ho, wo).transpose(1, 0, 3, 4, 2).reshape(g, n * ho * wo, -1)
 
-    def _accumulate(self, dy: np.ndarray, dy_mat: np.ndarray) -> None:
-        cols = self._cache[0]
+    def _backward(self, dy, input_grad: bool) -> np.ndarray | None:
+        """Accumulate dW (and db); return dx when ``input_grad``."""
+        dy = self._check_dy(dy, None if self._cache is None else self._cache[2])
+        fast, cache, _ = self._cache
+        if fast:
+            dx, dweight, dbias = kernels.load("conv").backward(dy, cache, input_grad)
+            self.weight.accumulate(dweight.reshape(self.weight.data.shape))
+            if dbias is not None:
+                self.bias.accumulate(dbias)
+            return dx
+        cols, padded_shape, dtype = cache
+        dy_mat = self._dy_mat(dy)
         self.weight.accumulate(np.matmul(dy_mat.transpose(0, 2, 1), cols)
                                .reshape(self.weight.data.shape))
         if self.bias is not None:
             self.bias.accumulate(dy.sum(axis=(0, 2, 3)))
-
-    def backward_params(self, dy: np.ndarray) -> None:
-        self._accumulate(*self._dy_mat(dy))
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        dy, dy_mat = self._dy_mat(dy)
-        self._accumulate(dy, dy_mat)
-        _, padded_shape, dtype, _ = self._cache
+        if not input_grad:
+            return None
         n, _, ho, wo = dy.shape
         g, kh, kw = self.groups, *self.kernel_size
         w = self.weight.data.reshape(g, self.out_channels // g, -1)
@@ -145,6 +169,12 @@ class Conv2d(Module):
         dwin = dwin.reshape(n, -1, ho, wo, kh, kw)
         dxp = scatter_windows(dwin, padded_shape, self.stride, self.dilation)
         return unpad(dxp, self.padding).astype(dtype, copy=False)
+
+    def backward_params(self, dy: np.ndarray) -> None:
+        self._backward(dy, input_grad=False)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return self._backward(dy, input_grad=True)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -1,12 +1,16 @@
 """Max and average pooling over (N, C, H, W) windows (torch.nn.MaxPool2d / AvgPool2d).
 
-Both reuse the convolution's strided window view; backward scatters through its adjoint.
+Both reuse the convolution's strided window view; backward scatters through its adjoint. That
+is the readable reference path; with numba, MaxPool2d on float32/float64 runs
+:mod:`normlab.kernels.pool` (one compiled pass each way, checked against this one in
+tests/test_pool_kernels.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from .._checks import as_float_array, check_ndim
 from .conv import out_size, pair, scatter_windows, unpad, windows
 from .module import Module
@@ -23,7 +27,8 @@ class _Pool2d(Module):
                              f"{self.kernel_size}, got {self.padding}")
         self._cache = None
 
-    def _windows(self, x: np.ndarray, fill: float) -> tuple[np.ndarray, tuple[int, ...]]:
+    def _checked(self, x) -> tuple[np.ndarray, tuple[int, int]]:
+        """(x, (Ho, Wo)) after the input checks."""
         x = as_float_array("x", x)
         check_ndim("x", x, (4,), "(N, C, H, W)")
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
@@ -32,10 +37,15 @@ class _Pool2d(Module):
         if ho <= 0 or wo <= 0:
             raise ValueError(f"x: input of spatial size {x.shape[2:]} is smaller than the "
                              f"kernel {self.kernel_size}")
+        return x, (ho, wo)
+
+    def _windows(self, x: np.ndarray, out_hw, fill: float
+                 ) -> tuple[np.ndarray, tuple[int, ...]]:
+        ph, pw = self.padding
         xp = x
         if ph or pw:
             xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
-        return windows(xp, self.kernel_size, self.stride, (1, 1), (ho, wo)), xp.shape
+        return windows(xp, self.kernel_size, self.stride, (1, 1), out_hw), xp.shape
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -45,22 +55,30 @@ class MaxPool2d(_Pool2d):
     """Max over each window; the gradient goes to the first maximal element (torch's choice)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        win, padded_shape = self._windows(x, -np.inf)
+        x, out_hw = self._checked(x)
+        fast = kernels.for_array(x, "pool")
+        if fast is not None:
+            y, arg = fast.forward(x, self.kernel_size, self.stride, self.padding, out_hw)
+            self._cache = (True, arg, x.shape, x.dtype)
+            return y
+        win, padded_shape = self._windows(x, out_hw, -np.inf)
         n, c, ho, wo, kh, kw = win.shape
         flat = win.reshape(n, c, ho, wo, kh * kw)
         arg = np.argmax(flat, axis=-1)
         y = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
-        self._cache = (arg, padded_shape, x.dtype)
+        self._cache = (False, arg, padded_shape, x.dtype)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        dy = self._check_dy(dy, None if self._cache is None else self._cache[0].shape)
-        arg, padded_shape, dtype = self._cache
+        dy = self._check_dy(dy, None if self._cache is None else self._cache[1].shape)
+        fast, arg, shape, dtype = self._cache
+        if fast:
+            return kernels.load("pool").backward(dy, arg, shape, dtype)
         kh, kw = self.kernel_size
         onehot = arg[..., None] == np.arange(kh * kw)
         dwin = (onehot * dy[..., None]).astype(dtype, copy=False)
         dwin = dwin.reshape(*arg.shape, kh, kw)
-        dxp = scatter_windows(dwin, padded_shape, self.stride, (1, 1))
+        dxp = scatter_windows(dwin, shape, self.stride, (1, 1))
         return unpad(dxp, self.padding)
 
 
@@ -68,7 +86,8 @@ class AvgPool2d(_Pool2d):
     """Mean over each window; zero padding counts toward the mean (count_include_pad=True)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        win, padded_shape = self._windows(x, 0.0)
+        x, out_hw = self._checked(x)
+        win, padded_shape = self._windows(x, out_hw, 0.0)
         y = win.mean(axis=(-2, -1), dtype=x.dtype)
         self._cache = (padded_shape, y.shape)
         return y

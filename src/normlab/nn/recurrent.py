@@ -25,10 +25,13 @@ which already exists (Cooijmans et al. set beta_x = beta_h = 0 "to avoid unneces
 redundancy"; for LN, beta_1 + beta_2 + b is one vector). The cell norm ``norm_c`` has both.
 
 Every normalization is a call into :mod:`normlab.functional` (batch_norm_train/eval/backward,
-update_running_stats, layer_norm_forward/backward); the elementwise LSTM step is
-:mod:`normlab.functional.lstm`. ``backward(d_out, dh_n=None, dc_n=None)`` runs backpropagation
-through time, accumulates every parameter gradient into ``.grad`` and returns dx; the gradient
-w.r.t. the initial state (when ``hx`` was given) is left in ``grad_hx``.
+update_running_stats, layer_norm_forward/backward). The time loop (recurrent product, per-step
+norms, elementwise step, BPTT) is :func:`normlab.functional.lstm.lstm_forward_steps` /
+``lstm_backward_steps`` on time-major (T, N, .) arrays, or with numba their compiled twins in
+:mod:`normlab.kernels.lstm`. ``backward(d_out, dh_n=None, dc_n=None)`` runs backpropagation
+through time, accumulates every parameter gradient into ``.grad`` and returns dx
+(``backward_params`` skips dx); the gradient w.r.t. the initial state (when ``hx`` was given)
+is left in ``grad_hx``.
 
 Example -- 8x8 digits as sequences of T=8 pixel rows with I=8 pixels each::
 
@@ -63,14 +66,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import functional as F
+from .. import kernels
 from .._checks import as_float_array, check_eps, check_momentum, check_positive_int
-from ..functional.lstm import (
-    GateCache,
-    lstm_cell_backward,
-    lstm_cell_forward,
-    lstm_output_backward,
-    lstm_output_forward,
-)
+from ..functional import lstm as reference_loops
 from . import init
 from .module import Module, Parameter
 from .norm import _eval_backward, _eval_cache, _EvalCache
@@ -82,9 +80,10 @@ BATCH_NORMS = ("recurrent_batch", "sequence_batch")
 class _StepNorm(Module):
     """A normalization applied at every time step: ``forward_step(z, t)``/``backward_step``.
 
-    ``forward_seq``/``backward_seq`` take a whole (N, T, C) sequence; by default they loop over
-    the steps. Running statistics (if any) are only written by ``commit()``, which the LSTM
-    calls after its whole forward succeeded, so a failing forward changes no state.
+    ``forward_seq``/``backward_seq`` take a whole time-major (T, N, C) sequence; by default
+    they loop over the steps. Running statistics (if any) are only written by ``commit()``,
+    which the LSTM calls after its whole forward succeeded, so a failing forward changes no
+    state.
     """
 
     def forward_step(self, z: np.ndarray, t: int):
@@ -94,11 +93,11 @@ class _StepNorm(Module):
         raise NotImplementedError
 
     def forward_seq(self, z: np.ndarray):
-        steps = [self.forward_step(z[:, t], t) for t in range(z.shape[1])]
-        return np.stack([y for y, _ in steps], axis=1), [c for _, c in steps]
+        steps = [self.forward_step(z[t], t) for t in range(z.shape[0])]
+        return np.stack([y for y, _ in steps]), [c for _, c in steps]
 
     def backward_seq(self, dy: np.ndarray, caches) -> np.ndarray:
-        return np.stack([self.backward_step(dy[:, t], c) for t, c in enumerate(caches)], axis=1)
+        return np.stack([self.backward_step(dy[t], c) for t, c in enumerate(caches)])
 
     def begin(self) -> None:
         """Forget statistics of a forward that did not finish."""
@@ -143,8 +142,8 @@ class StepBatchNorm(_StepNorm):
     ``per_step=True`` (Cooijmans et al. 2016, sec. 3): slot t holds the statistics of step t; the
     buffers grow to the longest sequence seen in training, a new row starting from the last
     row's estimate (what eval would have used for that step), and eval uses row min(t, T_max-1).
-    ``per_step=False``: one slot shared by all steps; ``forward_seq`` normalises the (N*T, C)
-    batch x time matrix at once (sequence-wise BN). ``num_batches_tracked`` counts per slot, so
+    ``per_step=False``: one slot shared by all steps; ``forward_seq`` normalises the (T*N, C)
+    time x batch matrix at once (sequence-wise BN). ``num_batches_tracked`` counts per slot, so
     ``momentum=None`` (cumulative average) is right for steps that appear in fewer batches.
     """
 
@@ -180,9 +179,8 @@ class StepBatchNorm(_StepNorm):
     def forward_seq(self, z: np.ndarray):
         if self.per_step:
             return super().forward_seq(z)
-        n, steps, c = z.shape
-        y, cache = self.forward_step(z.reshape(n * steps, c), 0)
-        return y.reshape(n, steps, c), cache
+        y, cache = self.forward_step(z.reshape(-1, z.shape[-1]), 0)
+        return y.reshape(z.shape), cache
 
     def backward_step(self, dy: np.ndarray, cache) -> np.ndarray:
         if isinstance(cache, _EvalCache):
@@ -197,8 +195,7 @@ class StepBatchNorm(_StepNorm):
     def backward_seq(self, dy: np.ndarray, cache) -> np.ndarray:
         if self.per_step:
             return super().backward_seq(dy, cache)
-        n, steps, c = dy.shape
-        return self.backward_step(dy.reshape(n * steps, c), cache).reshape(n, steps, c)
+        return self.backward_step(dy.reshape(-1, dy.shape[-1]), cache).reshape(dy.shape)
 
     def begin(self) -> None:
         self._pending = []
@@ -237,20 +234,13 @@ class StepBatchNorm(_StepNorm):
                 f"momentum={self.momentum}, bias={self.bias is not None}")
 
 
-class _Step(NamedTuple):
-    h_prev: np.ndarray
-    gates: GateCache
-    tanh_c: np.ndarray
-    norm_h: object    # cache of norm_hh at this step (None without it)
-    norm_c: object    # cache of norm_c at this step (None without it)
-
-
 class _Forward(NamedTuple):
-    x: np.ndarray
+    x: np.ndarray         # the input, time-major (T, N, I)
     w_ih: np.ndarray
     w_hh: np.ndarray
-    norm_x: object
-    steps: list[_Step]
+    norm_x: object        # cache of norm_ih (None without it)
+    steps: object         # what the time loop saved
+    fast: bool            # whether kernels.lstm ran it (else functional.lstm)
 
 
 def _check_norm(norm) -> str:
@@ -342,37 +332,28 @@ class LSTM(Module):
     def forward(self, x: np.ndarray, hx=None):
         """(output (N, T, H), (h_n, c_n) each (1, N, H)); ``hx`` = (h_0, c_0) or None (zeros)."""
         x = self._check_input(x)
-        n, steps, _ = x.shape
+        n = x.shape[0]
         dtype = np.result_type(x.dtype, self.weight_ih_l0.dtype)
         h, c = self._initial_state(hx, n, dtype)
         for m in self._norms():
             m.begin()
         w_ih, w_hh = self.weight_ih_l0.data, self.weight_hh_l0.data
         b = self.bias_ih_l0.data + self.bias_hh_l0.data
-        a_x = x @ w_ih.T
+        # time-major: every step's rows are one contiguous (N, .) block
+        x_t = np.ascontiguousarray(x.transpose(1, 0, 2))
+        a_x = x_t @ w_ih.T
         norm_x = None
         if self.norm_ih is not None:
             a_x, norm_x = self.norm_ih.forward_seq(a_x)
-        out = np.empty((n, steps, self.hidden_size), dtype=dtype)
-        cache = []
-        for t in range(steps):
-            a_h, norm_h = h @ w_hh.T, None
-            if self.norm_hh is not None:
-                a_h, norm_h = self.norm_hh.forward_step(a_h, t)
-            pre = a_x[:, t] + a_h
-            pre += b
-            c_next, gates = lstm_cell_forward(pre, c)
-            c_hat, norm_c = c_next, None
-            if self.norm_c is not None:
-                c_hat, norm_c = self.norm_c.forward_step(c_next, t)
-            h_next, tanh_c = lstm_output_forward(gates.o, c_hat)
-            cache.append(_Step(h, gates, tanh_c, norm_h, norm_c))
-            out[:, t] = h_next
-            h, c = h_next, c_next
+        fast = kernels.for_array(a_x, "lstm")
+        hs, c, steps = (fast or reference_loops).lstm_forward_steps(
+            a_x, w_hh, b, h, c, *(None if m is None else m.forward_step
+                                  for m in (self.norm_hh, self.norm_c)))
         for m in self._norms():
             m.commit()
-        self._fwd = _Forward(x, w_ih, w_hh, norm_x, cache)
-        return out, (h[None], c[None])
+        self._fwd = _Forward(x_t, w_ih, w_hh, norm_x, steps, fast is not None)
+        # copies: the fast loops' hs and c are their cache, which a caller must not reach
+        return hs.transpose(1, 0, 2).copy(), (hs[-1][None].copy(), c[None].copy())
 
     # -- backward through time ---------------------------------------------------------------
     def _grad_arg(self, name: str, value, shape: tuple[int, ...], alt=None) -> np.ndarray | None:
@@ -392,44 +373,42 @@ class LSTM(Module):
         Gradients ACCUMULATE into every parameter's ``.grad``; dL/d(h_0, c_0) goes to
         ``grad_hx`` as two (1, N, H) arrays.
         """
+        return self._backward(d_out, dh_n, dc_n, input_grad=True)
+
+    def backward_params(self, d_out: np.ndarray | None, dh_n: np.ndarray | None = None,
+                        dc_n: np.ndarray | None = None) -> None:
+        """:meth:`backward` without dx: every parameter gradient and ``grad_hx``, but not the
+        (N, T, I) product that only a layer below would need."""
+        self._backward(d_out, dh_n, dc_n, input_grad=False)
+
+    def _backward(self, d_out, dh_n, dc_n, input_grad: bool) -> np.ndarray | None:
         fwd = self._fwd
         if fwd is None:
             raise RuntimeError("LSTM.backward called before forward")
-        n, steps, _ = fwd.x.shape
+        steps, n, _ = fwd.x.shape
         h = self.hidden_size
         d_out = self._grad_arg("d_out", d_out, (n, steps, h))
         dh_n = self._grad_arg("dh_n", dh_n, (n, h), (1, n, h))
         dc_n = self._grad_arg("dc_n", dc_n, (n, h), (1, n, h))
-        dtype = fwd.steps[0].gates.i.dtype
+        dtype = np.result_type(fwd.x.dtype, fwd.w_ih.dtype)
         dh = np.zeros((n, h), dtype=dtype) if dh_n is None else dh_n.astype(dtype)
         dc = np.zeros((n, h), dtype=dtype) if dc_n is None else dc_n.astype(dtype)
-        da_x = np.empty((n, steps, 4 * h), dtype=dtype)
-        dw_hh = np.zeros_like(fwd.w_hh, dtype=dtype)
-        for t in reversed(range(steps)):
-            s = fwd.steps[t]
-            if d_out is not None:
-                dh = dh + d_out[:, t]
-            do, dc_hat = lstm_output_backward(dh, s.gates.o, s.tanh_c)
-            if self.norm_c is not None:
-                dc_hat = self.norm_c.backward_step(dc_hat, s.norm_c)
-            # c_t reaches the loss through h_t and through c_{t+1}: the two paths add.
-            dpre, dc = lstm_cell_backward(dc + dc_hat, do, s.gates)
-            da_x[:, t] = dpre
-            da_h = dpre
-            if self.norm_hh is not None:
-                da_h = self.norm_hh.backward_step(dpre, s.norm_h)
-            dw_hh += da_h.T @ s.h_prev
-            dh = da_h @ fwd.w_hh
+        loops = kernels.load("lstm") if fwd.fast else reference_loops
+        da_x, dw_hh, dh, dc = loops.lstm_backward_steps(
+            None if d_out is None else d_out.transpose(1, 0, 2), dh, dc, fwd.w_hh, fwd.steps,
+            *(None if m is None else m.backward_step for m in (self.norm_hh, self.norm_c)))
         db = da_x.sum(axis=(0, 1))
         if self.norm_ih is not None:
             da_x = self.norm_ih.backward_seq(da_x, fwd.norm_x)
-        x2 = fwd.x.reshape(n * steps, self.input_size)
-        self.weight_ih_l0.accumulate(da_x.reshape(n * steps, 4 * h).T @ x2)
+        da_x2 = da_x.reshape(steps * n, 4 * h)
+        self.weight_ih_l0.accumulate(da_x2.T @ fwd.x.reshape(steps * n, self.input_size))
         self.weight_hh_l0.accumulate(dw_hh)
         self.bias_ih_l0.accumulate(db)
         self.bias_hh_l0.accumulate(db.copy())
         self.grad_hx = (dh[None], dc[None])
-        return da_x @ fwd.w_ih
+        if not input_grad:
+            return None
+        return np.ascontiguousarray((da_x @ fwd.w_ih).transpose(1, 0, 2))
 
     # -- state dict: per-step buffers grow with the sequence length ----------------------------
     def load_state_dict(self, state_dict, strict: bool = True) -> None:
