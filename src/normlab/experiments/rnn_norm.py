@@ -168,7 +168,7 @@ class RnnNorm(Experiment):
             losses.append(loss_fn(head(out[:, -1]), y[idx]))
             d_out = np.zeros_like(out)
             d_out[:, -1] = head.backward(loss_fn.backward())   # the loss sees the last step
-            lstm.backward(d_out)
+            lstm.backward_params(d_out)   # the images need no gradient
             if cfg.get("clip"):
                 clip_grad_norm(params, cfg["clip"])
             opt.step()

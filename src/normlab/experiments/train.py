@@ -32,7 +32,7 @@ class NumpyTrainer:
         self.model.train()
         loss = self.loss(self.model(x), y)
         self.opt.zero_grad()
-        self.model.backward(self.loss.backward())
+        self.model.backward_params(self.loss.backward())   # nothing needs d(loss)/d(images)
         self.opt.step()
         return loss
 
