@@ -27,7 +27,7 @@ def render(results: dict) -> str:
     lines = [f"### {_cell(data['description'])}: {size} size, seeds "
              f"{', '.join(map(str, seeds))}, engine {cfg['engine']}", "",
              "| experiment | verdict | each part: mean [95% interval] vs bar -> verdict | "
-             "wall / CPU s |", "|---|---|---|---|"]
+             "compute s, summed over runs: wall / CPU |", "|---|---|---|---|"]
     for name, e in exps.items():
         parts = "<br>".join(
             _cell(f"{c['part']}: {_ci(c['interval'])} vs {c['direction']} {c['bar']:g} -> "
