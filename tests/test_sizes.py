@@ -120,11 +120,16 @@ def test_rnn_norm_paper_run_reads_pixels_with_rmsprop_and_resumes_exactly(digits
 
 @pytest.fixture(scope="module")
 def paper_run(tmp_path_factory):
-    """All ten experiments at --size paper on digits (CLI subprocess, CI scale, 2 seeds)."""
+    """All ten experiments at --size paper on digits (CLI subprocess, CI scale, one seed).
+
+    One seed and the numba kernels, unlike the other pipelines: a ResNet-20 step is ~50 ms
+    even on 8x8 digits (~100 ms on the NumPy path), and the paper sizes' ResNet runs are what
+    this checks; the intervals over seeds are the other pipelines' tests."""
     out = tmp_path_factory.mktemp("paper") / "out"
-    env = {**ENV, "NORMLAB_KERNELS": "numpy", "NORMLAB_CI_SCALE": "0.004",
-           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    proc = normlab("reproduce", "--size", "paper", "--data", "digits", "--seeds", "2",
+    env = {**ENV, "NORMLAB_CI_SCALE": "0.004", "OPENBLAS_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1"}
+    env.pop("NORMLAB_KERNELS", None)
+    proc = normlab("reproduce", "--size", "paper", "--data", "digits", "--seeds", "1",
                    "--out", out, env=env, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     assert "paper size" in proc.stderr.replace("\n", " ")
@@ -139,13 +144,14 @@ def test_every_experiment_runs_end_to_end_at_paper_size(paper_run, name):
     assert e["size"] == "paper" and e["verdict"] in ("holds", "does not hold", "inconclusive")
     assert e["setup"] == get(name).setup_text(data.load("digits"), e["scale"], "paper")
     assert e["scale_note"] == get(name).scale_note(data.load("digits"), e["scale"], "paper")
-    assert e["seeds"] == [0, 1] and e["figures"]
+    assert e["seeds"] == [0] and e["figures"] and e["runs"]
     for fig in e["figures"]:
         assert (out / fig).read_bytes()[:4] == b"\x89PNG"
     for c in e["criteria"]:
-        assert len(e["intervals"][c["statistic"]]["per_seed"]) == 2
-    for done in (out / "checkpoints" / name / "seed1").glob("*.done"):
-        assert read_checkpoint(done)[0]["identity"]["size"] == "paper"
+        assert len(e["intervals"][c["statistic"]]["per_seed"]) == 1
+    done = list((out / "checkpoints" / name / "seed0").glob("*.done"))
+    assert len(done) == len(e["runs"])
+    assert all(read_checkpoint(d)[0]["identity"]["size"] == "paper" for d in done)
 
 
 def test_paper_results_are_reported_and_not_mixed_with_another_size(paper_run, tmp_path):
@@ -161,7 +167,7 @@ def test_paper_results_are_reported_and_not_mixed_with_another_size(paper_run, t
     proc = normlab("reproduce", "init-scale", "--quick", "--data", "digits", "--seeds", "2",
                    "--out", copy)
     assert proc.returncode == 0, proc.stderr
-    assert "other settings (size)" in proc.stderr.replace("\n", " ")
+    assert "from a run with other settings (size, " in proc.stderr.replace("\n", " ")
     assert list(json.loads((copy / "results.json").read_text())["experiments"]) == \
         ["init-scale"]
 

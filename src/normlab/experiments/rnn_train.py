@@ -88,13 +88,16 @@ def train_lstm(ctx: RunContext, cfg: dict, batches: np.random.SeedSequence) -> d
     """Train one LSTM as ``cfg`` says; returns its curve and test accuracy.
 
     ``cfg``: norm, hidden, steps, batch, lr, clip, eval_every, h0_noise, and optionally
-    ``optimizer`` ("sgd") and ``pixels`` (False). Weights come from ``ctx.rng("init")`` (the
-    same for every norm), batches from ``batches``.
+    ``optimizer`` ("sgd"), ``pixels`` (False) and ``val_limit`` (None: the curve is evaluated
+    on that many validation images, a fixed stratified sample). Weights come from
+    ``ctx.rng("init")`` (the same for every norm), batches from ``batches``.
     """
     pixels = cfg.get("pixels", False)
     p = parts(ctx.data)
     x, y = sequences(p.train.x, pixels), p.train.y
-    x_val, x_test = sequences(p.val.x, pixels), sequences(p.test.x, pixels)
+    limit = cfg.get("val_limit") or len(p.val)
+    x_val, y_val = sequences(p.val.x[:limit], pixels), p.val.y[:limit]
+    x_test = sequences(p.test.x, pixels)
     rng = ctx.rng("init")
     lstm = nn.LSTM(x.shape[2], cfg["hidden"], norm=cfg["norm"], rng=rng)
     head = nn.Linear(cfg["hidden"], ctx.data.n_classes, rng=rng)
@@ -128,7 +131,7 @@ def train_lstm(ctx: RunContext, cfg: dict, batches: np.random.SeedSequence) -> d
         if done % cfg["eval_every"] == 0 or done == cfg["steps"]:
             hist["step"].append(done)
             # the same eval-time h_0 noise at every evaluation: curves are not jittered by it
-            hist["val_acc"].append(accuracy(lstm, head, x_val, p.val.y, noise,
+            hist["val_acc"].append(accuracy(lstm, head, x_val, y_val, noise,
                                             ctx.rng("h0-test", cfg["norm"])))
             hist["train_loss"].append(float(np.mean(losses)))
             losses = []
