@@ -62,6 +62,13 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError
 
+    def _grads(self, weight_decay: float):
+        """(index, parameter, gradient + weight_decay * p) of every parameter that has a
+        gradient (torch skips the others)."""
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                yield i, p, (p.grad + weight_decay * p.data if weight_decay != 0 else p.grad)
+
     # Resumable training needs the optimizer's state as well as the model's.
     def state_dict(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -87,12 +94,7 @@ class SGD(Optimizer):
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
         plain = mu != 0 and wd == 0 and not self.dampening and not self.nesterov
         fused = _fused_momentum_step() if plain else None
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if wd != 0:
-                g = g + wd * p.data
+        for i, p, g in self._grads(wd):
             if mu != 0:
                 buf = self.momentum_buffers[i]
                 if buf is None:
@@ -173,12 +175,7 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         b1, b2 = self.betas
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if self.weight_decay != 0:
-                g = g + self.weight_decay * p.data
+        for i, p, g in self._grads(self.weight_decay):
             if self.exp_avg[i] is None:
                 self.exp_avg[i] = np.zeros_like(p.data)
                 self.exp_avg_sq[i] = np.zeros_like(p.data)
@@ -246,12 +243,7 @@ class RMSprop(Optimizer):
 
     def step(self) -> None:
         alpha = self.alpha
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if self.weight_decay != 0:
-                g = g + self.weight_decay * p.data
+        for i, p, g in self._grads(self.weight_decay):
             if self.square_avg[i] is None:   # torch creates the state at a parameter's 1st step
                 self.square_avg[i] = np.zeros_like(p.data)
                 if self.momentum > 0:

@@ -71,6 +71,10 @@ def renorm_schedule(steps: int) -> list:
     return [r_max, d_max, round(warmup * f), round(r_at * f), round(d_at * f)]
 
 
+def steps_at(size: str) -> int:
+    return PAPER_STEPS if size == "paper" else STEPS
+
+
 def run_key(method: str, group: int | None) -> str:
     return f"{method}-g{group}" if group else method
 
@@ -110,7 +114,7 @@ class BatchSize(Experiment):
                    f"less than {MIN_LOSS}.")
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
-        steps = scaled(PAPER_STEPS if size == "paper" else STEPS, scale, 20)
+        steps = scaled(steps_at(size), scale, 20)
         if size == "paper":
             model = (f"{resnet.describe(data.image_shape)}, Linear weights N(0, {INIT_STD}^2). "
                      f"No hidden fully connected layer: the last stage's "
@@ -143,15 +147,13 @@ class BatchSize(Experiment):
                 f"end.{pilot}")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        if size == "paper":
-            return (f"ResNet-20-style CNN on full {'x'.join(map(str, data.image_shape))} "
-                    f"images, {scaled(PAPER_STEPS, scale, 20):,} steps of {BATCH}, groups of "
-                    f"{'/'.join(map(str, GROUPS))}")
-        return (f"2-conv + 1-hidden-layer CNN, {scaled(STEPS, scale, 20):,} steps of {BATCH}, "
-                f"groups of {'/'.join(map(str, GROUPS))}")
+        model = (resnet.short_name(data.image_shape) if size == "paper"
+                 else "2-conv + 1-hidden-layer CNN")
+        return (f"{model}, {scaled(steps_at(size), scale, 20):,} steps of {BATCH}, groups of "
+                f"{'/'.join(map(str, GROUPS))}")
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        steps = scaled(PAPER_STEPS if size == "paper" else STEPS, scale, 20)
+        steps = scaled(steps_at(size), scale, 20)
         base = {"batch": BATCH, "lr": LR, "steps": steps, "evals": eval_steps(steps, N_EVALS),
                 "n_classes": data.n_classes, "model": "resnet" if size == "paper" else "cnn"}
         out = []

@@ -50,6 +50,10 @@ MEASURES = {"variation": "loss variation", "grad_change": "gradient change",
             "beta": "effective beta-smoothness"}
 
 
+def steps_at(size: str) -> int:
+    return PAPER_STEPS if size == "paper" else STEPS
+
+
 def ratio(measure: str) -> str:
     return f"{MEASURES[measure]}, no BN / BN (median over probes)"
 
@@ -141,7 +145,7 @@ class Landscape(Experiment):
                    f"No counted probe: no verdict.")
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
-        steps = scaled(PAPER_STEPS if size == "paper" else STEPS, scale, 40)
+        steps = scaled(steps_at(size), scale, 40)
         if size == "paper":
             model = (f"{resnet.describe(data.image_shape, 'BatchNorm2d (or nothing)')}, on "
                      f"{data.describe()}, with and without BN")
@@ -162,15 +166,12 @@ class Landscape(Experiment):
                 f"came after the plain net had memorised the training set.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        if size == "paper":
-            return (f"ResNet-20-style CNN on full {'x'.join(map(str, data.image_shape))} "
-                    f"images, {scaled(PAPER_STEPS, scale, 40):,} steps at each of {len(LRS)} "
-                    f"rates")
-        return (f"784-(100x{len(HIDDEN)})-10 ReLU MLP, {scaled(STEPS, scale, 40):,} steps at "
-                f"each of {len(LRS)} rates")
+        model = (resnet.short_name(data.image_shape) if size == "paper"
+                 else f"784-(100x{len(HIDDEN)})-10 ReLU MLP")
+        return f"{model}, {scaled(steps_at(size), scale, 40):,} steps at each of {len(LRS)} rates"
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        steps = scaled(PAPER_STEPS if size == "paper" else STEPS, scale, 40)
+        steps = scaled(steps_at(size), scale, 40)
         base = {"sizes": [data.n_features, *HIDDEN, data.n_classes], "steps": steps,
                 "batch": BATCH, "etas": list(ETAS),
                 "check_every": max(PAPER_CHECK_GAP if size == "paper" else 1, steps // N_CHECKS),

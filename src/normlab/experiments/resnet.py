@@ -172,6 +172,11 @@ def last_side(image_shape: tuple[int, int]) -> tuple[int, int]:
     return stage_sides(image_shape)[-1]
 
 
+def short_name(image_shape: tuple[int, int]) -> str:
+    """The network in a few words, for the experiments' scale notes."""
+    return f"ResNet-20-style CNN on full {'x'.join(map(str, image_shape))} images"
+
+
 def describe(image_shape: tuple[int, int], norm_text: str = "norm") -> str:
     """The architecture in words, for the experiments' setup text."""
     sides = [f"{h}x{w}" for h, w in stage_sides(image_shape)]
