@@ -82,7 +82,8 @@ def _sequences(seed: int = 0, n: int = 8):
 
 def _numpy_lstm_step(norm: str) -> tuple[Step, object]:
     from normlab import nn, optim
-    from normlab.experiments.rnn_norm import H0_NOISE, clip_grad_norm, initial_state
+    from normlab.experiments.rnn_norm import H0_NOISE
+    from normlab.experiments.rnn_train import clip_grad_norm, initial_state
 
     rng = np.random.default_rng(0)
     lstm = nn.LSTM(SEQ_INPUTS, HIDDEN, norm=norm, rng=rng)

@@ -15,6 +15,10 @@ from tests.test_reproduce import ENV, normlab
     (["reproduce", "--engine", "jax"], "--engine: expected numpy or torch"),
     (["reproduce", "--seed", "-1"], "--seed"),
     (["reproduce", "--steps-scale", "5"], "--steps-scale"),
+    (["reproduce", "--size", "huge"], "--size: expected one of quick, full, paper, got 'huge'"),
+    (["reproduce", "--quick", "--size", "paper"],
+     "--size: expected quick or none with --quick (an alias of size quick), got 'paper'"),
+    (["reproduce", "--size", "full", "--quick"], "got 'full'"),
     (["reproduce", "--out", "/proc/normlab-cannot-write"], "--out: cannot write"),
     (["report", "/no/such/dir"], "no results.json"),
 ])

@@ -191,7 +191,7 @@ def test_noisy_h0_removes_zero_variance_steps_of_blank_rows():
     # MNIST's top rows are blank: with h_0 = 0 every sample has the same h_t there, W_h h_t has
     # zero batch variance and per-step BN divides by sqrt(eps) (the exploding gradient that kept
     # the BN-LSTM at chance on 28x28 rows); Cooijmans et al.'s noisy h_0 gives it variance.
-    from normlab.experiments.rnn_norm import initial_state
+    from normlab.experiments.rnn_train import initial_state
     from normlab.nn.recurrent import LSTM
 
     x = np.random.default_rng(0).random((16, 6, 8)).astype(np.float32)
@@ -207,7 +207,7 @@ def test_noisy_h0_removes_zero_variance_steps_of_blank_rows():
 
 
 def test_clip_grad_norm_scales_to_max_norm_only_when_above():
-    from normlab.experiments.rnn_norm import clip_grad_norm
+    from normlab.experiments.rnn_train import clip_grad_norm
     from normlab.nn.module import Parameter
 
     params = [Parameter(np.zeros(2)), Parameter(np.zeros(1))]

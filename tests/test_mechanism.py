@@ -40,10 +40,10 @@ def _no_bn(mp):
 
 
 def _no_lstm_norm(mp):
-    from normlab.experiments import rnn_norm
+    from normlab.experiments import rnn_train
 
-    real = rnn_norm.nn.LSTM
-    mp.setattr(rnn_norm.nn, "LSTM", lambda *a, norm=None, **k: real(*a, norm="none", **k))
+    real = rnn_train.nn.LSTM
+    mp.setattr(rnn_train.nn, "LSTM", lambda *a, norm=None, **k: real(*a, norm="none", **k))
 
 
 def _plain_estimators(mp):

@@ -11,9 +11,10 @@ from normlab.nn import Parameter
 SHAPES = [(3, 4), (4,)]
 
 
-def run_both(torch, make_ours, make_theirs, steps=6, seed=0, skip_second_at=None):
+def run_both(torch, make_ours, make_theirs, steps=6, seed=0, skip_second_at=None,
+             dtype=np.float32, rtol=1e-6, atol=1e-7):
     rng = np.random.default_rng(seed)
-    values = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    values = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
     ours = [Parameter(v.copy()) for v in values]
     theirs = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
     opt, ref = make_ours(ours), make_theirs(theirs)
@@ -23,13 +24,14 @@ def run_both(torch, make_ours, make_theirs, steps=6, seed=0, skip_second_at=None
         for i, (p, q) in enumerate(zip(ours, theirs, strict=True)):
             if i == 1 and step == skip_second_at:
                 continue  # a parameter without a gradient this step is skipped by both
-            g = rng.standard_normal(p.data.shape).astype(np.float32)
+            g = rng.standard_normal(p.data.shape).astype(dtype)
             p.grad = g.copy()
             q.grad = torch.from_numpy(g.copy())
         opt.step()
         ref.step()
         for p, q in zip(ours, theirs, strict=True):
-            np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-6, atol=1e-7,
+            assert p.data.dtype == dtype
+            np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=rtol, atol=atol,
                                        err_msg=f"step {step}")
     return opt, ours
 
@@ -54,8 +56,40 @@ def test_adam_matches_torch(torch, kwargs):
              lambda ps: torch.optim.Adam(ps, **kwargs), skip_second_at=3)
 
 
+@pytest.mark.parametrize("kwargs", [
+    {"lr": 1e-3},                                                 # Cooijmans et al. sec. 5.1
+    {"lr": 1e-2, "alpha": 0.9, "eps": 1e-6, "weight_decay": 1e-2},
+    {"lr": 1e-2, "momentum": 0.9},
+    {"lr": 5e-3, "momentum": 0.5, "centered": True, "weight_decay": 1e-3},
+])
+@pytest.mark.parametrize("dtype,steps,tol", [(np.float32, 6, (1e-6, 1e-7)),
+                                              (np.float64, 30, (1e-13, 1e-15))])
+def test_rmsprop_matches_torch(torch, kwargs, dtype, steps, tol):
+    """torch.optim.RMSprop's update step by step, a parameter without a gradient skipped by
+    both. float32 over 6 steps at the tolerance of the SGD/Adam tests; float64 over 30 steps
+    (the running average of g^2 far from its zero start) to 1e-13: the same arithmetic. (In
+    float32 torch's fused multiply-adds round once where NumPy rounds twice, an ulp of an
+    update per step, which momentum carries on over longer runs.)"""
+    run_both(torch, lambda ps: optim.RMSprop(ps, **kwargs),
+             lambda ps: torch.optim.RMSprop(ps, **kwargs), steps=steps, skip_second_at=4,
+             dtype=dtype, rtol=tol[0], atol=tol[1])
+
+
+def test_rmsprop_first_step_is_lr_over_sqrt_one_minus_alpha():
+    """With v_0 = 0 the first step is g / (sqrt((1 - alpha) g^2) + eps) ~ sign(g) / 0.1 at
+    alpha 0.99: the closed form, independent of torch."""
+    p = Parameter(np.zeros(3))
+    p.grad = np.array([2.0, -0.5, 0.0])
+    with np.errstate(invalid="ignore"):
+        optim.RMSprop([p], lr=1e-3, eps=0.0).step()
+    np.testing.assert_allclose(p.data[:2], [-1e-2, 1e-2], rtol=1e-12)
+    assert np.isnan(p.data[2])   # 0 / 0 with eps 0, as torch gives
+
+
 @pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
-                                  lambda ps: optim.Adam(ps, lr=0.01)])
+                                  lambda ps: optim.Adam(ps, lr=0.01),
+                                  lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.9,
+                                                           centered=True)])
 def test_optimizer_state_dict_resumes_identically(make):
     def grads(step):
         r = np.random.default_rng(step)
@@ -108,6 +142,35 @@ def test_bad_arguments_are_named():
         optim.Adam(p, betas=(0.9, 1.0))
     with pytest.raises(ValueError, match=r"state\['momentum_buffer.0'\]: expected shape"):
         optim.SGD(p, lr=0.1, momentum=0.9).load_state_dict({"momentum_buffer.0": np.zeros(3)})
+
+
+@pytest.mark.parametrize("kwargs,exc,needle", [
+    ({"lr": -1e-3}, ValueError, r"lr: expected a non-negative number, got -0.001"),
+    ({"alpha": 1.0}, ValueError, r"alpha: expected a number in \[0, 1\), got 1.0"),
+    ({"alpha": -0.1}, ValueError, r"alpha: expected a number in \[0, 1\), got -0.1"),
+    ({"alpha": True}, ValueError, r"alpha: expected a number in \[0, 1\), got True"),
+    ({"eps": -1e-8}, ValueError, r"eps: expected a non-negative number"),
+    ({"momentum": -0.9}, ValueError, r"momentum: expected a non-negative number"),
+    ({"weight_decay": float("nan")}, ValueError, r"weight_decay: expected a non-negative"),
+    ({"centered": 1}, TypeError, r"centered: expected a bool, got int"),
+])
+def test_rmsprop_bad_arguments_are_named(kwargs, exc, needle):
+    with pytest.raises(exc, match=needle):
+        optim.RMSprop([Parameter(np.zeros(2, dtype=np.float32))], **kwargs)
+
+
+def test_rmsprop_bad_state_is_refused_before_anything_changes():
+    p = Parameter(np.ones(2, dtype=np.float32))
+    opt = optim.RMSprop([p], momentum=0.9)
+    p.grad = np.ones(2, dtype=np.float32)
+    opt.step()
+    before = opt.state_dict()
+    for bad, needle in (({"square_avg.0": np.zeros(3)}, r"state\['square_avg.0'\]: expected shape"),
+                        ({"exp_avg.0": np.zeros(2)}, r"unexpected key 'exp_avg.0'"),
+                        ({"square_avg.1": np.zeros(2)}, r"unexpected key 'square_avg.1'")):
+        with pytest.raises(ValueError, match=needle):
+            opt.load_state_dict(bad)
+        assert all(np.array_equal(v, opt.state_dict()[k]) for k, v in before.items())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -50,6 +50,7 @@ def test_results_schema_and_files(digits_run):
     res = json.loads((digits_run / "results.json").read_text())
     assert set(res) >= {"normlab", "config", "data", "environment", "experiments", "timing"}
     assert res["config"] == {"experiments": ["paper-fig1", "init-scale"], "quick": True,
+                             "size": "quick",
                              "data": "digits", "engine": "numpy", "seed": 0, "seeds": [0, 1],
                              "jobs": 2, "steps_scale": 0.02}
     assert res["environment"]["numpy"] == np.__version__

@@ -81,7 +81,11 @@ def fold(model: Path = typer.Argument(..., help=".npz (normlab: state dict + arc
 
 @app.command()
 def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default: all)."),
-              quick: bool = typer.Option(False, "--quick", help="Fewer steps, same method."),
+              size: str = typer.Option(None, "--size", help="quick | full | paper: fewer steps "
+                                       "(quick), what 2 CPU cores run in minutes (full, the "
+                                       "default), or the closest to each source that one GPU "
+                                       "runs in about an hour (paper; see README)."),
+              quick: bool = typer.Option(False, "--quick", help="Same as --size quick."),
               data: str = typer.Option("mnist5k", "--data",
                                        help="mnist5k | digits | fashion-mnist | mnist:DIR"),
               data_dir: Path = typer.Option(None, "--data-dir",
@@ -91,7 +95,7 @@ def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default
               seed: int = typer.Option(0, "--seed", help="First seed of weights and batches."),
               seeds: int = typer.Option(None, "--seeds", help="How many seeds (seed, seed+1, "
                                         "...): every claim is a 95% interval over them. "
-                                        "Default 3 with --quick, else 5."),
+                                        "Default 3 at quick size, else 5."),
               jobs: int = typer.Option(None, "--jobs", help="Worker processes (default: one "
                                        "per core)."),
               device: str = typer.Option(None, "--device", help="--engine torch: cpu | cuda | "
@@ -109,7 +113,7 @@ def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default
     report.html."""
     from .reproduce_command import reproduce as run_reproduce
     run_reproduce(names or [], quick, data, engine, out, seed, steps_scale, data_dir, seeds,
-                  jobs, device, workers, sync_bn)
+                  jobs, device, workers, sync_bn, size)
 
 
 @app.command("list")

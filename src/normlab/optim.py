@@ -9,6 +9,12 @@
 ``Adam`` (Kingma & Ba 2015, Alg. 1, in torch's arrangement):
     m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
     p <- p - lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
+``RMSprop`` (Tieleman & Hinton 2012, lecture 6.5, in torch.optim.RMSprop's arrangement):
+    g <- grad + weight_decay * p
+    v <- alpha v + (1-alpha) g^2                (v starts at 0)
+    d <- sqrt(v) + eps, or with centered: sqrt(v - a^2) + eps where a <- lerp(a, g, 1-alpha)
+    buf <- momentum * buf + g / d; p <- p - lr * buf   if momentum > 0
+    p <- p - lr * g / d                                 otherwise
 Parameters whose ``grad`` is None are skipped, as torch does. Updates are in place on ``p.data``.
 """
 
@@ -56,6 +62,13 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError
 
+    def _grads(self, weight_decay: float):
+        """(index, parameter, gradient + weight_decay * p) of every parameter that has a
+        gradient (torch skips the others)."""
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                yield i, p, (p.grad + weight_decay * p.data if weight_decay != 0 else p.grad)
+
     # Resumable training needs the optimizer's state as well as the model's.
     def state_dict(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -81,12 +94,7 @@ class SGD(Optimizer):
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
         plain = mu != 0 and wd == 0 and not self.dampening and not self.nesterov
         fused = _fused_momentum_step() if plain else None
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if wd != 0:
-                g = g + wd * p.data
+        for i, p, g in self._grads(wd):
             if mu != 0:
                 buf = self.momentum_buffers[i]
                 if buf is None:
@@ -167,12 +175,7 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         b1, b2 = self.betas
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if self.weight_decay != 0:
-                g = g + self.weight_decay * p.data
+        for i, p, g in self._grads(self.weight_decay):
             if self.exp_avg[i] is None:
                 self.exp_avg[i] = np.zeros_like(p.data)
                 self.exp_avg_sq[i] = np.zeros_like(p.data)
@@ -209,6 +212,78 @@ class Adam(Optimizer):
                 i = _index(key, "exp_avg_sq.", n)
                 exp_avg_sq[i] = _checked_copy(key, value, self.params[i])
         self.steps, self.exp_avg, self.exp_avg_sq = steps, exp_avg, exp_avg_sq
+
+
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop's update (defaults lr 1e-2, alpha 0.99, eps 1e-8 as torch's).
+
+    Cooijmans et al. 2016 (sec. 5.1) train their sequential-MNIST LSTMs with RMSProp at lr 1e-3.
+    """
+
+    STATE = ("square_avg", "momentum_buffer", "grad_avg")
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False):
+        super().__init__(params, lr)
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) \
+                or not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha: expected a number in [0, 1), got {alpha!r}")
+        self.alpha = float(alpha)
+        self.eps = _check_nonneg("eps", eps)
+        self.weight_decay = _check_nonneg("weight_decay", weight_decay)
+        self.momentum = _check_nonneg("momentum", momentum)
+        if not isinstance(centered, bool):
+            raise TypeError(f"centered: expected a bool, got {type(centered).__name__}")
+        self.centered = centered
+        n = len(self.params)
+        self.square_avg: list[np.ndarray | None] = [None] * n
+        self.momentum_buffer: list[np.ndarray | None] = [None] * n
+        self.grad_avg: list[np.ndarray | None] = [None] * n
+
+    def step(self) -> None:
+        alpha = self.alpha
+        for i, p, g in self._grads(self.weight_decay):
+            if self.square_avg[i] is None:   # torch creates the state at a parameter's 1st step
+                self.square_avg[i] = np.zeros_like(p.data)
+                if self.momentum > 0:
+                    self.momentum_buffer[i] = np.zeros_like(p.data)
+                if self.centered:
+                    self.grad_avg[i] = np.zeros_like(p.data)
+            v = self.square_avg[i]
+            v *= alpha
+            v += (1 - alpha) * g * g           # torch's addcmul_(g, g, value=1 - alpha)
+            if self.centered:
+                a = self.grad_avg[i]
+                a += (1 - alpha) * (g - a)      # torch's lerp_(g, 1 - alpha)
+                denom = np.sqrt(v - a * a)
+            else:
+                denom = np.sqrt(v)
+            denom += self.eps
+            if self.momentum > 0:
+                buf = self.momentum_buffer[i]
+                buf *= self.momentum
+                buf += g / denom
+                p.data -= self.lr * buf
+            else:
+                p.data -= self.lr * (g / denom)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {f"{name}.{i}": a.copy() for name in self.STATE
+                for i, a in enumerate(getattr(self, name)) if a is not None}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = len(self.params)
+        loaded = {name: [None] * n for name in self.STATE}
+        for key, value in state.items():
+            name = key.rpartition(".")[0]
+            if name not in loaded:
+                raise ValueError(f"state: unexpected key {key!r} (expected "
+                                 f"{'/'.join(self.STATE)}.<i>)")
+            i = _index(key, f"{name}.", n)
+            loaded[name][i] = _checked_copy(key, value, self.params[i])
+        for name, arrays in loaded.items():
+            setattr(self, name, arrays)
 
 
 def _index(key: str, prefix: str, n: int) -> int:

@@ -33,7 +33,7 @@ from . import __version__
 from ._io import atomic_write_bytes, atomic_write_text
 from .data import Dataset
 from .experiments import registry
-from .experiments.base import Run, RunContext
+from .experiments.base import SIZES, Run, RunContext, size_of
 from .experiments.evidence import METHOD
 from .experiments.store import (
     CorruptCheckpoint,
@@ -44,9 +44,9 @@ from .experiments.store import (
 )
 
 CI_SCALE_ENV = "NORMLAB_CI_SCALE"
-DEFAULT_SEEDS = {True: 3, False: 5}   # --quick: 3 seeds; full size: 5
+DEFAULT_SEEDS = {"quick": 3, "full": 5, "paper": 5}
 # Settings that must match for experiments of an earlier run in the same --out to be kept.
-COMPATIBLE = ("quick", "data", "engine", "seeds", "steps_scale", "device", "workers", "sync_bn")
+COMPATIBLE = ("size", "data", "engine", "seeds", "steps_scale", "device", "workers", "sync_bn")
 
 
 class UsageError(ValueError):
@@ -55,6 +55,9 @@ class UsageError(ValueError):
 
 @dataclass
 class Options:
+    """One reproduction's settings. ``size`` (quick | full | paper) defaults to what ``quick``
+    says; ``quick`` is kept (and set from ``size``) for the callers written before sizes."""
+
     names: list[str]
     quick: bool
     data_spec: str
@@ -67,6 +70,11 @@ class Options:
     device: str | None = None     # torch engine only (None: CPU, torch's defaults)
     workers: int = 1              # torch engine: DDP processes per run
     sync_bn: bool = False
+    size: str | None = None
+
+    def __post_init__(self) -> None:
+        self.size = resolve_size(self.quick, self.size, flags=False)
+        self.quick = self.size == "quick"
 
     @property
     def scale_out(self) -> dict:
@@ -95,6 +103,19 @@ class Unit:
     @property
     def label(self) -> str:
         return f"{self.experiment} s{self.seed} {self.run.label or self.run.key}"
+
+
+def resolve_size(quick: bool, size: str | None, flags: bool = True) -> str:
+    """The size: ``size``, or "quick" / "full" from ``quick`` (``--quick`` is ``--size
+    quick``). Raises :class:`UsageError` naming the flag (or the argument, ``flags=False``)
+    for an unknown size or a ``--size`` that contradicts ``--quick``."""
+    name, alias = ("--size", "--quick") if flags else ("size", "quick=True")
+    if size is not None and size not in SIZES:
+        raise UsageError(f"{name}: expected one of {', '.join(SIZES)}, got {size!r}")
+    if quick and size not in (None, "quick"):
+        raise UsageError(f"{name}: expected quick or none with {alias} (an alias of size "
+                         f"quick), got {size!r}")
+    return size or ("quick" if quick else "full")
 
 
 def resolve_scale(quick: bool, steps_scale: float | None) -> float:
@@ -168,7 +189,9 @@ def environment(opts: Options | None = None) -> dict:
 
 
 def experiment_scale(exp, opts: Options) -> float:
-    return (exp.quick_scale if opts.quick else 1.0) * opts.steps_scale
+    """The step multiplier of ``exp``: its ``quick_scale`` at quick size (full and paper: 1),
+    times ``--steps-scale``. What else paper changes, the experiment's ``runs`` decides."""
+    return (exp.quick_scale if opts.size == "quick" else 1.0) * opts.steps_scale
 
 
 def plan(opts: Options, data: Dataset) -> list[Unit]:
@@ -178,7 +201,7 @@ def plan(opts: Options, data: Dataset) -> list[Unit]:
     for name in opts.names:
         exp = registry.get(name)
         scale = experiment_scale(exp, opts)
-        for run in exp.runs(data, scale):
+        for run in exp.runs(data, scale, opts.size):
             units += [Unit(name, seed, run, scale) for seed in opts.seed_list]
     return units
 
@@ -186,7 +209,8 @@ def plan(opts: Options, data: Dataset) -> list[Unit]:
 def skeleton(opts: Options, data: Dataset) -> dict:
     """results.json without any experiment yet."""
     return {"normlab": __version__,
-            "config": {"experiments": opts.names, "quick": opts.quick, "data": opts.data_spec,
+            "config": {"experiments": opts.names, "quick": opts.quick, "size": opts.size,
+                       "data": opts.data_spec,
                        "engine": opts.engine, "seed": opts.seed, "seeds": opts.seed_list,
                        "jobs": opts.jobs, "steps_scale": opts.steps_scale, **opts.scale_out},
             "data": {"name": data.name, "description": data.describe(), "source": data.source,
@@ -211,6 +235,7 @@ def previous_results(out: Path, results: dict) -> tuple[dict, str | None]:
     except (OSError, ValueError, KeyError, TypeError):
         return {}, f"{str(path)!r} is not a normlab results file; it will be replaced"
     cfg = results["config"]
+    old_cfg = {**old_cfg, "size": size_of(old_cfg)}
     differs = [k for k in COMPATIBLE if old_cfg.get(k) != cfg.get(k)]
     if not same_data:
         differs.append("data fingerprint")
@@ -238,12 +263,12 @@ def run_all(opts: Options, data: Dataset, events=None, warn=print) -> dict:
     for name in opts.names:
         exp = registry.get(name)
         scale = experiment_scale(exp, opts)
-        runs = exp.runs(data, scale)
+        runs = exp.runs(data, scale, opts.size)
         mine = [u for u in units if u.experiment == name]
         results["experiments"][name] = {
             "title": exp.title, "source": exp.source, "claim": exp.claim,
-            "setup": exp.setup(data, scale), "scale": scale, "seeds": opts.seed_list,
-            "scale_note": exp.scale_note(data, scale),
+            "setup": exp.setup_text(data, scale, opts.size), "scale": scale, "size": opts.size,
+            "seeds": opts.seed_list, "scale_note": exp.scale_note(data, scale, opts.size),
             "published": [p.to_json() for p in exp.published],
             "runs": {r.key: {"label": r.label, "config": r.config,
                              "metrics": {str(s): done[(name, s, r.key)][0]
@@ -262,7 +287,7 @@ def run_unit(unit: Unit, data: Dataset, opts: Options, progress=None, warn=print
     folder.mkdir(parents=True, exist_ok=True)
     identity = {"experiment": exp.name, "run": run.key, "config": run.config,
                 "data": [data.name, data.fingerprint], "engine": opts.engine,
-                "seed": unit.seed, "scale": unit.scale, **opts.scale_out}
+                "seed": unit.seed, "scale": unit.scale, "size": opts.size, **opts.scale_out}
     h = config_hash(identity)
     done_path = folder / f"{run.key}.done"
     if done_path.is_file():

@@ -35,6 +35,7 @@ from .reproduce import (
     out_lock,
     previous_results,
     resolve_scale,
+    resolve_size,
     run_all,
 )
 
@@ -92,7 +93,7 @@ def _check_scale_out(engine: str, device: str | None, workers: int, sync_bn: boo
 
 
 def _check(names: list[str], engine: str, seed: int, seeds: int | None, jobs: int | None,
-           quick: bool) -> tuple[list[str], int, int]:
+           size: str) -> tuple[list[str], int, int]:
     from .experiments import EXPERIMENTS
 
     names = list(names) or list(EXPERIMENTS)
@@ -106,7 +107,7 @@ def _check(names: list[str], engine: str, seed: int, seeds: int | None, jobs: in
         raise UsageError(f"--engine: expected numpy or torch, got {engine!r}")
     if seed < 0:
         raise UsageError(f"--seed: expected a non-negative integer, got {seed}")
-    seeds = DEFAULT_SEEDS[quick] if seeds is None else seeds
+    seeds = DEFAULT_SEEDS[size] if seeds is None else seeds
     if not 1 <= seeds <= MAX_SEEDS:
         raise UsageError(f"--seeds: expected a count from 1 to {MAX_SEEDS}, got {seeds}")
     jobs = default_jobs() if jobs is None else jobs
@@ -160,17 +161,18 @@ class _Bars(Events):
 def reproduce(names: list[str], quick: bool, data_spec: str, engine: str, out: Path, seed: int,
               steps_scale: float | None, data_dir: Path | None, seeds: int | None = None,
               jobs: int | None = None, device: str | None = None, workers: int = 1,
-              sync_bn: bool = False) -> None:
+              sync_bn: bool = False, size: str | None = None) -> None:
     console = Console(stderr=True, soft_wrap=True)
     try:
-        names, seeds, jobs = _check(names, engine, seed, seeds, jobs, quick)
+        size = resolve_size(quick, size)
+        names, seeds, jobs = _check(names, engine, seed, seeds, jobs, size)
         _check_scale_out(engine, device, workers, sync_bn)
         scale = resolve_scale(quick, steps_scale)
         data = _load_data(data_spec, data_dir)
         check_out_dir(out)
         with out_lock(out):
-            opts = Options(names, quick, data_spec, engine, out, seed, scale, seeds, jobs,
-                           device, workers, sync_bn)
+            opts = Options(names, size == "quick", data_spec, engine, out, seed, scale, seeds,
+                           jobs, device, workers, sync_bn, size)
             _reproduce(opts, data, console)
     except UsageError as exc:
         _fail(str(exc))
@@ -183,7 +185,7 @@ def _reproduce(opts: Options, data, console: Console) -> None:
     console.print(f"normlab reproduce: {escape(', '.join(opts.names))} on "
                   f"{escape(data.describe())}, engine {escape(opts.engine)}, seeds "
                   f"{opts.seed}..{opts.seed + opts.seeds - 1}, {opts.jobs} process"
-                  f"{'es' if opts.jobs > 1 else ''}{', quick' if opts.quick else ''} -> "
+                  f"{'es' if opts.jobs > 1 else ''}, {opts.size} size -> "
                   f"{escape(str(opts.out))}", highlight=False)
     if note:
         console.print(f"[yellow]note: {escape(note)}[/yellow]", highlight=False)

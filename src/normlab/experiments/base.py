@@ -8,6 +8,12 @@ those statistics are judged against and the numbers its sources publish. :meth:`
 same for every experiment: a 95% interval per statistic over the seeds, one verdict per criterion
 and one combination rule (:mod:`.evidence`). Adding an experiment = one file with a subclass +
 one registry entry (:mod:`normlab.experiments.registry`).
+
+Sizes (:data:`SIZES`): ``quick`` (the step counts times ``quick_scale``), ``full`` (what two CPU
+cores run in minutes) and ``paper`` (the closest setting to the source that one GPU runs in
+about an hour for the whole suite). ``setup``, ``runs`` and ``scale_note`` take the size; an
+experiment whose full size already is its source's setting runs it unchanged at ``paper`` and
+says why in ``same_at_paper`` (:meth:`Experiment.setup_text` adds it to the setup).
 """
 
 from __future__ import annotations
@@ -32,6 +38,14 @@ from .evidence import (
     interval,
 )
 from .store import CorruptCheckpoint, read_checkpoint, write_checkpoint
+
+SIZES = ("quick", "full", "paper")
+
+
+def size_of(config: dict) -> str:
+    """The size of a results.json ``config`` (one written before sizes: from ``quick``)."""
+    return config.get("size") or ("quick" if config.get("quick") else "full")
+
 
 Metrics = dict[str, dict]            # run key -> that run's metrics, for one seed
 BySeed = dict[int, Metrics]          # seed -> the metrics of every run at that seed
@@ -74,12 +88,20 @@ class Experiment:
     criteria: tuple[Criterion, ...] = ()     # the bars, fixed before any run
     published: tuple[Published, ...] = ()    # what the sources report
     definitions: str = ""     # what the statistics mean, for the report's rule paragraph
+    same_at_paper: str = ""   # why --size paper runs the full setting unchanged (if it does)
 
-    def setup(self, data: Dataset, scale: float) -> str:
+    def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
         """The exact setup as prose for the report (architecture, optimizer, steps, init)."""
         raise NotImplementedError
 
-    def runs(self, data: Dataset, scale: float) -> list[Run]:
+    def setup_text(self, data: Dataset, scale: float, size: str = "full") -> str:
+        """:meth:`setup`, plus at ``paper`` size why it is the full setting (if it is)."""
+        text = self.setup(data, scale, size)
+        if size == "paper" and self.same_at_paper:
+            text += f" --size paper runs this full setting unchanged: {self.same_at_paper}"
+        return text
+
+    def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
         raise NotImplementedError
 
     def run(self, ctx: RunContext, config: dict) -> dict:
@@ -90,7 +112,7 @@ class Experiment:
         """The numbers of one seed that the criteria read (and others worth an interval)."""
         raise NotImplementedError
 
-    def scale_note(self, data: Dataset, scale: float) -> str:
+    def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
         """Our scale in a few words (model, steps, training images) for the published table."""
         return ""
 

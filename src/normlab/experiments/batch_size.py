@@ -15,6 +15,10 @@ lost at most ~0.5 points at 2 images on mnist5k and Fashion-MNIST: each conv cha
 barely move with the group. A normalised fully connected layer is where batch statistics come
 from the group's images alone (BN1d over 2 images maps every unit to +-gamma), which is the
 regime the GN paper's claim is about.
+
+At paper size the network is the GN paper's kind instead: a ResNet-20-style CNN (:mod:`.resnet`,
+He et al. 2016 sec. 4.2) on full 28x28 images, the norm after every convolution and no hidden
+fully connected layer -- its last stage works on 7x7 maps, as ResNet-50's does on ImageNet.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import math
 
 from ..data import Dataset
+from . import resnet
 from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
 from .cnn import as_images, cnn_spec, group_count, image_shape
 from .curve import eval_steps, final_accuracy, train_curve
@@ -39,6 +44,7 @@ BATCH = 32                       # the optimizer batch: the gradient is over all
 HIDDEN = 128
 LR = 0.1                         # plain SGD, cosine decay to 0 over the run
 STEPS = 1500
+PAPER_STEPS = 2000               # the ResNet at paper size (the GPU budget: README, "Sizes")
 INIT_STD = 0.01                  # Linear weights
 N_EVALS = 10
 # Batch Renorm schedule (Ioffe 2017 sec. 4): r_max 3, d_max 5, plain BN for 5k steps, r_max
@@ -63,6 +69,10 @@ def renorm_schedule(steps: int) -> list:
     r_max, d_max, warmup, r_at, d_at = RENORM
     f = steps / RENORM_PAPER_STEPS
     return [r_max, d_max, round(warmup * f), round(r_at * f), round(d_at * f)]
+
+
+def steps_at(size: str) -> int:
+    return PAPER_STEPS if size == "paper" else STEPS
 
 
 def run_key(method: str, group: int | None) -> str:
@@ -103,36 +113,49 @@ class BatchSize(Experiment):
                    f"(BN error at 2 - BN error at 32), undefined (no verdict) when BN loses "
                    f"less than {MIN_LOSS}.")
 
-    def setup(self, data: Dataset, scale: float) -> str:
-        h, w = image_shape(data.image_shape)
-        steps = scaled(STEPS, scale, 20)
-        return (f"On {data.describe()}: the CNN [conv3x3 16 -> norm -> ReLU -> maxpool2] -> "
-                f"[conv3x3 32 -> norm -> ReLU -> maxpool2] -> [Linear {HIDDEN} -> norm -> ReLU] "
-                f"-> Linear on {h}x{w} inputs (images above 16 px 2x2 average-pooled), He-normal "
-                f"conv weights, Linear weights N(0, {INIT_STD}^2). Norm = BatchNorm or Batch "
+    def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
+        steps = scaled(steps_at(size), scale, 20)
+        if size == "paper":
+            model = (f"{resnet.describe(data.image_shape)}, Linear weights N(0, {INIT_STD}^2). "
+                     f"No hidden fully connected layer: the last stage's "
+                     f"{'x'.join(map(str, resnet.last_side(data.image_shape)))} maps are "
+                     f"where BN's statistics come from few values, as in the GN paper's "
+                     f"ResNet-50")
+            groups = "/".join(str(group_count(c)) for c in resnet.STAGES)
+        else:
+            h, w = image_shape(data.image_shape)
+            model = (f"the CNN [conv3x3 16 -> norm -> ReLU -> maxpool2] -> [conv3x3 32 -> norm "
+                     f"-> ReLU -> maxpool2] -> [Linear {HIDDEN} -> norm -> ReLU] -> Linear on "
+                     f"{h}x{w} inputs (images above 16 px 2x2 average-pooled), He-normal conv "
+                     f"weights, Linear weights N(0, {INIT_STD}^2)")
+            groups = f"{group_count(16)}/{group_count(32)}/{group_count(HIDDEN)}"
+        pilot = ("" if size == "paper" else
+                 " Design pilot (2 seeds, before these bars were fixed): without the hidden "
+                 "layer BN at 2 images was within 0.5 points of BN at 32 on mnist5k and "
+                 "Fashion-MNIST; with it, ~10 points worse on mnist5k.")
+        return (f"On {data.describe()}: {model}. Norm = BatchNorm or Batch "
                 f"Renorm (r_max 3, d_max 5, the paper's 5k/25k/40k-step schedule x run steps / "
                 f"80k) over groups of {list(GROUPS)} of each batch of {BATCH} (ghost BN: the "
                 f"running statistics take one update per step from the groups' mean and "
-                f"unbiased variance), or GroupNorm ({group_count(16)}/{group_count(32)}/"
-                f"{group_count(HIDDEN)} groups: 4 channels per group, since the paper's 32 "
-                f"groups would be InstanceNorm here), LayerNorm (GroupNorm with 1 group), "
-                f"InstanceNorm (affine; the hidden layer has one value per channel, so it is "
-                f"not normalised there), or none. Plain SGD, lr {LR} with a cosine decay to 0, "
-                f"{steps:,} steps of {BATCH} images; at each seed every run starts from the "
-                f"same weights (per method) and sees the same batches. Validation accuracy at "
-                f"{N_EVALS} points, test error once at the end. Design pilot (2 seeds, before "
-                f"these bars were fixed): without the hidden layer BN at 2 images was within "
-                f"0.5 points of BN at 32 on mnist5k and Fashion-MNIST; with it, ~10 points "
-                f"worse on mnist5k.")
+                f"unbiased variance), or GroupNorm ({groups} groups: 4 channels per group, "
+                f"since the paper's 32 groups would be InstanceNorm here), LayerNorm (GroupNorm "
+                f"with 1 group), InstanceNorm (affine; a fully connected layer has one value "
+                f"per channel, so it is not normalised there), or none. Plain SGD, lr {LR} "
+                f"with a cosine decay to 0, {steps:,} steps of {BATCH} images; at each seed "
+                f"every run starts from the same weights (per method) and sees the same "
+                f"batches. Validation accuracy at {N_EVALS} points, test error once at the "
+                f"end.{pilot}")
 
-    def scale_note(self, data: Dataset, scale: float) -> str:
-        return (f"2-conv + 1-hidden-layer CNN, {scaled(STEPS, scale, 20):,} steps of {BATCH}, "
-                f"groups of {'/'.join(map(str, GROUPS))}")
+    def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
+        model = (resnet.short_name(data.image_shape) if size == "paper"
+                 else "2-conv + 1-hidden-layer CNN")
+        return (f"{model}, {scaled(steps_at(size), scale, 20):,} steps of {BATCH}, groups of "
+                f"{'/'.join(map(str, GROUPS))}")
 
-    def runs(self, data: Dataset, scale: float) -> list[Run]:
-        steps = scaled(STEPS, scale, 20)
+    def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
+        steps = scaled(steps_at(size), scale, 20)
         base = {"batch": BATCH, "lr": LR, "steps": steps, "evals": eval_steps(steps, N_EVALS),
-                "n_classes": data.n_classes}
+                "n_classes": data.n_classes, "model": "resnet" if size == "paper" else "cnn"}
         out = []
         for method in GROUPED:
             for g in GROUPS:
@@ -152,16 +175,22 @@ class BatchSize(Experiment):
         per_worker = BATCH // ctx.workers
         ddp = cfg["norm"] == "batch" and ctx.workers > 1 and (
             cfg["group"] is None if ctx.sync_bn else cfg["group"] == per_worker)
-        spec = cnn_spec(image_shape(ctx.data.image_shape), cfg["n_classes"], cfg["norm"],
-                        schedule=cfg["schedule"], hidden=HIDDEN,
-                        virtual=None if ddp else cfg["group"])
+        virtual = None if ddp else cfg["group"]
+        resnet_model = cfg.get("model") == "resnet"
+        if resnet_model:
+            spec = resnet.resnet_spec(ctx.data.image_shape, cfg["n_classes"], cfg["norm"],
+                                      schedule=cfg["schedule"], virtual=virtual)
+        else:
+            spec = cnn_spec(image_shape(ctx.data.image_shape), cfg["n_classes"], cfg["norm"],
+                            schedule=cfg["schedule"], hidden=HIDDEN, virtual=virtual)
         options = ctx.trainer_options() if ddp else {"device": ctx.device}
         trainer = ctx.owned(make_trainer(ctx.engine, spec, INIT_STD,
                                          ctx.rng("init", cfg["norm"]), cfg["lr"], **options))
         stream = derive_seed(ctx.seed, self.name, "batches")   # one sample order for all runs
         p = parts(ctx.data)
         steps, lr = cfg["steps"], cfg["lr"]
-        return train_curve(ctx, trainer, *((as_images(q.x), q.y) for q in (p.train, p.val, p.test)),
+        images = [(as_images(q.x, pool=not resnet_model), q.y) for q in (p.train, p.val, p.test)]
+        return train_curve(ctx, trainer, *images,
                            steps=steps, batch=cfg["batch"], evals=cfg["evals"], stream=stream,
                            lr_at=lambda s: lr * (1 + math.cos(math.pi * s / steps)) / 2)
 

@@ -178,12 +178,20 @@ def _torch_activation_bn():
 _TORCH_ACTIVATION_BN = None
 
 
+def conv_args(layer: tuple) -> tuple[int, int, int, int, int]:
+    """(c_in, c_out, kernel, padding, stride) of a ("conv", c_in, c_out, k, pad[, stride])
+    spec layer; the stride is optional so the specs (and run identities) written before the
+    ResNet blocks needed it stay as they were."""
+    _, c_in, c_out, k, pad, *rest = layer
+    return c_in, c_out, k, pad, rest[0] if rest else 1
+
+
 def numpy_layer(layer: tuple, rng: np.random.Generator):
     """NumPy-engine module for a CNN spec layer; conv weights He-normal (fan-in), biases 0."""
     kind = layer[0]
     if kind == "conv":
-        _, c_in, c_out, k, pad = layer
-        conv = nn.Conv2d(c_in, c_out, k, padding=pad, rng=rng)
+        c_in, c_out, k, pad, stride = conv_args(layer)
+        conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad, rng=rng)
         conv.weight.data[...] = nn.init.kaiming_normal(conv.weight.shape, rng=rng)
         conv.bias.data[...] = 0
         return conv
@@ -205,8 +213,8 @@ def torch_layer(layer: tuple):
 
     kind = layer[0]
     if kind == "conv":
-        _, c_in, c_out, k, pad = layer
-        return torch.nn.Conv2d(c_in, c_out, k, padding=pad)
+        c_in, c_out, k, pad, stride = conv_args(layer)
+        return torch.nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad)
     if kind == "norm":
         _, name, c, h, w, schedule, virtual = layer
         return get_norm(name, c, (h, w), schedule, engine="torch", virtual=virtual)
@@ -223,19 +231,20 @@ def torch_layer(layer: tuple):
 MAX_SIDE = 16
 
 
-def image_shape(shape: tuple[int, int]) -> tuple[int, int]:
-    """The CNN's input size: images wider than 16 px are 2x2 average-pooled (28 -> 14)."""
+def image_shape(shape: tuple[int, int], pool: bool = True) -> tuple[int, int]:
+    """The CNN's input size: images wider than 16 px are 2x2 average-pooled (28 -> 14), unless
+    ``pool`` is False (the paper-size ResNets take full 28x28 images)."""
     h, w = shape
-    return (h // 2, w // 2) if max(h, w) > MAX_SIDE else (h, w)
+    return (h // 2, w // 2) if pool and max(h, w) > MAX_SIDE else (h, w)
 
 
-def as_images(x: np.ndarray) -> np.ndarray:
+def as_images(x: np.ndarray, pool: bool = True) -> np.ndarray:
     """(N, H, W) images -> (N, 1, H', W'), the CNN's input layout, 2x2-pooled if large.
 
     The pooling keeps the NumPy-engine CNN runs within minutes on two cores; digits (8x8)
-    are used as they are.
+    are used as they are, and so is everything with ``pool=False``.
     """
-    h, w = image_shape(x.shape[1:])
+    h, w = image_shape(x.shape[1:], pool)
     if (h, w) != x.shape[1:]:
         x = x[:, :2 * h, :2 * w].reshape(len(x), h, 2, w, 2).mean(axis=(2, 4))
     return np.ascontiguousarray(x.reshape(len(x), 1, h, w), dtype=np.float32)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import nn
-from . import cnn
+from . import cnn, resnet
 
 Spec = tuple[tuple, ...]
 
@@ -63,6 +63,8 @@ def build_numpy(spec: Spec, init_std: float, rng: np.random.Generator) -> nn.Seq
             layers.append(nn.Dropout(layer[1], rng=rng.spawn(1)[0]))
         elif kind in cnn.KINDS:
             layers.append(cnn.numpy_layer(layer, rng))
+        elif kind in resnet.KINDS:
+            layers.append(resnet.numpy_block(layer, rng))
         else:
             raise ValueError(f"spec: unknown layer kind {kind!r}")
     return nn.Sequential(*layers)
@@ -87,6 +89,8 @@ def build_torch(spec: Spec, state_dict: dict[str, np.ndarray]):
             layers.append(torch.nn.Dropout(layer[1]))
         elif kind in cnn.KINDS:
             layers.append(cnn.torch_layer(layer))
+        elif kind in resnet.KINDS:
+            layers.append(resnet.torch_block(layer))
         else:
             raise ValueError(f"spec: unknown layer kind {kind!r}")
     model = torch.nn.Sequential(*layers)

@@ -62,6 +62,8 @@ class Regularization(Experiment):
              "BN net without dropout generalizes as well as the plain net with dropout, and "
              "adding dropout to it gains little.")
     quick_scale = 0.3
+    same_at_paper = ("the small training set is the method: dropout must help the plain net "
+                     "(the precondition), which more training data would remove.")
     criteria = (
         Criterion("precondition: dropout helps the plain net", HELPS, 0.01, precondition=True),
         Criterion("(1) BN alone does as well as dropout", REPLACES, -0.005),
@@ -79,7 +81,7 @@ class Regularization(Experiment):
                    "Its bar (1 point) is twice the margins of (1) and (2), so a BN that does "
                    "nothing cannot pass all three.")
 
-    def setup(self, data: Dataset, scale: float) -> str:
+    def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
         epochs = scaled(EPOCHS, scale, 5)
         n = min(N_TRAIN, len(parts(data).train))
         steps = max(1, n // BATCH)
@@ -97,11 +99,11 @@ class Regularization(Experiment):
                 f"100 units, dropout 0.2 on hidden units only) gave dropout too little to "
                 f"remove.")
 
-    def scale_note(self, data: Dataset, scale: float) -> str:
+    def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
         return (f"784-512-512-10 MLP, {N_TRAIN} training images, {scaled(EPOCHS, scale, 5)} "
                 f"epochs")
 
-    def runs(self, data: Dataset, scale: float) -> list[Run]:
+    def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
         base = {"sizes": [data.n_features, *HIDDEN, data.n_classes], "batch": BATCH, "lr": LR,
                 "epochs": scaled(EPOCHS, scale, 5),
                 "n_train": min(N_TRAIN, len(parts(data).train))}

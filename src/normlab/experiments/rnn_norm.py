@@ -6,8 +6,11 @@ recurrent pre-activations (and its cell) makes it train faster than the plain LS
 needs statistics per time step (Cooijmans: separate statistics for every t, gamma initialised to
 0.1); the seeds (note 004) describe the simple alternative: one set of statistics over batch x
 time, applied to the input projection W_x x only, because the recurrent W_h h changes with t.
-Here each image is read as a sequence of pixel rows (8 steps of 8 pixels for ``digits``, 28 of 28
-for MNIST-like data) by the NumPy-engine LSTM of :mod:`normlab.nn.recurrent`.
+At quick and full size each image is read as a sequence of pixel rows (8 steps of 8 pixels for
+``digits``, 28 of 28 for MNIST-like data) by the NumPy-engine LSTM of :mod:`normlab.nn.recurrent`,
+trained with plain SGD; at paper size as Cooijmans et al. sec. 5.1 read MNIST: pixel by pixel
+(T = 784), 100 units, RMSProp lr 1e-3. There is no torch twin of the normalised LSTMs, so the
+experiment runs on the NumPy engine whatever ``--engine`` says (:mod:`.rnn_train`).
 
 Two details of Cooijmans et al.'s sequential-MNIST setup (sec. 5.1) are part of the method: the
 global gradient norm is clipped at 1 for every LSTM, and the BN-LSTM starts from a NOISY initial
@@ -19,22 +22,25 @@ explodes ("We work around this by injecting noise into the initial hidden states
 
 from __future__ import annotations
 
-import numpy as np
-
-from .. import nn, optim
 from ..data import Dataset
 from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
 from .curve import speedup, steps_to
 from .evidence import Criterion, Published
 from .holdout import parts
 from .plots import BAND_NOTE, band, seeds_of
-from .train import epoch_batch
+from .rnn_train import train_lstm
 
-STEPS = 1500
 BATCH = 64
-LR = 0.5
-HIDDEN = 64
 N_EVALS = 20
+# quick / full: rows, plain SGD; paper: Cooijmans et al. sec. 5.1 (pixels, RMSProp lr 1e-3).
+# Paper steps: what 16 CPU cores give the 20 pixel-by-pixel runs within the suite's hour.
+# val_limit: the curve's evaluations read the first this many validation images (a T = 784
+# forward costs 2-10 ms per image on one core; the test set is read whole, once).
+SETTINGS = {"full": {"steps": 1500, "hidden": 64, "optimizer": "sgd", "lr": 0.5,
+                     "pixels": False, "val_limit": None},
+            "paper": {"steps": 1000, "hidden": 100, "optimizer": "rmsprop", "lr": 1e-3,
+                      "pixels": True, "val_limit": 1000}}
+STEPS, HIDDEN, LR = (SETTINGS["full"][k] for k in ("steps", "hidden", "lr"))
 CLIP = 1.0        # Cooijmans et al. sec. 5.1: "gradient clipping at 1" (global norm), all four
 H0_NOISE = {"recurrent_batch": 0.1}   # std of the noisy h_0 (Cooijmans sec. 5.1); others: zeros
 NORMS = {"none": "plain LSTM", "layer": "LayerNorm (Ba et al.)",
@@ -51,35 +57,22 @@ def faster(norm: str) -> str:
 COOIJMANS = ("sequential MNIST (pixel by pixel, T = 784), 1 layer of 100 LSTM units, RMSProp "
              "lr 1e-3, gradient clipping 1.0, batch 64")
 
-def initial_state(noise: float, n: int, hidden: int, rng: np.random.Generator):
-    """(h_0, c_0) with h_0 ~ N(0, noise^2) and c_0 = 0, or None (zeros) when ``noise`` is 0."""
-    if not noise:
-        return None
-    return (rng.normal(0.0, noise, (n, hidden)).astype(np.float32),
-            np.zeros((n, hidden), dtype=np.float32))
+
+def settings(size: str) -> dict:
+    """The LSTM, optimizer and reading order at ``size`` (quick: full's, fewer steps)."""
+    return SETTINGS["paper" if size == "paper" else "full"]
 
 
-def clip_grad_norm(params, max_norm: float) -> float:
-    """Scale all gradients so their global L2 norm is at most ``max_norm``; returns the norm."""
-    norm = float(np.sqrt(sum(float(np.vdot(p.grad, p.grad)) for p in params
-                             if p.grad is not None)))
-    if norm > max_norm:
-        for p in params:
-            if p.grad is not None:
-                p.grad *= max_norm / norm
-    return norm
+def sequence_text(data: Dataset, pixels: bool) -> str:
+    h, w = data.image_shape
+    return (f"pixel by pixel (T = {h * w} steps of 1 pixel)" if pixels
+            else f"row by row (T = {h} rows of {w} pixels)")
 
 
-def _accuracy(lstm, head, x: np.ndarray, y: np.ndarray, noise: float = 0.0,
-              rng: np.random.Generator | None = None, chunk: int = 500) -> float:
-    lstm.eval()
-    head.eval()
-    correct = 0
-    for s in range(0, len(x), chunk):
-        out, _ = lstm(x[s:s + chunk], initial_state(noise, len(x[s:s + chunk]),
-                                                    lstm.hidden_size, rng))
-        correct += int((head(out[:, -1]).argmax(1) == y[s:s + chunk]).sum())
-    return correct / max(1, len(x))
+def val_text(data: Dataset, limit: int | None) -> str:
+    n = len(parts(data).val)
+    return f" (on the first {limit:,} of the {n:,} validation images)" if limit and limit < n \
+        else ""
 
 
 class RnnNorm(Experiment):
@@ -115,30 +108,39 @@ class RnnNorm(Experiment):
                    f"interpolated between evaluations, and an LSTM that never reaches it counts "
                    f"as needing 2x the budget. Test accuracy: once, after the last step.")
 
-    def setup(self, data: Dataset, scale: float) -> str:
-        steps = scaled(STEPS, scale, 20)
-        t, i = data.image_shape
-        return (f"Single-layer LSTM (hidden {HIDDEN}, batch-first, NumPy engine with hand-written "
-                f"BPTT) + Linear({HIDDEN}, {data.n_classes}) on the last hidden state; each image "
-                f"of {data.describe()} is a sequence of T={t} rows of {i} pixels. Norms: "
+    def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
+        st = settings(size)
+        steps, hidden = scaled(st["steps"], scale, 20), st["hidden"]
+        optimizer = ("RMSProp (torch's alpha 0.99, eps 1e-8)" if st["optimizer"] == "rmsprop"
+                     else "plain SGD")
+        scope = ("Pixel by pixel as Cooijmans et al. sec. 5.1 read MNIST; they train for tens "
+                 "of thousands of steps, of which this many fit the suite's GPU hour on the "
+                 "CPU cores beside the GPU" if st["pixels"] else "The papers read "
+                 "pixel-by-pixel MNIST (T = 784) for tens of thousands of steps; --size paper "
+                 "does that")
+        return (f"Single-layer LSTM (hidden {hidden}, batch-first, NumPy engine with hand-written "
+                f"BPTT) + Linear({hidden}, {data.n_classes}) on the last hidden state; each image "
+                f"of {data.describe()} is read {sequence_text(data, st['pixels'])}. Norms: "
                 f"{'; '.join(f'{k}: {v}' for k, v in NORMS.items())}. Identical initial LSTM "
                 f"and head weights (torch's U(-1/sqrt(H), 1/sqrt(H))) and batches for all four; "
-                f"plain SGD lr {LR} with the global gradient norm clipped at {CLIP} (Cooijmans "
-                f"et al. sec. 5.1), batch {BATCH}, {steps:,} steps (full size {STEPS:,}; the "
-                f"papers train for tens of thousands of steps on pixel-by-pixel MNIST, T=784); "
-                f"as in Cooijmans et al. sec. 5.1 the BN-LSTM starts from a noisy h_0 ~ "
+                f"{optimizer} lr {st['lr']:g} with the global gradient norm clipped at {CLIP} "
+                f"(Cooijmans et al. sec. 5.1), batch {BATCH}, {steps:,} steps. {scope}. "
+                f"As in Cooijmans et al. sec. 5.1 the BN-LSTM starts from a noisy h_0 ~ "
                 f"N(0, {H0_NOISE['recurrent_batch']}^2) in training and test (the blank top rows "
                 f"give zero-variance W_h h otherwise, and the gradient explodes), the others "
                 f"from zeros; validation accuracy (eval mode: running statistics) at "
-                f"{N_EVALS} points, test accuracy once at the end. Runs on the NumPy engine "
-                f"only: there is no torch twin of the "
-                f"normalized LSTMs in the model specs, so --engine torch is noted and ignored "
-                f"here.")
+                f"{N_EVALS} points{val_text(data, st['val_limit'])}, test accuracy once at the "
+                f"end. Runs on the NumPy engine "
+                f"only, at every size: there is no torch twin of the normalized LSTMs, so "
+                f"--engine torch (and --device) are noted and ignored here.")
 
-    def runs(self, data: Dataset, scale: float) -> list[Run]:
-        steps = scaled(STEPS, scale, 20)
-        base = {"steps": steps, "batch": BATCH, "lr": LR, "hidden": HIDDEN, "clip": CLIP,
-                "eval_every": max(1, steps // N_EVALS)}
+    def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
+        st = settings(size)
+        steps = scaled(st["steps"], scale, 20)
+        base = {"steps": steps, "batch": BATCH, "lr": st["lr"], "hidden": st["hidden"],
+                "clip": CLIP, "eval_every": max(1, steps // N_EVALS),
+                "optimizer": st["optimizer"], "pixels": st["pixels"],
+                "val_limit": st["val_limit"]}
         return [Run(norm, {**base, "norm": norm, "h0_noise": H0_NOISE.get(norm, 0.0)}, label)
                 for norm, label in NORMS.items()]
 
@@ -146,46 +148,7 @@ class RnnNorm(Experiment):
         if ctx.engine != "numpy" and ctx.warn:
             ctx.warn(f"rnn-norm/{ctx.key}: runs on the NumPy engine (no torch twin of the "
                      f"normalized LSTM); --engine {ctx.engine} ignored")
-        rng = ctx.rng("init")   # same stream for every norm: identical LSTM and head weights
-        steps_t, inputs = ctx.data.image_shape
-        lstm = nn.LSTM(inputs, cfg["hidden"], norm=cfg["norm"], rng=rng)
-        head = nn.Linear(cfg["hidden"], ctx.data.n_classes, rng=rng)
-        loss_fn = nn.CrossEntropyLoss()
-        params = lstm.parameters() + head.parameters()
-        opt = optim.SGD(params, lr=cfg["lr"])
-        noise = cfg.get("h0_noise", 0.0)
-        noise_rng = ctx.rng("h0", cfg["norm"])
-        stream = derive_seed(ctx.seed, self.name, "batches")
-        p = parts(ctx.data)
-        x, y = p.train.x, p.train.y
-        hist = {"step": [], "val_acc": [], "train_loss": []}
-        losses = []
-        for step in range(cfg["steps"]):
-            idx = epoch_batch(stream, len(x), cfg["batch"], step)
-            lstm.train()
-            head.train()
-            out, _ = lstm(x[idx], initial_state(noise, len(idx), cfg["hidden"], noise_rng))
-            losses.append(loss_fn(head(out[:, -1]), y[idx]))
-            d_out = np.zeros_like(out)
-            d_out[:, -1] = head.backward(loss_fn.backward())   # the loss sees the last step
-            lstm.backward_params(d_out)   # the images need no gradient
-            if cfg.get("clip"):
-                clip_grad_norm(params, cfg["clip"])
-            opt.step()
-            opt.zero_grad()
-            done = step + 1
-            if done % cfg["eval_every"] == 0 or done == cfg["steps"]:
-                hist["step"].append(done)
-                # the same eval-time h_0 noise at every evaluation: curves are not jittered by it
-                hist["val_acc"].append(_accuracy(lstm, head, p.val.x, p.val.y, noise,
-                                                 ctx.rng("h0-test", cfg["norm"])))
-                hist["train_loss"].append(float(np.mean(losses)))
-                losses = []
-                ctx.report(done, cfg["steps"])
-        test_acc = _accuracy(lstm, head, p.test.x, p.test.y, noise,
-                             ctx.rng("h0-test", cfg["norm"]))
-        return {**hist, "engine": "numpy", "final_acc": float(np.mean(hist["val_acc"][-2:])),
-                "test_acc": test_acc}
+        return train_lstm(ctx, cfg, derive_seed(ctx.seed, self.name, "batches"))
 
     def statistics(self, runs: list[Run], metrics: Metrics) -> dict[str, float]:
         target = TARGET_FRACTION * max(metrics[k]["final_acc"] for k in NORMS)
@@ -201,10 +164,12 @@ class RnnNorm(Experiment):
                                for m in ("val_acc", "train_loss")}}
                 for i, s in enumerate(metrics["none"]["step"])]
 
-    def scale_note(self, data: Dataset, scale: float) -> str:
-        t, i = data.image_shape
-        return (f"row by row (T = {t}), LSTM of {HIDDEN} units, SGD lr {LR}, "
-                f"{scaled(STEPS, scale, 20):,} steps of {BATCH}")
+    def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
+        st = settings(size)
+        optimizer = "RMSProp" if st["optimizer"] == "rmsprop" else "SGD"
+        return (f"{sequence_text(data, st['pixels'])}, LSTM of {st['hidden']} units, "
+                f"{optimizer} lr {st['lr']:g}, {scaled(st['steps'], scale, 20):,} steps of "
+                f"{BATCH}")
 
     def figures(self, runs, by_seed, summary) -> dict:
         import matplotlib.pyplot as plt

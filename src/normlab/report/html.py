@@ -10,6 +10,7 @@ import html
 from pathlib import Path
 
 from .._io import atomic_write_text
+from ..experiments.base import size_of
 
 CSS = """
 :root { --fg:#1b1f23; --muted:#57606a; --line:#d0d7de; --bg:#ffffff; --card:#f6f8fa; }
@@ -101,7 +102,7 @@ def render(out: Path, results: dict) -> str:
              "<h1>Batch Normalization: published claims vs measured</h1>",
              f'<p class="meta">normlab {_e(results["normlab"])} &middot; data: '
              f'{_e(data["description"])} &middot; engine: {_e(cfg["engine"])} &middot; seeds '
-             f'{_e(", ".join(map(str, seeds)))} &middot; {"quick" if cfg["quick"] else "full"} '
+             f'{_e(", ".join(map(str, seeds)))} &middot; {_e(size_of(cfg))} '
              f'size{" (steps x" + _e(cfg["steps_scale"]) + ")" if cfg["steps_scale"] != 1 else ""}'
              f"</p>",
              f'<p class="meta">Every claim is judged on statistics with a 95% interval over '

@@ -5,6 +5,8 @@ never hand-copied: ``normlab report DIR --markdown FILE``.
 
 from __future__ import annotations
 
+from ..experiments.base import size_of
+
 
 def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
@@ -23,7 +25,7 @@ def _ci(iv: dict | None) -> str:
 def render(results: dict) -> str:
     cfg, data, exps = results["config"], results["data"], results["experiments"]
     seeds = cfg.get("seeds", [cfg.get("seed")])
-    size = "quick" if cfg.get("quick") else "full"
+    size = size_of(cfg)
     lines = [f"### {_cell(data['description'])}: {size} size, seeds "
              f"{', '.join(map(str, seeds))}, engine {cfg['engine']}", "",
              "| experiment | verdict | each part: mean [95% interval] vs bar -> verdict | "
