@@ -108,14 +108,19 @@ class Module:
     def backward(self, dy):
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
+    def _saved(self, saved):
+        """``saved`` -- what the last forward kept for ``backward`` -- or, when it is None, the
+        one error every layer gives for a backward that no forward preceded."""
+        if saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return saved
+
     def _check_dy(self, dy, shape: tuple[int, ...] | None) -> np.ndarray:
         """The first step of every ``backward``: ``dy`` must be a float array of exactly the last
         forward output's ``shape`` (None: no forward yet), checked before any gradient or cache
         changes -- numpy would otherwise broadcast it or fail half-way with a message that does
         not name ``dy``."""
-        if shape is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        return check_grad("dy", dy, shape)
+        return check_grad("dy", dy, self._saved(shape))
 
     def backward_params(self, dy) -> None:
         """Accumulate parameter gradients only; layers override it to skip computing dx (as
