@@ -7,7 +7,7 @@ worth counting, so long runs lose nothing to the narrower accumulator.
 
 The helpers take 1-D views and index them from 0: with an index that starts at a computed
 offset LLVM cannot rule out a negative index, keeps numba's wraparound check inside the loop and
-stops vectorising it (measured 2x slower).
+stops vectorising it.
 """
 
 from __future__ import annotations
