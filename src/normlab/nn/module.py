@@ -219,25 +219,7 @@ class Module:
         missing = [key for key, owner, name in items if key not in state_dict and not
                    owner._may_be_missing(name, metadata.get(key[:-len(name) - 1], {}))]
         unexpected = [k for k in state_dict if k not in targets]
-        values, mis_shaped = {}, []
-        for key, (owner, name) in targets.items():
-            if key not in state_dict:
-                continue
-            loading.refuse_masked(key, state_dict[key])
-            value = np.asarray(state_dict[key])
-            target = _target_array(owner, name)
-            if value.shape != target.shape:
-                mis_shaped.append(f"{key}: expected shape {tuple(target.shape)}, "
-                                  f"got {tuple(value.shape)}")
-            elif value.dtype.kind not in "biuf":
-                # checked before any write: numpy would turn None into NaN, drop imaginary
-                # parts, or fail on strings halfway through the copy loop below
-                raise TypeError(f"state_dict[{key!r}]: expected a real numeric array, "
-                                f"got dtype {value.dtype}")
-            else:
-                if target.dtype.kind in "iu":
-                    loading.check_count(key, value)
-                values[key] = value
+        values, mis_shaped = _checked_values(state_dict, targets)
         problems = []
         if strict and missing:
             problems.append("missing keys: " + ", ".join(missing))
@@ -272,6 +254,31 @@ class Module:
         for name, child in self._modules.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines) + "\n)"
+
+
+def _checked_values(state_dict: Mapping, targets: dict) -> tuple[dict, list[str]]:
+    """({key: array} for every key of ``targets`` that ``state_dict`` has, [wrong-shape
+    messages]); a masked array, a non-numeric dtype or a bad count raises right away."""
+    values, mis_shaped = {}, []
+    for key, (owner, name) in targets.items():
+        if key not in state_dict:
+            continue
+        loading.refuse_masked(key, state_dict[key])
+        value = np.asarray(state_dict[key])
+        target = _target_array(owner, name)
+        if value.shape != target.shape:
+            mis_shaped.append(f"{key}: expected shape {tuple(target.shape)}, "
+                              f"got {tuple(value.shape)}")
+        elif value.dtype.kind not in "biuf":
+            # checked before any write: numpy would turn None into NaN, drop imaginary
+            # parts, or fail on strings halfway through the copy loop of load_state_dict
+            raise TypeError(f"state_dict[{key!r}]: expected a real numeric array, "
+                            f"got dtype {value.dtype}")
+        else:
+            if target.dtype.kind in "iu":
+                loading.check_count(key, value)
+            values[key] = value
+    return values, mis_shaped
 
 
 def _target_array(owner: Module, name: str) -> np.ndarray:
