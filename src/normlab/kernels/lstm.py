@@ -23,14 +23,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
-from ._jit import FASTMATH, jit
+from ._jit import inline, jit
 
-# the row helpers are inlined into their callers: as separate functions their array views cross
-# a call boundary and the fused backward ran slower
-_row = numba.njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+# the row helpers are inlined into their callers (see _jit.inline)
+_row = inline
 
 
 class Steps(NamedTuple):
