@@ -101,7 +101,7 @@ class BatchNormBase(RunningOptions, NormBase):
         weight, bias = self._params()
         if not batch_stats:
             y = F.batch_norm_eval(x, self.running_mean, self.running_var, weight, bias, self.eps)
-            return y, Eval.of(x, self.running_mean, self.running_var, weight, self.eps)
+            return y, Eval(x, self.running_mean, self.running_var, weight, self.eps)
         if self.virtual_batch_size is not None and self.training:   # ghost BN is train-only
             y, cache = F.ghost_batch_norm_train(x, self.virtual_batch_size, weight, bias,
                                                 self.eps)

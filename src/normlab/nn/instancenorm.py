@@ -41,7 +41,7 @@ class InstanceNormBase(NormBase):
             saved = Saved(F.instance_norm_backward, cache)
         else:
             y = F.batch_norm_eval(x, self.running_mean, self.running_var, weight, bias, self.eps)
-            saved = Eval.of(x, self.running_mean, self.running_var, weight, self.eps)
+            saved = Eval(x, self.running_mean, self.running_var, weight, self.eps)
         self._cache = Unbatched(saved, x.shape[1:]) if unbatched else saved
         return y[0] if unbatched else y
 

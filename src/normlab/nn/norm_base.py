@@ -21,11 +21,13 @@ def check_flag(name: str, value) -> bool:
     return bool(value)
 
 
-def accumulate(params, grads) -> None:
-    """Add each gradient to its parameter's ``.grad``; a parameter that is None is skipped."""
-    for p, g in zip(params, grads, strict=True):
-        if p is not None:
-            p.accumulate(g)
+def accumulate(weight, bias, dweight, dbias) -> None:
+    """Add dgamma and dbeta to the parameters' ``.grad``; a parameter that is None is skipped
+    (no affine map, or a norm without beta)."""
+    if weight is not None:
+        weight.accumulate(dweight)
+    if bias is not None:
+        bias.accumulate(dbias)
 
 
 class NormBase(Module):
@@ -86,7 +88,7 @@ class NormBase(Module):
         it saved runs its own backward (:mod:`.saved`)."""
         dx, dweight, dbias = self._saved(self._cache).backward(dy)
         if self.affine:
-            accumulate((self.weight, self.bias), (dweight, dbias))
+            accumulate(self.weight, self.bias, dweight, dbias)
         return dx
 
     def extra_repr(self) -> str:

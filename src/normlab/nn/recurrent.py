@@ -130,7 +130,7 @@ class StepLayerNorm(_StepNorm):
 
     def backward_step(self, dy: np.ndarray, saved) -> np.ndarray:
         dz, dweight, dbias = saved.backward(dy)
-        accumulate((self.weight, self.bias), (dweight, dbias))
+        accumulate(self.weight, self.bias, dweight, dbias)
         return dz
 
     backward_seq = backward_step
@@ -184,7 +184,7 @@ class StepBatchNorm(RunningStats, _StepNorm):
         s = self._slot(t)
         mean, var = self.running_mean[s], self.running_var[s]
         y = F.batch_norm_eval(z, mean, var, weight, bias, self.eps)
-        return y, Eval.of(z, mean, var, weight, self.eps)
+        return y, Eval(z, mean, var, weight, self.eps)
 
     def forward_seq(self, z: np.ndarray):
         if self.per_step:
@@ -194,7 +194,7 @@ class StepBatchNorm(RunningStats, _StepNorm):
 
     def backward_step(self, dy: np.ndarray, saved) -> np.ndarray:
         dz, dweight, dbias = saved.backward(dy)
-        accumulate((self.weight, self.bias), (dweight, dbias))
+        accumulate(self.weight, self.bias, dweight, dbias)
         return dz
 
     def backward_seq(self, dy: np.ndarray, cache) -> np.ndarray:

@@ -49,7 +49,7 @@ class LayerNorm(Module):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         dx, dweight, dbias = self._saved(self._cache).backward(dy)
-        accumulate((self.weight, self.bias), (dweight, dbias))
+        accumulate(self.weight, self.bias, dweight, dbias)
         return dx
 
     def extra_repr(self) -> str:
@@ -89,7 +89,7 @@ class GroupNorm(Module):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         dx, dweight, dbias = self._saved(self._cache).backward(dy)
         if self.affine:
-            accumulate((self.weight, self.bias), (dweight, dbias))
+            accumulate(self.weight, self.bias, dweight, dbias)
         return dx
 
     def extra_repr(self) -> str:
