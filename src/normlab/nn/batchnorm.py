@@ -21,7 +21,7 @@ from .norm_base import NormBase
 from .saved import Eval, Masked, Saved, Scaled, rows, scatter
 
 # A skipped batch's warning names the frame that called ``forward`` (Module.__call__ for
-# ``layer(x)``): 3 frames above the recording helpers' (stacklevel: frames above the method)
+# ``layer(x)``): the recording helpers run in _normalize, so that frame is 3 above them
 _RECORD_DEPTH = 3
 
 
