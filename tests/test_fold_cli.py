@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from normlab.cli import app
 from normlab.fold.archive import load_model, save_model
-from normlab.nn.norm import _BatchNorm
+from normlab.nn.batchnorm import BatchNormBase as _BatchNorm
 
 SPEC = {"format": "normlab.sequential/1", "dtype": "float32", "layers": [
     {"type": "BatchNorm2d", "args": [3]},

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from normlab import nn
 from normlab.fold import Affine, bn_to_affine, fold_bn
 from normlab.functional import batch_norm_eval
-from normlab.nn.norm import _BatchNorm
+from normlab.nn.batchnorm import BatchNormBase as _BatchNorm
 from tests.gradcheck import numerical_grad
 
 SETTINGS = settings(max_examples=25, deadline=None)

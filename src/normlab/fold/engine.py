@@ -21,7 +21,7 @@ import numpy as np
 
 from ..functional.batch import eval_scale_shift
 from ..nn import BatchNorm1d, Conv2d, Linear, Module, Parameter, Sequential
-from ..nn.norm import _BatchNorm
+from ..nn.batchnorm import BatchNormBase
 from .affine import Affine
 from .report import FoldReport, require_eval_mode
 from .rules import Layer, Norm, why_not_merge
@@ -39,9 +39,9 @@ def _data(p: Parameter | None) -> np.ndarray | None:
     return None if p is None else p.data
 
 
-def bn_to_affine(bn: _BatchNorm) -> tuple[np.ndarray, np.ndarray]:
+def bn_to_affine(bn: BatchNormBase) -> tuple[np.ndarray, np.ndarray]:
     """(scale, shift) in float64 with bn(x) == x * scale + shift per channel in eval mode."""
-    if not isinstance(bn, _BatchNorm):
+    if not isinstance(bn, BatchNormBase):
         raise TypeError(f"bn: expected a normlab.nn BatchNorm1d/2d/3d, got {type(bn).__name__}")
     if bn.running_mean is None:   # with buffers, eval uses them even if tracking is off
         raise ValueError("bn: expected track_running_stats=True, got False (it normalises with "
@@ -77,7 +77,7 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _affine_of(bn: _BatchNorm) -> Affine:
+def _affine_of(bn: BatchNormBase) -> Affine:
     scale, shift = bn_to_affine(bn)
     affine = Affine(scale, shift, dtype=bn.running_mean.dtype)
     return affine.eval()
@@ -85,7 +85,7 @@ def _affine_of(bn: _BatchNorm) -> Affine:
 
 def _fold(module: Module, prefix: str, report: FoldReport, uses: Counter) -> Module:
     """Fold inside ``module``; returns the module to use in its place."""
-    if isinstance(module, _BatchNorm):
+    if isinstance(module, BatchNormBase):
         return _standalone(module, prefix, report, "not inside a Sequential")
     if isinstance(module, Sequential):
         return _fold_sequential(module, prefix, report, uses)
@@ -98,7 +98,7 @@ def _fold(module: Module, prefix: str, report: FoldReport, uses: Counter) -> Mod
     return module
 
 
-def _standalone(bn: _BatchNorm, name: str, report: FoldReport, why: str) -> Module:
+def _standalone(bn: BatchNormBase, name: str, report: FoldReport, why: str) -> Module:
     if bn.running_mean is None:
         report.add_skipped(name, "track_running_stats=False: it normalises with batch statistics "
                                  "even in eval mode")
@@ -107,12 +107,12 @@ def _standalone(bn: _BatchNorm, name: str, report: FoldReport, why: str) -> Modu
     return _affine_of(bn)
 
 
-def _why_not_pair(layer, layer_name: str, bn: _BatchNorm, uses: Counter, *,
+def _why_not_pair(layer, layer_name: str, bn: BatchNormBase, uses: Counter, *,
                   following: bool) -> str | None:
     """None if ``bn`` merges exactly into ``layer`` (before or after it), else why not
     (:func:`normlab.fold.rules.why_not_merge`)."""
     one_d = isinstance(bn, BatchNorm1d)   # (N, C) or (N, C, L); 2d/3d: 4-D, 5-D input
-    norm = Norm(type(bn).__name__, bn.num_features, 1 if one_d else bn._ndims[0] - 2,
+    norm = Norm(type(bn).__name__, bn.num_features, 1 if one_d else bn.input_ndims[0] - 2,
                 None if one_d else False)
     shared = f"{layer_name} is shared (used more than once): folding would change its other " \
         "uses" if uses[id(layer)] > 1 else None
@@ -127,7 +127,7 @@ def _why_not_pair(layer, layer_name: str, bn: _BatchNorm, uses: Counter, *,
     return why_not_merge(facts, norm, following=following)
 
 
-def _merge(layer, bn: _BatchNorm, *, following: bool) -> None:
+def _merge(layer, bn: BatchNormBase, *, following: bool) -> None:
     """Write the folded float64 weights into ``layer``, cast to its dtype (bias created)."""
     scale, shift = bn_to_affine(bn)
     weight, bias = layer.weight.data, _data(layer.bias)
@@ -146,7 +146,7 @@ def _fold_sequential(seq: Sequential, prefix: str, report: FoldReport,
     out_names: list[str] = []
     for i, layer in enumerate(layers):
         name = names[i]
-        if not isinstance(layer, _BatchNorm):
+        if not isinstance(layer, BatchNormBase):
             out.append(_fold(layer, name, report, uses))
             out_names.append(name)
             continue

@@ -1,5 +1,12 @@
-"""Pure normalisation math: no state, no classes beyond the caches the backward passes need."""
+"""The normalisation API: pure functions, one file per family, over two backends.
 
+Each call validates its arguments and hands them to the backend :mod:`.backend` chooses (the
+numba kernels or the NumPy reference); ghost BN, Batch Renorm and the running-statistic
+estimators are compositions on top. No state, no classes beyond the caches the backward passes
+need (:mod:`normlab.core.caches`).
+"""
+
+from ..core.stats import moments, normalize, normalize_backward
 from .batch import (
     BatchNormCache,
     averaging_factor,
@@ -24,7 +31,6 @@ from .group import (
 )
 from .layer import layer_norm_backward, layer_norm_forward
 from .renorm import RenormSchedule, batch_renorm_backward, batch_renorm_train
-from .stats import moments, normalize, normalize_backward
 
 __all__ = [
     "BatchNormCache", "averaging_factor", "batch_norm_backward", "batch_norm_eval",

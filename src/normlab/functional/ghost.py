@@ -19,12 +19,14 @@ per-chunk statistics. With a single virtual batch this is exactly batch norm's u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
 from .._checks import check_positive_int
 from .batch import BatchNormCache, batch_norm_backward, batch_norm_train, check_input
+from .running import blend
 
 
 def virtual_splits(batch: int, virtual_batch_size: int) -> list[tuple[int, int]]:
@@ -42,31 +44,48 @@ class GhostCache(NamedTuple):
     affine: bool
 
 
+def split_forward(x: np.ndarray, splits: list[tuple[int, int]], forward: Callable
+                  ) -> tuple[list[np.ndarray], list]:
+    """([y per virtual batch], [cache per virtual batch]) of ``forward(x[start:stop])``."""
+    outs, caches = [], []
+    for start, stop in splits:
+        y, cache = forward(x[start:stop])
+        outs.append(y)
+        caches.append(cache)
+    return outs, caches
+
+
+def split_backward(dy: np.ndarray, splits: list[tuple[int, int]], caches: list,
+                   backward: Callable, affine: bool
+                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(dx, dweight, dbias) of virtual batches: ``backward`` per slice; the shared gamma and
+    beta sum the slices' gradients."""
+    grads = [backward(dy[start:stop], c)
+             for (start, stop), c in zip(splits, caches, strict=True)]
+    dx = np.concatenate([g[0] for g in grads], axis=0)
+    if not affine:
+        return dx, None, None
+    dweight, dbias = 0.0, 0.0
+    for _, dw, db in grads:
+        dweight = dweight + dw
+        dbias = dbias + db
+    return dx, dweight, dbias
+
+
 def ghost_batch_norm_train(x: np.ndarray, virtual_batch_size: int,
                            weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                            eps: float = 1e-5) -> tuple[np.ndarray, GhostCache]:
     """Training forward: batch norm on each virtual batch, sharing gamma and beta."""
     x = check_input(x, training=True)
     splits = virtual_splits(x.shape[0], virtual_batch_size)
-    outs, caches = [], []
-    for start, stop in splits:
-        y, cache = batch_norm_train(x[start:stop], weight, bias, eps)
-        outs.append(y)
-        caches.append(cache)
+    outs, caches = split_forward(x, splits, lambda part: batch_norm_train(part, weight, bias, eps))
     return np.concatenate(outs, axis=0), GhostCache(splits, caches, weight is not None)
 
 
 def ghost_batch_norm_backward(dy: np.ndarray, cache: GhostCache
                               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(dx, dweight, dbias): per-slice batch-norm backward; the shared gamma/beta sum them."""
-    dxs, dweight, dbias = [], 0.0, 0.0
-    for (start, stop), c in zip(cache.splits, cache.caches, strict=True):
-        dx, dw, db = batch_norm_backward(dy[start:stop], c)
-        dxs.append(dx)
-        dweight = dweight + dw
-        dbias = dbias + db
-    dx = np.concatenate(dxs, axis=0)
-    return (dx, dweight, dbias) if cache.affine else (dx, None, None)
+    return split_backward(dy, cache.splits, cache.caches, batch_norm_backward, cache.affine)
 
 
 def ghost_batch_stats(cache: GhostCache) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +101,4 @@ def ghost_running_update(running_mean: np.ndarray, running_var: np.ndarray, cach
                          factor: float) -> tuple[np.ndarray, np.ndarray]:
     """One momentum update per step from the virtual batches (see the module docstring)."""
     mean, var = ghost_batch_stats(cache)
-    new_mean = (1.0 - factor) * running_mean + factor * mean
-    new_var = (1.0 - factor) * running_var + factor * var
-    return new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype)
+    return blend(running_mean, mean, factor), blend(running_var, var, factor)

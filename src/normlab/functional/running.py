@@ -22,8 +22,7 @@ import numbers
 
 import numpy as np
 
-from .batch import averaging_factor
-from .stats import compute_dtype
+from ..core.shapes import compute_dtype
 
 RUNNING_STATS = ("ema", "cumulative", "exact", "ema_debiased")
 UNBIASED = ("running", "both", "none")
@@ -47,6 +46,16 @@ def check_options(running_stats, unbiased, skip_nonfinite, momentum) -> tuple[st
     return running_stats, unbiased, bool(skip_nonfinite)
 
 
+def averaging_factor(momentum: float | None, num_batches_tracked: int) -> float:
+    """Weight of the new batch in the running average.
+
+    ``momentum`` follows PyTorch: running = (1 - momentum) * running + momentum * batch (the
+    opposite convention of the textbook's and Keras' 0.9/0.99 "decay"). ``None`` gives the
+    cumulative moving average 1/k, where k counts batches including the current one.
+    """
+    return 1.0 / num_batches_tracked if momentum is None else momentum
+
+
 def running_factor(running_stats: str, momentum: float | None, t: int) -> float:
     """Weight of the t-th batch (t counts it) in the running average, for the averaging modes.
 
@@ -65,9 +74,8 @@ def running_factor(running_stats: str, momentum: float | None, t: int) -> float:
 
 
 def blend(running, value, factor: float):
-    """running <- (1 - factor) running + factor value, in the running estimate's dtype (the
-    averaging step of :func:`normlab.functional.batch.update_running_stats` for a variance it
-    does not Bessel-correct: ``unbiased='none'``)."""
+    """running <- (1 - factor) running + factor value, in the running estimate's dtype: the one
+    averaging step of every NumPy running estimate (batch, ghost, instance norm)."""
     return ((1.0 - factor) * running + factor * value).astype(running.dtype)
 
 
@@ -160,23 +168,3 @@ def masked_moments(x: np.ndarray, mask: np.ndarray, channel_axis: int
     centered = (x - mean.reshape(shape)) * m
     var = np.square(centered).sum(axis=axes) / count
     return mean, var, count
-
-
-def freeze_all(model, kind: type):
-    """Freeze every ``kind`` layer of ``model`` (either engine), checking all before changing any:
-    a layer without running statistics has nothing to freeze to."""
-    layers = [m for m in model.modules() if isinstance(m, kind)]
-    for m in layers:
-        if not m.track_running_stats:
-            raise ValueError(f"model: expected batch norms with running statistics to freeze, "
-                             f"got {m._label()} with track_running_stats=False")
-    for m in layers:
-        m.freeze()
-    return model
-
-
-def unfreeze_all(model, kind: type):
-    for m in model.modules():
-        if isinstance(m, kind):
-            m.unfreeze()
-    return model

@@ -1,9 +1,10 @@
-"""Optional numba fast paths with the same signatures as :mod:`normlab.functional`.
+"""The numba backend: per family the interface of the NumPy reference (:mod:`normlab.reference`).
 
-The functional layer asks :func:`for_array` once per call; it answers with the kernel module to
-use, or ``None`` for the pure-NumPy reference path. Nothing here imports numba: the kernels are
-imported (and, on a cold cache, compiled) on their first use, so ``import normlab`` and
-``normlab --version`` stay fast.
+:mod:`normlab.functional.backend` (and the NumPy engine's other layers) ask :func:`for_array`
+once per call; it answers with the kernel module to use, or ``None`` for the NumPy path. The
+norm kernels import only :mod:`normlab.core` (the caches and shape helpers). Nothing here
+imports numba: the kernels are imported (and, on a cold cache, compiled) on their first use, so
+``import normlab`` and ``normlab --version`` stay fast.
 
 ``NORMLAB_KERNELS`` chooses: ``auto`` (default: numba when it is installed), ``numba`` or
 ``numpy`` (force the reference path). float16 always takes the NumPy path.

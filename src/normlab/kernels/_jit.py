@@ -1,4 +1,4 @@
-"""The two numba decorators every kernel uses, and the data-size rule for threading.
+"""The numba decorators every kernel uses, and the data-size rule for threading.
 
 ``fastmath={"reassoc", "contract"}`` lets LLVM reorder the sums (so reductions vectorise) and
 fuse multiply-adds, while keeping IEEE NaN/inf semantics; full ``fastmath=True`` would also
@@ -15,6 +15,10 @@ import numba
 FASTMATH = {"reassoc", "contract"}
 
 jit = numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
+
+# Helpers inlined into their callers in numba's IR: as separate functions their array views
+# cross a call boundary, and the loops around them vectorise worse (seen in the LSTM backward).
+inline = numba.njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
 
 # Below about 1 MB the thread start-up costs more than the second core gives (DESIGN.md hint);
 # on a busy machine a parallel launch can even stall for a scheduler tick, so small inputs never

@@ -1,6 +1,6 @@
-"""Batch-norm fast path: the same contracts as :mod:`normlab.functional.batch`, numba loops.
+"""Batch-norm fast path: the interface of :mod:`normlab.reference.batch`, numba loops.
 
-Called by the functional layer after it has validated the arguments. The training cache keeps a
+Called by :mod:`normlab.functional` after it has validated the arguments. The training cache keeps a
 reference to the input ``x`` (plus mean and inv_std) instead of writing an ``x_hat`` array: the
 forward then reads x and writes y only, and the backward re-derives x_hat on the fly. Like
 PyTorch's saved tensors, this assumes the caller does not modify ``x`` in place before backward.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..functional.batch import BatchNormCache, channel_axes, eval_scale_shift, per_channel
-from ..functional.stats import count
+from ..core.caches import BatchNormCache
+from ..core.shapes import channel_axes, count, per_channel
 from . import batch_loops as loops
 from . import outputs
 from ._jit import blocks
@@ -75,8 +75,8 @@ def train(x: np.ndarray, weight, bias, eps: float) -> tuple[np.ndarray, BatchNor
     return _like(layout, out, x.shape), cache
 
 
-def evaluate(x: np.ndarray, running_mean, running_var, weight, bias, eps: float) -> np.ndarray:
-    scale, shift = eval_scale_shift(running_mean, running_var, weight, bias, eps)
+def evaluate(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """y = x * scale + shift per channel (Alg. 2, line 11), scale/shift in the data dtype."""
     center = np.zeros(x.shape[1], dtype=x.dtype)
     scale, shift = scale.astype(x.dtype), shift.astype(x.dtype)
     layout, flat = _layout(x)

@@ -96,8 +96,7 @@ def backward(dy: np.ndarray, cache: ConvCache, input_grad: bool = True
     dweight = np.empty_like(w)
     blocks = [_split(a, groups) for a in (w, cols, dycols, dweight)]
     for _, cg, dyg, dwg in zip(*blocks, strict=True):
-        # (patches @ dY^T)^T: OpenBLAS runs this shape 1.5x faster than dY @ patches^T
-        # (measured 280 vs 420 us for the 16 -> 32 channel layer on 60 7x7 images)
+        # (patches @ dY^T)^T: OpenBLAS runs this shape faster than dY @ patches^T
         dwg[...] = np.matmul(cg, dyg.T).T
     dx = None
     if input_grad:

@@ -11,7 +11,7 @@ BLAS "n" or "k"; the outputs (C_out, N*Ho*Wo) are turned into NCHW by one transp
 Padding is never materialised: taps outside the input read as 0 (and are dropped in col2im).
 For stride 1 with Wo == W (the "same" convolutions of the experiments' CNNs) a tap's column
 block of one image is the image plane shifted by a constant: one long copy per (tap, image)
-instead of one short copy per output row (2.5x faster for 7x7 planes), then one pass that zeroes
+instead of one short copy per output row (faster for small planes), then one pass that zeroes
 the few columns whose tap fell off an edge (:func:`_plane_tap`).
 """
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..functional.group import GroupNormCache
+from ..core.caches import GroupNormCache
 from . import outputs
 from . import rows_loops as loops
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..functional.layer import LayerNormCache
+from ..core.caches import LayerNormCache
 from . import outputs
 from . import rows_loops as loops
 from ._jit import blocks

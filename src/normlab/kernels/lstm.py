@@ -7,11 +7,11 @@ What differs from the readable loops (which allocate ~15 arrays per step):
   is three compiled passes forward and one backward (:func:`gate_inputs`, :func:`cell_forward`,
   :func:`hidden_state`; :func:`step_backward`), with ``np.tanh`` over all four gates in
   between: sigmoid(p) = (1 + tanh(p/2)) / 2, so the loops scale the sigmoid gates' inputs by 1/2
-  and tanh runs once, in NumPy's SIMD code (numba's scalar tanh is 50x slower per value);
+  and tanh runs once, in NumPy's SIMD code (numba's scalar tanh is far slower per value);
 * the loops run over one gate block at a time with at most a few arrays each: numba cannot
   tell LLVM that its arrays do not overlap, and LLVM vectorises a loop only after a runtime
-  overlap check per pair of arrays, which it gives up on for a loop touching seven (the fused
-  backward ran 2.4x slower, the cell update 5x);
+  overlap check per pair of arrays, which it gives up on for a loop touching seven (a fused
+  backward and cell update ran several times slower);
 * the recurrent weight gradient is one (4H, T*N) @ (T*N, H) product after the loop instead of T
   small ones inside it.
 
@@ -23,14 +23,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
-from ._jit import FASTMATH, jit
+from ._jit import inline, jit
 
-# the row helpers are inlined into their callers: as separate functions their array views cross
-# a call boundary and the fused backward ran 1.6x slower
-_row = numba.njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+# the row helpers are inlined into their callers (see _jit.inline)
+_row = inline
 
 
 class Steps(NamedTuple):

@@ -3,10 +3,9 @@
 Why: a training loop allocates every layer's y and dx afresh each step and frees them after
 the step. Above a few MB glibc hands such blocks back to the kernel, and NumPy asks for
 transparent huge pages on them, so the next step page-faults its outputs in again, 2 MB of
-zeroing per fault. Measured on the 2-core reference VM, forward+backward in a plain loop,
-float32, fresh arrays -> this pool (PyTorch eager in the same loop): BN2d (32, 64, 56, 56)
-20.6 -> 4.7 ms (13.6 ms); BN2d (8, 256, 28, 28) 9.2 -> 0.93 ms (4.3 ms); GroupNorm(32) on
-(16, 256, 28, 28) 31 -> 1.8 ms (8.3 ms).
+zeroing per fault. At the large shapes of ``normlab bench`` that costs more than the norm
+itself; with the pool a training loop's forward+backward runs several times faster (the bench's
+"fwd+bwd loop" mode times exactly this).
 
 How: each pooled buffer is a raw byte array; callers get a typed view of it, and every view
 (and every view of a view) keeps the buffer referenced, so ``sys.getrefcount`` tells exactly
@@ -80,7 +79,7 @@ def pool_budget() -> int:
 def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """Like ``np.empty(shape, dtype)`` (C order, contents undefined), from the pool if large."""
     dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize   # math.prod: np.prod costs ~2 us per call
+    nbytes = math.prod(shape) * dtype.itemsize   # math.prod: np.prod's call overhead is larger
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     budget = pool_budget()

@@ -7,12 +7,12 @@ worth counting, so long runs lose nothing to the narrower accumulator.
 
 The helpers take 1-D views and index them from 0: with an index that starts at a computed
 offset LLVM cannot rule out a negative index, keeps numba's wraparound check inside the loop and
-stops vectorising it (measured 2x slower).
+stops vectorising it.
 """
 
 from __future__ import annotations
 
-from ._jit import jit
+from ._jit import inline, jit
 
 CHUNK = 4096
 
@@ -59,6 +59,16 @@ def moments(seg):
         q += q_chunk
     dev = p / n
     return float(mu) + dev, max(q - dev * p, 0.0)
+
+
+@inline
+def chan_merge(count, mean, m2, n, seg_mean, seg_m2):
+    """(count, mean, M2) merged with a segment's (n, mean, M2): Chan, Golub & LeVeque 1979,
+    mean += delta * n / total and M2 += M2_seg + delta^2 * count * n / total, with
+    delta = seg_mean - mean. No sums of squares, so nothing cancels."""
+    total = count + n
+    delta = seg_mean - mean
+    return total, mean + delta * n / total, m2 + (seg_m2 + delta * delta * count * n / total)
 
 
 @jit

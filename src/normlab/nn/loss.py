@@ -58,9 +58,7 @@ class CrossEntropyLoss(Module):
 
     def backward(self, dloss: float = 1.0) -> np.ndarray:
         """d loss / d logits = (softmax(logits) - onehot(labels)) * dloss / N."""
-        if self._cache is None:
-            raise RuntimeError("CrossEntropyLoss.backward called before forward")
-        probs, labels = self._cache
+        probs, labels = self._saved(self._cache)
         n = probs.shape[0]
         scale = probs.dtype.type(dloss / n) if n else probs.dtype.type(0)
         fast = kernels.for_array(probs, "loss")
@@ -99,6 +97,5 @@ class MSELoss(Module):
         return float(np.mean(np.square(diff)))
 
     def backward(self, dloss: float = 1.0) -> np.ndarray:
-        if self._diff is None:
-            raise RuntimeError("MSELoss.backward called before forward")
-        return self._diff * np.asarray(2.0 * dloss / self._diff.size, dtype=self._diff.dtype)
+        diff = self._saved(self._diff)
+        return diff * np.asarray(2.0 * dloss / diff.size, dtype=diff.dtype)

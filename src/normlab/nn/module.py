@@ -108,14 +108,19 @@ class Module:
     def backward(self, dy):
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
+    def _saved(self, saved):
+        """``saved`` -- what the last forward kept for ``backward`` -- or, when it is None, the
+        one error every layer gives for a backward that no forward preceded."""
+        if saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return saved
+
     def _check_dy(self, dy, shape: tuple[int, ...] | None) -> np.ndarray:
         """The first step of every ``backward``: ``dy`` must be a float array of exactly the last
         forward output's ``shape`` (None: no forward yet), checked before any gradient or cache
         changes -- numpy would otherwise broadcast it or fail half-way with a message that does
         not name ``dy``."""
-        if shape is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        return check_grad("dy", dy, shape)
+        return check_grad("dy", dy, self._saved(shape))
 
     def backward_params(self, dy) -> None:
         """Accumulate parameter gradients only; layers override it to skip computing dx (as
@@ -214,25 +219,7 @@ class Module:
         missing = [key for key, owner, name in items if key not in state_dict and not
                    owner._may_be_missing(name, metadata.get(key[:-len(name) - 1], {}))]
         unexpected = [k for k in state_dict if k not in targets]
-        values, mis_shaped = {}, []
-        for key, (owner, name) in targets.items():
-            if key not in state_dict:
-                continue
-            loading.refuse_masked(key, state_dict[key])
-            value = np.asarray(state_dict[key])
-            target = _target_array(owner, name)
-            if value.shape != target.shape:
-                mis_shaped.append(f"{key}: expected shape {tuple(target.shape)}, "
-                                  f"got {tuple(value.shape)}")
-            elif value.dtype.kind not in "biuf":
-                # checked before any write: numpy would turn None into NaN, drop imaginary
-                # parts, or fail on strings halfway through the copy loop below
-                raise TypeError(f"state_dict[{key!r}]: expected a real numeric array, "
-                                f"got dtype {value.dtype}")
-            else:
-                if target.dtype.kind in "iu":
-                    loading.check_count(key, value)
-                values[key] = value
+        values, mis_shaped = _checked_values(state_dict, targets)
         problems = []
         if strict and missing:
             problems.append("missing keys: " + ", ".join(missing))
@@ -267,6 +254,31 @@ class Module:
         for name, child in self._modules.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines) + "\n)"
+
+
+def _checked_values(state_dict: Mapping, targets: dict) -> tuple[dict, list[str]]:
+    """({key: array} for every key of ``targets`` that ``state_dict`` has, [wrong-shape
+    messages]); a masked array, a non-numeric dtype or a bad count raises right away."""
+    values, mis_shaped = {}, []
+    for key, (owner, name) in targets.items():
+        if key not in state_dict:
+            continue
+        loading.refuse_masked(key, state_dict[key])
+        value = np.asarray(state_dict[key])
+        target = _target_array(owner, name)
+        if value.shape != target.shape:
+            mis_shaped.append(f"{key}: expected shape {tuple(target.shape)}, "
+                              f"got {tuple(value.shape)}")
+        elif value.dtype.kind not in "biuf":
+            # checked before any write: numpy would turn None into NaN, drop imaginary
+            # parts, or fail on strings halfway through the copy loop of load_state_dict
+            raise TypeError(f"state_dict[{key!r}]: expected a real numeric array, "
+                            f"got dtype {value.dtype}")
+        else:
+            if target.dtype.kind in "iu":
+                loading.check_count(key, value)
+            values[key] = value
+    return values, mis_shaped
 
 
 def _target_array(owner: Module, name: str) -> np.ndarray:

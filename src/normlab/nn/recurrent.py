@@ -25,7 +25,8 @@ which already exists (Cooijmans et al. set beta_x = beta_h = 0 "to avoid unneces
 redundancy"; for LN, beta_1 + beta_2 + b is one vector). The cell norm ``norm_c`` has both.
 
 Every normalization is a call into :mod:`normlab.functional` (batch_norm_train/eval/backward,
-update_running_stats, layer_norm_forward/backward). The time loop (recurrent product, per-step
+layer_norm_forward/backward; the running update is the policy shared by every BN,
+:mod:`normlab.functional.policy`). The time loop (recurrent product, per-step
 norms, elementwise step, BPTT) is :func:`normlab.functional.lstm.lstm_forward_steps` /
 ``lstm_backward_steps`` on time-major (T, N, .) arrays, or with numba their compiled twins in
 :mod:`normlab.kernels.lstm`. ``backward(d_out, dh_n=None, dc_n=None)`` runs backpropagation
@@ -69,9 +70,11 @@ from .. import functional as F
 from .. import kernels
 from .._checks import as_float_array, check_eps, check_momentum, check_positive_int
 from ..functional import lstm as reference_loops
+from ..functional.policy import NumpyOps, RunningStats, Slot
 from . import init
 from .module import Module, Parameter
-from .norm import _eval_backward, _eval_cache, _EvalCache
+from .norm_base import accumulate
+from .saved import Eval, Saved
 
 NORMS = ("none", "layer", "recurrent_batch", "sequence_batch")
 BATCH_NORMS = ("recurrent_batch", "sequence_batch")
@@ -118,16 +121,16 @@ class StepLayerNorm(_StepNorm):
 
     def forward_step(self, z: np.ndarray, t: int | None = None):
         bias = None if self.bias is None else self.bias.data
-        return F.layer_norm_forward(z, (self.num_features,), self.weight.data, bias, self.eps)
+        y, cache = F.layer_norm_forward(z, (self.num_features,), self.weight.data, bias,
+                                        self.eps)
+        return y, Saved(F.layer_norm_backward, cache)
 
     # LN statistics are per sample and step, so the whole sequence is one call.
     forward_seq = forward_step
 
-    def backward_step(self, dy: np.ndarray, cache) -> np.ndarray:
-        dz, dweight, dbias = F.layer_norm_backward(dy, cache)
-        self.weight.accumulate(dweight)
-        if self.bias is not None:
-            self.bias.accumulate(dbias)
+    def backward_step(self, dy: np.ndarray, saved) -> np.ndarray:
+        dz, dweight, dbias = saved.backward(dy)
+        accumulate(self.weight, self.bias, dweight, dbias)
         return dz
 
     backward_seq = backward_step
@@ -136,7 +139,7 @@ class StepLayerNorm(_StepNorm):
         return f"{self.num_features}, eps={self.eps}, bias={self.bias is not None}"
 
 
-class StepBatchNorm(_StepNorm):
+class StepBatchNorm(RunningStats, _StepNorm):
     """BN of (N, C) slices with running statistics in ``slots`` rows of (slots, C) buffers.
 
     ``per_step=True`` (Cooijmans et al. 2016, sec. 3): slot t holds the statistics of step t; the
@@ -145,7 +148,10 @@ class StepBatchNorm(_StepNorm):
     ``per_step=False``: one slot shared by all steps; ``forward_seq`` normalises the (T*N, C)
     time x batch matrix at once (sequence-wise BN). ``num_batches_tracked`` counts per slot, so
     ``momentum=None`` (cumulative average) is right for steps that appear in fewer batches.
+    The running update is torch's (:class:`~normlab.functional.policy.RunningStats`), per slot.
     """
+
+    _ops = NumpyOps
 
     def __init__(self, num_features: int, per_step: bool, gamma: float, bias: bool, eps: float,
                  momentum: float | None, dtype):
@@ -164,17 +170,21 @@ class StepBatchNorm(_StepNorm):
     def _slot(self, t: int) -> int:
         return min(t, self.running_mean.shape[0] - 1) if self.per_step else 0
 
+    def _slot_view(self, t: int) -> Slot:
+        s = self._slot(t)
+        return Slot(self.running_mean[s], self.running_var[s], self.num_batches_tracked[s, ...])
+
     def forward_step(self, z: np.ndarray, t: int):
         weight = self.weight.data
         bias = None if self.bias is None else self.bias.data
         if self.training:
             y, cache = F.batch_norm_train(z, weight, bias, self.eps)
             self._pending.append((t, cache))
-            return y, cache
+            return y, Saved(F.batch_norm_backward, cache)
         s = self._slot(t)
         mean, var = self.running_mean[s], self.running_var[s]
         y = F.batch_norm_eval(z, mean, var, weight, bias, self.eps)
-        return y, _eval_cache(z, mean, var, weight, self.eps)
+        return y, Eval(z, mean, var, weight, self.eps)
 
     def forward_seq(self, z: np.ndarray):
         if self.per_step:
@@ -182,14 +192,9 @@ class StepBatchNorm(_StepNorm):
         y, cache = self.forward_step(z.reshape(-1, z.shape[-1]), 0)
         return y.reshape(z.shape), cache
 
-    def backward_step(self, dy: np.ndarray, cache) -> np.ndarray:
-        if isinstance(cache, _EvalCache):
-            dz, dweight, dbias = _eval_backward(dy, cache)
-        else:
-            dz, dweight, dbias = F.batch_norm_backward(dy, cache)
-        self.weight.accumulate(dweight)
-        if self.bias is not None:
-            self.bias.accumulate(dbias)
+    def backward_step(self, dy: np.ndarray, saved) -> np.ndarray:
+        dz, dweight, dbias = saved.backward(dy)
+        accumulate(self.weight, self.bias, dweight, dbias)
         return dz
 
     def backward_seq(self, dy: np.ndarray, cache) -> np.ndarray:
@@ -221,13 +226,7 @@ class StepBatchNorm(_StepNorm):
         if self.per_step:
             self.resize(max(self.running_mean.shape[0], max(t for t, _ in pending) + 1))
         for t, cache in pending:
-            s = self._slot(t)
-            self.num_batches_tracked[s] += 1
-            factor = F.averaging_factor(self.momentum, int(self.num_batches_tracked[s]))
-            mean, var = F.update_running_stats(self.running_mean[s], self.running_var[s], cache,
-                                               factor)
-            self.running_mean[s] = mean
-            self.running_var[s] = var
+            self._record(cache.mean, cache.var, cache.n, state=self._slot_view(t))
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, per_step={self.per_step}, eps={self.eps}, "
@@ -382,9 +381,7 @@ class LSTM(Module):
         self._backward(d_out, dh_n, dc_n, input_grad=False)
 
     def _backward(self, d_out, dh_n, dc_n, input_grad: bool) -> np.ndarray | None:
-        fwd = self._fwd
-        if fwd is None:
-            raise RuntimeError("LSTM.backward called before forward")
+        fwd = self._saved(self._fwd)
         steps, n, _ = fwd.x.shape
         h = self.hidden_size
         d_out = self._grad_arg("d_out", d_out, (n, steps, h))

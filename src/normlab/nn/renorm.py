@@ -1,6 +1,6 @@
 """Batch Renormalization modules for the NumPy engine (Ioffe 2017, Alg. 1).
 
-A thin subclass of :class:`~normlab.nn.norm._BatchNorm`: the state (gamma/beta, running
+A thin subclass of :class:`~normlab.nn.batchnorm.BatchNormBase`: the state (gamma/beta, running
 statistics, ``num_batches_tracked``) and the eval path (Alg. 2's single multiply-add with the
 running statistics) are batch norm's, so state dicts move to and from ``torch.nn.BatchNorm*d`` and
 ``normlab.torch.BatchRenorm*d`` unchanged. Only the training step differs: the output is
@@ -17,12 +17,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..functional.ghost import GhostCache, virtual_splits
-from ..functional.renorm import RenormCache, RenormSchedule
-from .norm import _BatchNorm, _eval_backward, _EvalCache
+from ..functional.ghost import GhostCache, split_forward, virtual_splits
+from ..functional.renorm import RenormSchedule
+from .batchnorm import BatchNormBase
+from .saved import Saved, Split
 
 
-class _BatchRenorm(_BatchNorm):
+class _BatchRenorm(BatchNormBase):
     """Batch Renorm; ``schedule`` maps the step (``num_batches_tracked``) to (r_max, d_max).
 
     The default schedule is the paper's (sec. 4: plain BN for 5k steps, r_max -> 3 by 40k,
@@ -58,39 +59,17 @@ class _BatchRenorm(_BatchNorm):
         weight, bias = self._params()
         r_max, d_max = self.limits()
         splits = virtual_splits(len(x), self.virtual_batch_size or len(x))
-        ys, caches = [], []
-        for start, stop in splits:
-            y, cache = F.batch_renorm_train(x[start:stop], self.running_mean, self.running_var,
-                                            weight, bias, self.eps, r_max, d_max)
-            ys.append(y)
-            caches.append(cache)
-        # After r, d were formed from the old running statistics (Alg. 1, last lines).
+        ys, caches = split_forward(x, splits, lambda part: F.batch_renorm_train(
+            part, self.running_mean, self.running_var, weight, bias, self.eps, r_max, d_max))
+        # After r, d were formed from the old running statistics (Alg. 1, last lines); a
+        # skipped batch's warning names forward's caller (2 frames up)
         if len(caches) == 1:
-            self._update_running_stats(caches[0].bn)
-            self._cache = caches[0]
+            self._record_batch(caches[0].bn, 2)
+            self._cache = Saved(F.batch_renorm_backward, caches[0])
             return ys[0]
-        self._update_running_stats(GhostCache(splits, [c.bn for c in caches], self.affine))
-        self._cache = (splits, caches)
+        self._record_virtual(GhostCache(splits, [c.bn for c in caches], self.affine), 2)
+        self._cache = Split(F.batch_renorm_backward, splits, caches, self.affine)
         return np.concatenate(ys, axis=0)
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        cache = self._cache
-        if cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        if isinstance(cache, RenormCache):
-            dx, dweight, dbias = F.batch_renorm_backward(dy, cache)
-        elif isinstance(cache, tuple) and len(cache) == 2:   # virtual batches
-            grads = [F.batch_renorm_backward(dy[a:b], c) for (a, b), c in zip(*cache, strict=True)]
-            dx = np.concatenate([g[0] for g in grads], axis=0)
-            dweight = sum(g[1] for g in grads) if self.affine else None
-            dbias = sum(g[2] for g in grads) if self.affine else None
-        elif isinstance(cache, _EvalCache):
-            dx, dweight, dbias = _eval_backward(dy, cache)
-        else:   # pragma: no cover - the forward only leaves the two caches above
-            raise RuntimeError(f"{type(self).__name__}: unexpected cache {type(cache).__name__}")
-        if self.affine:
-            self._accumulate(dweight, dbias)
-        return dx
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", schedule={self.schedule}"
@@ -99,10 +78,10 @@ class _BatchRenorm(_BatchNorm):
 class BatchRenorm1d(_BatchRenorm):
     """Input (N, C) or (N, C, L), like BatchNorm1d."""
 
-    _ndims = (2, 3)
+    input_ndims = (2, 3)
 
 
 class BatchRenorm2d(_BatchRenorm):
     """Input (N, C, H, W), like BatchNorm2d."""
 
-    _ndims = (4,)
+    input_ndims = (4,)

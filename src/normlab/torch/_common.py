@@ -1,9 +1,11 @@
-"""Shared helpers for the torch modules: reduction axes, input checks, running-stat update."""
+"""Shared helpers for the torch modules: reduction axes, input checks, batch statistics and
+the buffer arithmetic of the running-statistics policy (:mod:`normlab.functional.policy`)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..nn import loading
 
@@ -33,14 +35,61 @@ def per_channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-@torch.no_grad()
-def update_running_stats(bn: _BatchNorm, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
-    """One BN running-average step, PyTorch's convention (running = (1-m)*running + m*batch;
-    ``momentum=None`` = cumulative average over ``num_batches_tracked``)."""
-    bn.num_batches_tracked.add_(1)
-    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
-    bn.running_var.mul_(1 - factor).add_(unbiased_var.to(bn.running_var.dtype), alpha=factor)
+def moments(x: torch.Tensor, correction: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, variance) per channel over every dim but 1, in x's dtype: the one place the torch
+    modules take batch statistics (``correction=1``: Bessel-corrected)."""
+    var, mean = torch.var_mean(x, dim=reduce_dims(x), correction=correction)
+    return mean, var
+
+
+def pooled(counts: list[int], means: list[torch.Tensor], variances: list[torch.Tensor]
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The count-weighted mean of per-virtual-batch means and of their (unbiased) variances:
+    ghost BN's running target (:func:`normlab.functional.ghost.ghost_batch_stats`)."""
+    w = torch.tensor(counts, dtype=means[0].dtype, device=means[0].device)
+    w = (w / w.sum())[:, None]
+    return (w * torch.stack(means)).sum(0), (w * torch.stack(variances)).sum(0)
+
+
+class TorchOps:
+    """The buffer arithmetic of the torch modules for :mod:`normlab.functional.policy`: in-place
+    tensor operations, as torch's own BatchNorm updates its buffers."""
+
+    @staticmethod
+    def blend(buf: torch.Tensor, target: torch.Tensor, factor: float) -> None:
+        buf.mul_(1 - factor).add_(target.to(buf.dtype), alpha=factor)
+
+    @staticmethod
+    def increment(counter: torch.Tensor) -> None:
+        counter.add_(1)
+
+    @staticmethod
+    def set_count(counter: torch.Tensor, value: int) -> None:
+        counter.fill_(value)
+
+    @staticmethod
+    def assign(buf: torch.Tensor, value: torch.Tensor) -> None:
+        buf.copy_(value)
+
+    @staticmethod
+    def widen(buf: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The running statistic as ``exact`` merges it: in the batch statistics' dtype."""
+        return buf.to(like.dtype)
+
+    @staticmethod
+    def finite(mean: torch.Tensor, var: torch.Tensor) -> bool:
+        return bool(torch.isfinite(mean).all() and torch.isfinite(var).all())
+
+    @staticmethod
+    def counter(like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(0, dtype=torch.long, device=like.device)
+
+    @staticmethod
+    def shrink(weight: torch.Tensor | None, s: float, like: torch.Tensor) -> torch.Tensor:
+        """gamma / sqrt(s) (ones when affine=False), differentiable in gamma."""
+        if weight is None:
+            weight = torch.ones(like.shape[1], dtype=like.dtype, device=like.device)
+        return weight / math.sqrt(s)
 
 
 class CheckedStateMixin:

@@ -15,16 +15,23 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._checks import check_positive_int
 from ..functional.ghost import virtual_splits
+from ..functional.policy import RunningStats
 from ._common import (
     CheckedStateMixin,
+    TorchOps,
     check_batch,
     check_channels,
-    reduce_dims,
-    update_running_stats,
+    moments,
+    pooled,
 )
 
 
-class _GhostBatchNorm(CheckedStateMixin, _BatchNorm):
+class _GhostBatchNorm(RunningStats, CheckedStateMixin, _BatchNorm):
+    """Ghost BN; the running update is the shared policy's (torch's options: EMA, momentum=None
+    cumulative), one step per batch toward the pooled virtual-batch statistics."""
+
+    _ops = TorchOps
+
     def __init__(self, num_features: int, virtual_batch_size: int, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None) -> None:
@@ -51,15 +58,11 @@ class _GhostBatchNorm(CheckedStateMixin, _BatchNorm):
     def _update(self, chunks: list[torch.Tensor]) -> None:
         counts, means, unbiased = [], [], []
         for c in chunks:
-            n = c.numel() // c.shape[1]
-            var, mean = torch.var_mean(c, dim=reduce_dims(c), correction=1)
-            counts.append(n)
+            mean, var = moments(c, correction=1)
+            counts.append(c.numel() // c.shape[1])
             means.append(mean)
             unbiased.append(var)
-        w = torch.tensor(counts, dtype=means[0].dtype, device=means[0].device)
-        w = (w / w.sum())[:, None]
-        update_running_stats(self, (w * torch.stack(means)).sum(0),
-                             (w * torch.stack(unbiased)).sum(0))
+        self._record(*pooled(counts, means, unbiased))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", virtual_batch_size={self.virtual_batch_size}"

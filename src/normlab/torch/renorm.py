@@ -15,24 +15,22 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._checks import check_positive_int
 from ..functional.ghost import virtual_splits
+from ..functional.policy import RunningStats
 from ..functional.renorm import RenormSchedule
-from ._common import (
-    CheckedStateMixin,
-    check_batch,
-    check_channels,
-    reduce_dims,
-    update_running_stats,
-)
+from ._common import CheckedStateMixin, TorchOps, check_batch, check_channels, moments, pooled
 
 
-class _BatchRenorm(CheckedStateMixin, _BatchNorm):
+class _BatchRenorm(RunningStats, CheckedStateMixin, _BatchNorm):
     """Shared state of BatchRenorm1d/2d: exactly BatchNorm's (same state-dict keys).
 
     ``schedule`` gives (r_max, d_max) as a function of ``num_batches_tracked`` (the number of
     training steps taken); the default is the paper's. Passing ``r_max``/``d_max`` fixes them.
     ``virtual_batch_size`` renormalises each virtual batch against the same running statistics
-    and updates them once, from the count-weighted virtual-batch statistics (ghost BN's rule).
+    and updates them once, from the count-weighted virtual-batch statistics (ghost BN's rule),
+    with the running-statistics policy every BN shares (:mod:`normlab.functional.policy`).
     """
+
+    _ops = TorchOps
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, schedule: RenormSchedule | None = None,
@@ -70,17 +68,14 @@ class _BatchRenorm(CheckedStateMixin, _BatchNorm):
             means.append(mean)
             unbiased.append(var * (n / (n - 1)))
         with torch.no_grad():
-            w = torch.tensor(counts, dtype=means[0].dtype, device=means[0].device)
-            w = (w / w.sum())[:, None]
-            update_running_stats(self, (w * torch.stack(means)).sum(0),
-                                 (w * torch.stack(unbiased)).sum(0))
+            self._record(*pooled(counts, means, unbiased))
         return ys[0] if len(ys) == 1 else torch.cat(ys, dim=0)
 
     def _renorm(self, x: torch.Tensor, r_max: float, d_max: float):
         """(y, values per channel, batch mean, biased batch var) of one (virtual) batch."""
         n = check_batch(x, "input (virtual batch)" if self.virtual_batch_size else "input")
         with torch.no_grad():
-            var, mean = torch.var_mean(x, dim=reduce_dims(x), correction=0)
+            mean, var = moments(x)
             sigma = (self.running_var + self.eps).sqrt()
             r = ((var + self.eps).sqrt() / sigma).clamp(1.0 / r_max, r_max)
             d = ((mean - self.running_mean) / sigma).clamp(-d_max, d_max)

@@ -3,8 +3,9 @@
 Drop-in ``torch.nn.BatchNorm1d/2d/3d`` subclasses. With default options they *are* torch's
 layers (same forward call, same state dict, loadable into ``torch.nn.BatchNorm*d`` with
 ``strict=True``); the options only add behaviour, and add a buffer only when they need one.
-The estimators are the pure math of :mod:`normlab.functional.running`; this file is the torch
-plumbing around them.
+The estimators are the pure math of :mod:`normlab.functional.running` and the rules that use
+them the policy the NumPy engine's BatchNorm shares (:mod:`normlab.functional.policy`); this
+file is the torch plumbing around them.
 
 Options (keyword-only):
 
@@ -43,57 +44,33 @@ Options (keyword-only):
 
 from __future__ import annotations
 
-import math
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..functional import running as R
-from ._common import CheckedStateMixin, check_batch, check_channels, reduce_dims
+from ..functional.policy import RunningOptions, check_mask, freeze_all, unfreeze_all
+from ..functional.running import check_options
+from ._common import CheckedStateMixin, TorchOps, check_batch, check_channels, moments
 
 
-class _RunningStatsMixin(CheckedStateMixin):
+class _RunningStatsMixin(RunningOptions, CheckedStateMixin):
     """The options above, shared by BatchNorm1d/2d/3d (torch's _BatchNorm does the rest)."""
+
+    _ops = TorchOps
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None,
                  dtype=None, *, running_stats: str = "ema", unbiased: str = "running",
                  skip_nonfinite: bool = False, **torch_kwargs) -> None:
-        options = R.check_options(running_stats, unbiased, skip_nonfinite, momentum)
+        options = check_options(running_stats, unbiased, skip_nonfinite, momentum)
         # torch_kwargs: keyword options of newer torch versions (e.g. bias=), passed through
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
                          dtype, **torch_kwargs)
-        self.running_stats, self.unbiased, self.skip_nonfinite = options
-        if self.track_running_stats and self.running_stats == "exact":
-            self.register_buffer("num_samples_tracked",
-                                 torch.tensor(0, dtype=torch.long, device=device))
-        if self.track_running_stats and self.skip_nonfinite:
-            self.register_buffer("num_batches_skipped",
-                                 torch.tensor(0, dtype=torch.long, device=device))
-        self.frozen = False
-        self._warned_nonfinite = False
-
-    # -- freezing ------------------------------------------------------------------------
-    def freeze(self):
-        """Inference behaviour (running statistics, no updates) until :meth:`unfreeze`."""
-        if self.running_mean is None:
-            raise ValueError(f"{self._label()}: expected track_running_stats=True to freeze, "
-                             f"got track_running_stats=False (no running statistics)")
-        self.frozen = True
-        return self
-
-    def unfreeze(self):
-        self.frozen = False
-        return self
+        self._set_options(options)
 
     def reset_running_stats(self) -> None:
         super().reset_running_stats()
-        if getattr(self, "num_samples_tracked", None) is not None:
-            self.num_samples_tracked.zero_()
-        if getattr(self, "num_batches_skipped", None) is not None:
-            self.num_batches_skipped.zero_()
+        self._reset_option_counters()
 
     # -- forward -------------------------------------------------------------------------
     def _is_torch_default(self) -> bool:
@@ -104,26 +81,22 @@ class _RunningStatsMixin(CheckedStateMixin):
         self._check_input_dim(input)
         check_channels(input, self.num_features)
         if mask is not None:
-            _check_mask(input, mask)
+            check_mask(input, mask, torch.Tensor, torch.bool, "bool tensor")
         if mask is None and not self.frozen and self._is_torch_default():
             return super().forward(input)  # torch's own fast path: bit-identical by design
         # (count, C) rows of the real positions: BN of the unpadded concatenation
         x = input.transpose(1, 2)[mask] if mask is not None else input
-        if self.frozen or (not self.training and self.running_mean is not None):
+        # frozen: the running statistics even without buffers (torch's own error then)
+        if self.frozen or not self._use_batch_stats():
             y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                              False, 0.0, self.eps)
         elif mask is None and x.numel() == 0:
             y = self._empty_batch(x)
         else:
             n = check_batch(x, "input" if mask is None else "input (masked)")
-            s = R.forward_var_scale(self.unbiased, n)
-            # y = w (x - mu) / sqrt(s var + eps) = (w / sqrt(s)) (x - mu) / sqrt(var + eps / s):
-            # torch's fused kernel with rescaled weight and eps; autograd gives the backward
-            weight = self.weight
-            if s != 1.0:
-                weight = (torch.ones(self.num_features, dtype=x.dtype, device=x.device)
-                          if weight is None else weight) / math.sqrt(s)
-            y = F.batch_norm(x, None, None, weight, self.bias, True, 0.0, self.eps / s)
+            # autograd gives the backward of the rescaled forward (unbiased='both')
+            weight, eps, _ = self._forward_affine(n, self.weight, x)
+            y = F.batch_norm(x, None, None, weight, self.bias, True, 0.0, eps)
             if self._tracking():
                 self._update(x, n)
         if mask is None:
@@ -131,10 +104,6 @@ class _RunningStatsMixin(CheckedStateMixin):
         out = input.new_zeros(input.shape[0], input.shape[2], input.shape[1])
         out = out.index_put((mask,), y)  # out-of-place: autograd routes dy[mask] back to y
         return out.transpose(1, 2)
-
-    def _tracking(self) -> bool:
-        """torch: a training forward updates the buffers only when tracking and they exist."""
-        return self.training and self.track_running_stats and self.running_mean is not None
 
     def _empty_batch(self, x: torch.Tensor) -> torch.Tensor:
         """An empty training batch, as torch's default path takes it: an empty output, the
@@ -146,51 +115,14 @@ class _RunningStatsMixin(CheckedStateMixin):
 
     @torch.no_grad()
     def _update(self, x: torch.Tensor, n: int) -> None:
+        """The policy's step from this batch's statistics, accumulated in float32 at least (a
+        skipped batch's warning names the frame above this method, as before)."""
         acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        var, mean = torch.var_mean(x.detach().to(acc), dim=reduce_dims(x), correction=0)
-        if not bool(torch.isfinite(mean).all() and torch.isfinite(var).all()):
-            if self.skip_nonfinite:
-                self.num_batches_skipped.add_(1)
-                if not self._warned_nonfinite:
-                    self._warned_nonfinite = True
-                    warnings.warn(f"{self._label()}: batch statistics are not finite (NaN/inf); "
-                                  f"running statistics left unchanged (skip_nonfinite=True). "
-                                  f"Further skips are counted in num_batches_skipped.",
-                                  RuntimeWarning, stacklevel=2)
-                return
-        self.num_batches_tracked.add_(1)
-        rm, rv = self.running_mean, self.running_var
-        if self.running_stats == "exact":
-            count, new_mean, new_var = R.exact_update(
-                float(self.num_samples_tracked), rm.to(acc), rv.to(acc), float(n), mean, var,
-                self.unbiased)
-            self.num_samples_tracked.fill_(int(count))
-            rm.copy_(new_mean)
-            rv.copy_(new_var)
-            return
-        f = R.running_factor(self.running_stats, self.momentum, int(self.num_batches_tracked))
-        rm.mul_(1 - f).add_(mean.to(rm.dtype), alpha=f)
-        rv.mul_(1 - f).add_(R.running_var_target(var, n, self.unbiased).to(rv.dtype), alpha=f)
-
-    def _label(self) -> str:
-        return f"{type(self).__name__}({self.num_features})"
+        mean, var = moments(x.detach().to(acc))
+        self._record(mean, var, n, stacklevel=2)
 
     def extra_repr(self) -> str:
-        extra = [f"{k}={getattr(self, k)!r}" for k, v in R.DEFAULTS.items()
-                 if getattr(self, k) != v]
-        return ", ".join([super().extra_repr(), *extra])
-
-
-def _check_mask(x: torch.Tensor, mask: torch.Tensor) -> None:
-    if x.dim() != 3:
-        raise ValueError(f"mask: expected a 3D (N, C, T) input with a mask, got input shape "
-                         f"{tuple(x.shape)}")
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise TypeError(f"mask: expected a bool tensor of shape (N, T), got {got}")
-    want = (x.shape[0], x.shape[2])
-    if tuple(mask.shape) != want:
-        raise ValueError(f"mask: expected shape {want} (N, T), got {tuple(mask.shape)}")
+        return ", ".join([super().extra_repr(), *self._option_repr()])
 
 
 class BatchNorm1d(_RunningStatsMixin, nn.BatchNorm1d):
@@ -207,8 +139,8 @@ class BatchNorm3d(_RunningStatsMixin, nn.BatchNorm3d):
 
 def freeze(model: nn.Module) -> nn.Module:
     """Freeze every running-statistics BN in ``model`` (all are checked before any changes)."""
-    return R.freeze_all(model, _RunningStatsMixin)
+    return freeze_all(model, _RunningStatsMixin)
 
 
 def unfreeze(model: nn.Module) -> nn.Module:
-    return R.unfreeze_all(model, _RunningStatsMixin)
+    return unfreeze_all(model, _RunningStatsMixin)

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_positive_int
-from ._common import CheckedStateMixin, check_batch, check_channels, update_running_stats
+from ..functional.policy import RunningStats, Slot
+from ._common import CheckedStateMixin, TorchOps, check_batch, check_channels, moments
 
 
 class SequenceBatchNorm(CheckedStateMixin, nn.BatchNorm1d):
@@ -49,15 +50,18 @@ class SequenceBatchNorm(CheckedStateMixin, nn.BatchNorm1d):
         return super().extra_repr() + f", batch_first={self.batch_first}"
 
 
-class RecurrentBatchNorm(CheckedStateMixin, nn.Module):
+class RecurrentBatchNorm(RunningStats, CheckedStateMixin, nn.Module):
     """Per-time-step BN: ``forward(x, step)`` with x of shape (N, C) at time ``step``.
 
     Buffers ``running_mean``/``running_var`` are (max_steps, C) and ``num_batches_tracked`` is
     (max_steps,), one running average per step. ``steps_seen`` is one past the longest step
     trained; in eval, steps from there on (and steps >= max_steps always) use the statistics of
     the last step seen. Steps beyond ``max_steps`` are normalised with batch statistics in
-    training but do not update the last slot, which keeps step T_max's own population.
+    training but do not update the last slot, which keeps step T_max's own population. Each
+    slot takes the running update every BN shares (:mod:`normlab.functional.policy`).
     """
+
+    _ops = TorchOps
 
     def __init__(self, num_features: int, max_steps: int, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, gamma_init: float = 0.1,
@@ -106,25 +110,12 @@ class RecurrentBatchNorm(CheckedStateMixin, nn.Module):
         y = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         if step < self.max_steps:
             with torch.no_grad():
-                var, mean = torch.var_mean(x, dim=0, correction=0)
-                self._update_step(t, mean, var * (n / (n - 1)))
+                mean, var = moments(x)
+                slot = Slot(self.running_mean[t], self.running_var[t], self.num_batches_tracked[t])
+                self._record(mean, var, n, state=slot)
                 self.steps_seen.clamp_(min=t + 1)
         return y
-
-    def _update_step(self, t: int, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
-        # A view per step lets the one BN update rule serve every slot.
-        view = _StepStats(self.running_mean[t], self.running_var[t],
-                          self.num_batches_tracked[t], self.momentum)
-        update_running_stats(view, mean, unbiased_var)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, max_steps={self.max_steps}, eps={self.eps}, "
                 f"momentum={self.momentum}, affine={self.affine}, gamma_init={self.gamma_init}")
-
-
-class _StepStats:
-    """The attributes update_running_stats reads, as views into one step's slot."""
-
-    def __init__(self, running_mean, running_var, num_batches_tracked, momentum) -> None:
-        self.running_mean, self.running_var = running_mean, running_var
-        self.num_batches_tracked, self.momentum = num_batches_tracked, momentum

@@ -23,7 +23,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ._common import CheckedStateMixin, check_channels, per_channel, reduce_dims
+from ..functional.running import averaging_factor
+from ._common import CheckedStateMixin, TorchOps, check_channels, moments, per_channel, reduce_dims
 
 
 def _is_distributed(group) -> bool:
@@ -43,11 +44,11 @@ def merge_moments(counts: torch.Tensor, means: torch.Tensor, m2s: torch.Tensor
 class _SyncBatchNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, eps, factor, group):
-        c, dims = x.shape[1], reduce_dims(x)
+        c = x.shape[1]
         n = x.numel() // c if c else 0
         acc = torch.float64  # C-sized summaries: exact merging costs nothing
         if n > 0:
-            var, mean = torch.var_mean(x.to(acc), dim=dims, correction=0)
+            mean, var = moments(x.to(acc))
             m2 = var * n
         else:
             mean = m2 = torch.zeros(c, dtype=acc, device=x.device)
@@ -67,9 +68,8 @@ class _SyncBatchNormFn(torch.autograd.Function):
         if bias is not None:
             y = y + per_channel(bias, x.dim())
         if running_mean is not None:
-            rm_dtype = running_mean.dtype
-            running_mean.mul_(1 - factor).add_(mean.to(rm_dtype), alpha=factor)
-            running_var.mul_(1 - factor).add_((m2 / (total - 1)).to(rm_dtype), alpha=factor)
+            TorchOps.blend(running_mean, mean, factor)
+            TorchOps.blend(running_var, m2 / (total - 1), factor)
         ctx.save_for_backward(x_hat, weight, inv_std.to(x.dtype))
         ctx.total, ctx.group = total, group
         return y
@@ -116,8 +116,7 @@ class SyncBatchNorm(CheckedStateMixin, _BatchNorm):
         factor = 0.0
         if tracking:
             self.num_batches_tracked.add_(1)
-            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                      else self.momentum)
+            factor = averaging_factor(self.momentum, int(self.num_batches_tracked))
         return _SyncBatchNormFn.apply(
             x, self.weight, self.bias, self.running_mean if tracking else None,
             self.running_var if tracking else None, self.eps, factor, self.process_group)

@@ -1,0 +1,120 @@
+"""Import directions of the normalisation layers, read from the source (no imports run).
+
+The layers, bottom up: ``core`` (shapes, statistics, caches: the leaf), the two backends
+``reference`` (NumPy) and ``kernels`` (numba), ``functional`` (the API that picks a backend),
+``nn`` (the NumPy engine) and ``torch``. Each may import only the layers below it; nothing imports
+another module's ``_private`` name across these layers; ``torch`` never reaches into ``nn``'s
+private modules or names. Every ``import`` statement counts, including those inside functions: a
+lazy import is still an edge, which is how the old functional <-> kernels cycle hid.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "normlab"
+
+# layer -> the normlab top-level parts it may import (besides itself)
+ALLOWED = {
+    "core": set(),
+    "reference": {"core"},
+    "kernels": {"core"},
+    "functional": {"core", "reference", "kernels", "_checks"},
+    "nn": {"core", "functional", "kernels", "_checks"},
+    # fold.rules/weights/report: the fold tools' pure helpers the torch fold shares
+    "torch": {"core", "functional", "nn", "_checks", "_orphans", "fold"},
+}
+# layers whose private names stay inside their own module, whoever imports them
+PRIVATE = {"core", "reference", "kernels", "functional", "nn"}
+
+
+def _module_name(path: Path, root: Path) -> tuple[str, bool]:
+    rel = path.relative_to(root.parent).with_suffix("")
+    parts = list(rel.parts)
+    is_package = parts[-1] == "__init__"
+    return ".".join(parts[:-1] if is_package else parts), is_package
+
+
+def _is_module(name: str, root: Path) -> bool:
+    rel = Path(*name.split(".")[1:]) if "." in name else Path()
+    base = root / rel
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def imports(root: Path) -> list[tuple[str, str, str | None, int]]:
+    """(importing module, imported normlab module, imported name or None, line) for every
+    import statement under ``root`` (the normlab package directory)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        module, is_package = _module_name(path, root)
+        package = module if is_package else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found += [(module, a.name, None, node.lineno) for a in node.names
+                          if a.name.split(".")[0] == "normlab"]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if target.split(".")[0] != "normlab":
+                    continue
+                for a in node.names:   # "from .. import kernels" imports the module kernels
+                    sub = f"{target}.{a.name}"
+                    if _is_module(sub, root):
+                        found.append((module, sub, None, node.lineno))
+                    else:
+                        found.append((module, target, a.name, node.lineno))
+    return found
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def violations(root: Path) -> list[str]:
+    """Every import that breaks the rules in the module docstring, as readable lines."""
+    bad = []
+    for importer, target, name, line in imports(root):
+        src, dst = _part(importer), _part(target)
+        where = f"{importer}:{line} imports {target}" + (f".{name}" if name else "")
+        if src in ALLOWED and dst != src and dst not in ALLOWED[src]:
+            bad.append(f"{where}: {src} may import only {sorted(ALLOWED[src]) or 'nothing'}")
+        if name is not None and name.startswith("_") and dst in PRIVATE and target != importer:
+            bad.append(f"{where}: a private name of another module")
+        if src == "torch" and dst == "nn" and any(p.startswith("_") for p in target.split(".")[2:]):
+            bad.append(f"{where}: torch reaches into a private module of nn")
+    return bad
+
+
+def test_layers_import_only_downward():
+    assert violations(SRC) == []
+
+
+def test_fold_engine_uses_no_private_nn_name():
+    names = [(t, n) for m, t, n, _ in imports(SRC)
+             if m == "normlab.fold.engine" and _part(t) == "nn"]
+    assert names and all(not (n or "").startswith("_") for _, n in names)
+
+
+@pytest.mark.parametrize("planted, rule", [
+    ("kernels/batch.py", "from ..functional.batch import check_input\n"),
+    ("core/shapes.py", "from ..kernels import for_array\n"),
+    ("functional/batch.py", "def late():\n    from ..nn import BatchNorm1d\n"),
+    ("nn/module.py", "import normlab.torch\n"),
+    ("nn/renorm.py", "from .batchnorm import _RECORD_DEPTH\n"),
+    ("torch/running.py", "from ..nn.batchnorm import _RECORD_DEPTH\n"),
+])
+def test_a_planted_back_edge_is_caught(tmp_path, planted, rule):
+    """The check is not vacuous: one back edge (or private import) added to a copy fails it."""
+    root = tmp_path / "normlab"
+    shutil.copytree(SRC, root, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(root / planted, "a") as f:
+        f.write("\n" + rule)
+    assert violations(root), planted
