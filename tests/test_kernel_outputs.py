@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import numpy as np
@@ -149,6 +150,7 @@ def test_output_pool_variable_refuses_anything_else(monkeypatch, value):
 
 def test_output_pool_budget_from_the_variable(monkeypatch):
     """A 3M budget keeps at most one 2 MB buffer; 'off' hands out plain arrays."""
+    gc.collect()   # buffers an earlier test left in reference cycles would be reused here
     outputs.release()
     monkeypatch.setenv("NORMLAB_OUTPUT_POOL", "3M")
     held = [outputs.empty(BIG, np.float32) for _ in range(3)]

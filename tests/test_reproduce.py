@@ -296,10 +296,10 @@ def test_new_experiment_plugs_in(monkeypatch, tmp_path):
         name, title, source, claim = "fake", "Fake", "nowhere", "x is 2"
         criteria = (Criterion("x is about 2", "x", 1.5),)
 
-        def setup(self, data, scale):
+        def setup(self, data, scale, size="full"):
             return "nothing"
 
-        def runs(self, data, scale):
+        def runs(self, data, scale, size="full"):
             return [Run("a", {"k": 1}), Run("b", {"k": 2})]
 
         def run(self, ctx, config):
