@@ -110,9 +110,15 @@ def test_rerun_skips_finished_runs_keeps_other_experiments_and_report_rebuild(di
     done = digits_run / "checkpoints" / "init-scale" / "seed1" / "std00-bn.done"
     before = done.stat().st_mtime_ns
     results_before = run_metrics(digits_run)
+    cost_before = {k: json.loads((digits_run / "results.json").read_text())[k]["init-scale"]
+                   for k in ("timing", "cpu_time")}
     proc = normlab("reproduce", "init-scale", *QUICK, "--out", digits_run)
     assert proc.returncode == 0, proc.stderr
     assert done.stat().st_mtime_ns == before
+    # read back, not re-run: each run still reports what it cost when it ran (not ~0 s)
+    res = json.loads((digits_run / "results.json").read_text())
+    assert {k: res[k]["init-scale"] for k in cost_before} == cost_before
+    assert cost_before["timing"] > 0
     assert "keeping paper-fig1" in proc.stderr
     # the experiment not re-run is kept, with its verdict: nothing is lost
     assert run_metrics(digits_run) == results_before

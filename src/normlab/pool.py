@@ -13,7 +13,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queue_mod
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -54,13 +53,10 @@ def _sequential(units, opts, data, events, warn) -> Done:
     done = {}
     for unit in units:
         events.unit_started(unit)
-        t0, c0 = time.perf_counter(), time.process_time()
-        metrics = run_unit(unit, data, opts,
-                           progress=lambda d, t, u=unit: events.unit_progress(u, d, t),
-                           warn=warn)
-        seconds = time.perf_counter() - t0
-        events.unit_finished(unit, seconds)
-        done[unit.id] = (metrics, seconds, time.process_time() - c0)
+        done[unit.id] = run_unit(unit, data, opts,
+                                 progress=lambda d, t, u=unit: events.unit_progress(u, d, t),
+                                 warn=warn)
+        events.unit_finished(unit, done[unit.id][1])
     return done
 
 
@@ -91,14 +87,12 @@ def _init_worker(data: Dataset, messages, engine: str, parent_pid: int) -> None:
             torch.set_num_threads(1)
 
 
-def _work(index: int, unit: Unit, opts: Options) -> tuple[int, dict, float, float]:
+def _work(index: int, unit: Unit, opts: Options) -> tuple[int, tuple[dict, float, float]]:
     messages = _WORKER["messages"]
     messages.put(("start", index))
-    t0, c0 = time.perf_counter(), time.process_time()
-    metrics = run_unit(unit, _WORKER["data"], opts,
-                       progress=lambda d, t: messages.put(("progress", index, d, t)),
-                       warn=lambda m: messages.put(("warn", m)))
-    return index, metrics, time.perf_counter() - t0, time.process_time() - c0
+    return index, run_unit(unit, _WORKER["data"], opts,
+                           progress=lambda d, t: messages.put(("progress", index, d, t)),
+                           warn=lambda m: messages.put(("warn", m)))
 
 
 def _parallel(units, opts, data, events, warn) -> Done:
@@ -115,10 +109,10 @@ def _parallel(units, opts, data, events, warn) -> Done:
             finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
             _drain(messages, units, events, warn)
             for fut in finished:
-                i, metrics, seconds, cpu = fut.result()
+                i, finished_unit = fut.result()
                 unit = units[i]
-                events.unit_finished(unit, seconds)
-                done[unit.id] = (metrics, seconds, cpu)
+                events.unit_finished(unit, finished_unit[1])
+                done[unit.id] = finished_unit
         _drain(messages, units, events, warn)
     except BaseException:
         # Ctrl-C or a failed unit: stop now; finished units are checkpointed, the rest resume.

@@ -279,8 +279,14 @@ def run_all(opts: Options, data: Dataset, events=None, warn=print) -> dict:
     return results
 
 
-def run_unit(unit: Unit, data: Dataset, opts: Options, progress=None, warn=print) -> dict:
-    """Run one unit, or return its finished checkpoint's metrics."""
+def run_unit(unit: Unit, data: Dataset, opts: Options, progress=None,
+             warn=print) -> tuple[dict, float, float]:
+    """Run one unit, or read its finished checkpoint: (metrics, wall seconds, CPU seconds).
+
+    The seconds are those of the attempt that finished the unit, kept in its checkpoint, so a
+    resumed reproduction still reports what each finished unit cost (not the ~0 s of reading
+    it back). A unit killed mid-run counts only the attempt that finished it.
+    """
     exp = registry.get(unit.experiment)
     run = unit.run
     folder = opts.out / "checkpoints" / exp.name / f"seed{unit.seed}"
@@ -296,20 +302,23 @@ def run_unit(unit: Unit, data: Dataset, opts: Options, progress=None, warn=print
             if meta.get("config_hash") == h:
                 if progress:
                     progress(1, 1)
-                return meta["metrics"]
+                return meta["metrics"], meta.get("seconds", 0.0), meta.get("cpu_seconds", 0.0)
         except CorruptCheckpoint as exc:
             warn(f"warning: {exc}; redoing run {exp.name}/seed{unit.seed}/{run.key}")
     ctx = RunContext(exp.name, run.key, data, opts.engine, unit.seed, h,
                      partial_path=folder / f"{run.key}.partial", progress=progress,
                      warn=lambda m: warn(f"warning: {m}"), device=opts.device,
                      workers=opts.workers, sync_bn=opts.sync_bn)
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         metrics = exp.run(ctx, run.config)
     finally:
         ctx.close()
-    write_checkpoint(done_path, {"config_hash": h, "identity": identity, "metrics": metrics})
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    write_checkpoint(done_path, {"config_hash": h, "identity": identity, "metrics": metrics,
+                                 "seconds": seconds, "cpu_seconds": cpu})
     ctx.partial_path.unlink(missing_ok=True)
-    return metrics
+    return metrics, seconds, cpu
 
 
 def by_seed(entry: dict) -> tuple[list[Run], dict[int, dict]]:
