@@ -24,6 +24,7 @@
 #   CPU_JOBS   worker processes for rnn-norm (default: cores - GPU_JOBS, at least 1)
 #   MNIST_DIR  an MNIST-format IDX folder to use when Fashion-MNIST is not installed
 #   DATA       any --data value, instead of that choice
+#   GPU_EXPERIMENTS, CPU_EXPERIMENTS  the experiments of each half (defaults above)
 #   DEVICE     cpu: a dry run of this script without a GPU (with NORMLAB_CI_SCALE=0.004 and
 #              DATA=digits it takes minutes on 2 cores); the default cuda refuses to run on CPU
 set -u
@@ -38,8 +39,8 @@ SEEDS=${SEEDS:-5}
 GPU_JOBS=${GPU_JOBS:-6}
 CORES=$(nproc 2>/dev/null || echo 2)
 CPU_JOBS=${CPU_JOBS:-$(( CORES > GPU_JOBS + 1 ? CORES - GPU_JOBS : 1 ))}
-GPU_EXPERIMENTS="batch-size learning-rate landscape paper-fig1"
-CPU_EXPERIMENTS="rnn-norm"
+GPU_EXPERIMENTS=${GPU_EXPERIMENTS:-batch-size learning-rate landscape paper-fig1}
+CPU_EXPERIMENTS=${CPU_EXPERIMENTS:-rnn-norm}
 
 DEVICE=${DEVICE:-cuda}
 DEVICE="$DEVICE" "$PY" - <<'EOF' || exit 3
