@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from normlab.experiments.store import read_checkpoint
+from normlab.runner.store import read_checkpoint
 from tests.test_reproduce import ENV, NORMLAB, normlab, run_metrics
 
 ARGS = ["reproduce", "paper-fig1", "--quick", "--data", "digits", "--seed", "3"]

@@ -26,14 +26,14 @@ from __future__ import annotations
 import math
 
 from ..data import Dataset
-from . import resnet
-from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from .cnn import as_images, cnn_spec, group_count, image_shape
-from .curve import eval_steps, final_accuracy, train_curve
-from .evidence import Criterion, Published
-from .holdout import parts
-from .plots import BAND_NOTE, band
-from .train import make_trainer
+from ..engines.spec import group_count
+from ..runner import resnet
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.cnn import as_images, cnn_spec, image_shape
+from ..runner.curve import eval_steps, final_accuracy, train_curve
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+from ..runner.plots import BAND_NOTE, band
 
 GROUPED = ("batch", "renorm")                   # statistics over groups of images
 PER_IMAGE = ("group", "layer", "instance", "none")  # independent of the group size
@@ -183,9 +183,7 @@ class BatchSize(Experiment):
         else:
             spec = cnn_spec(image_shape(ctx.data.image_shape), cfg["n_classes"], cfg["norm"],
                             schedule=cfg["schedule"], hidden=HIDDEN, virtual=virtual)
-        options = ctx.trainer_options() if ddp else {"device": ctx.device}
-        trainer = ctx.owned(make_trainer(ctx.engine, spec, INIT_STD,
-                                         ctx.rng("init", cfg["norm"]), cfg["lr"], **options))
+        trainer = ctx.trainer(spec, INIT_STD, ctx.rng("init", cfg["norm"]), cfg["lr"], split=ddp)
         stream = derive_seed(ctx.seed, self.name, "batches")   # one sample order for all runs
         p = parts(ctx.data)
         steps, lr = cfg["steps"], cfg["lr"]
