@@ -8,17 +8,18 @@ run trained to convergence with a cosine learning-rate decay. GroupNorm, LayerNo
 InstanceNorm compute per-image statistics, so with the optimizer batch fixed their runs do not
 depend on the group size: each is trained once and compared with BN at every group size.
 
-Architecture: the small CNN of :mod:`.cnn` plus a normalised hidden layer of 128 units before
-the classifier. A design pilot (disclosed in the setup) found that with the conv layers alone BN
-lost at most ~0.5 points at 2 images on mnist5k and Fashion-MNIST: each conv channel still pools
-2 x 14 x 14 = 392 (or 2 x 7 x 7 = 98) values of near-identically framed images, so its statistics
-barely move with the group. A normalised fully connected layer is where batch statistics come
-from the group's images alone (BN1d over 2 images maps every unit to +-gamma), which is the
-regime the GN paper's claim is about.
+Architecture: the small CNN of :mod:`normlab.runner.cnn` plus a normalised hidden layer of 128
+units before the classifier. A design pilot (disclosed in the setup) found that with the conv
+layers alone BN lost at most ~0.5 points at 2 images on mnist5k and Fashion-MNIST: each conv
+channel still pools 2 x 14 x 14 = 392 (or 2 x 7 x 7 = 98) values of near-identically framed images,
+so its statistics barely move with the group. A normalised fully connected layer is where batch
+statistics come from the group's images alone (BN1d over 2 images maps every unit to +-gamma),
+which is the regime the GN paper's claim is about.
 
-At paper size the network is the GN paper's kind instead: a ResNet-20-style CNN (:mod:`.resnet`,
-He et al. 2016 sec. 4.2) on full 28x28 images, the norm after every convolution and no hidden
-fully connected layer -- its last stage works on 7x7 maps, as ResNet-50's does on ImageNet.
+At paper size the network is the GN paper's kind instead: a ResNet-20-style CNN
+(:mod:`normlab.runner.resnet`, He et al. 2016 sec. 4.2) on full 28x28 images, the norm after every
+convolution and no hidden fully connected layer -- its last stage works on 7x7 maps, as ResNet-50's
+does on ImageNet.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Ioffe & Szegedy 2015, sec. 3.2: BN for convolutional layers is per feature map.
 
-The same CNN (:mod:`.cnn`) with per-channel BatchNorm2d (the paper: statistics over the
-mini-batch *and* all spatial positions, one gamma/beta per feature map) vs per-activation BN
+The same CNN (:mod:`normlab.runner.cnn`) with per-channel BatchNorm2d (the paper: statistics over
+the mini-batch *and* all spatial positions, one gamma/beta per feature map) vs per-activation BN
 (the textbook's reshape of (N, C, H, W) to (N, C*H*W) followed by BatchNorm1d: one mean, variance,
 gamma and beta per channel *and position*), plus the net without BN for reference.
 """

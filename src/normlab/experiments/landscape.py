@@ -17,8 +17,8 @@ edge of stability (at a high rate gradient descent itself drives the landscape's
 to about 2 / lr, for either net).
 
 At quick and full size the nets are a deep ReLU MLP; at paper size a ResNet-20-style CNN on full
-28x28 images (:mod:`.resnet`, He et al. 2016 sec. 4.2) -- a convolutional net as the paper's VGG
--- with BN after every convolution or without any norm.
+28x28 images (:mod:`normlab.runner.resnet`, He et al. 2016 sec. 4.2) -- a convolutional net as the
+paper's VGG -- with BN after every convolution or without any norm.
 """
 
 from __future__ import annotations

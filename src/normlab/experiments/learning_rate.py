@@ -2,7 +2,7 @@
 
 Two nets, each trained with and without BN at five learning rates spanning 100x, from identical
 initial weights on identical batches: the paper's sigmoid MLP (as in ``paper-fig1``) and a small
-ReLU CNN (:mod:`.cnn`). Per seed and net we measure, on the validation part,
+ReLU CNN (:mod:`normlab.runner.cnn`). Per seed and net we measure, on the validation part,
 
 (a) how much higher BN can go: the highest rate at which the BN net trains over the highest
     rate at which the plain net trains (only rates above the plain net's best stable rate count
@@ -12,8 +12,9 @@ ReLU CNN (:mod:`.cnn`). Per seed and net we measure, on the validation part,
     uses its own best rate -- the one that reaches the target in the fewest steps -- and steps
     are interpolated between evaluations, so a ratio is not one evaluation interval.
 
-At paper size the CNN is a ResNet-20-style network on full 28x28 images (:mod:`.resnet`, He et
-al. 2016 sec. 4.2), with BN after every convolution or without any norm; the MLP is the same.
+At paper size the CNN is a ResNet-20-style network on full 28x28 images
+(:mod:`normlab.runner.resnet`, He et al. 2016 sec. 4.2), with BN after every convolution or without
+any norm; the MLP is the same.
 """
 
 from __future__ import annotations
