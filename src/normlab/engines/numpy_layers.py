@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import nn
-from .spec import NORMS, conv_args, group_count, renorm_schedule, unknown
+from .spec import NORMS, conv_args, group_count, norm_args, renorm_schedule, unknown
 
 
 class ActivationBatchNorm(nn.BatchNorm1d):
@@ -71,12 +71,8 @@ def cnn_layer(layer: tuple, rng: np.random.Generator) -> nn.Module:
         conv.weight.data[...] = nn.init.kaiming_normal(conv.weight.shape, rng=rng)
         conv.bias.data[...] = 0
         return conv
-    if kind == "norm":
-        _, name, c, h, w, schedule, virtual = layer
-        return get_norm(name, c, (h, w), schedule, virtual=virtual)
-    if kind == "norm1d":
-        _, name, c, schedule, virtual = layer
-        return get_norm(name, c, None, schedule, virtual=virtual)
+    if kind in ("norm", "norm1d"):
+        return get_norm(*norm_args(layer))
     if kind == "maxpool":
         return nn.MaxPool2d(layer[1])
     if kind == "flatten":

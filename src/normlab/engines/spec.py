@@ -72,6 +72,16 @@ def conv_args(layer: tuple) -> tuple[int, int, int, int, int]:
     return c_in, c_out, k, pad, rest[0] if rest else 1
 
 
+def norm_args(layer: tuple) -> tuple:
+    """(name, channels, (h, w) or None for a feature vector, schedule, virtual) of a "norm" or
+    "norm1d" spec layer: the arguments of either engine's norm factory."""
+    if layer[0] == "norm":
+        _, name, c, h, w, schedule, virtual = layer
+        return name, c, (h, w), schedule, virtual
+    _, name, c, schedule, virtual = layer
+    return name, c, None, schedule, virtual
+
+
 def block_args(layer: tuple) -> tuple:
     """(c_in, c_out, stride, norm, (h, w) after the block, schedule, virtual) of a
     ("resblock", ...) spec layer."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import torch as nt
-from .spec import NORMS, conv_args, group_count, renorm_schedule, unknown
+from .spec import NORMS, conv_args, group_count, norm_args, renorm_schedule, unknown
 
 
 class TorchActivationBatchNorm(torch.nn.BatchNorm1d):
@@ -49,12 +49,8 @@ def cnn_layer(layer: tuple) -> torch.nn.Module:
     if kind == "conv":
         c_in, c_out, k, pad, stride = conv_args(layer)
         return torch.nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad)
-    if kind == "norm":
-        _, name, c, h, w, schedule, virtual = layer
-        return torch_norm(name, c, (h, w), schedule, virtual=virtual)
-    if kind == "norm1d":
-        _, name, c, schedule, virtual = layer
-        return torch_norm(name, c, None, schedule, virtual=virtual)
+    if kind in ("norm", "norm1d"):
+        return torch_norm(*norm_args(layer))
     if kind == "maxpool":
         return torch.nn.MaxPool2d(layer[1])
     if kind == "flatten":
