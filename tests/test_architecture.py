@@ -115,8 +115,9 @@ def violations(root: Path) -> list[str]:
     for importer, target, name, line in imports(root):
         src, dst = _part(importer), _part(target)
         where = f"{importer}:{line} imports {target}" + (f".{name}" if name else "")
-        if dst != src and dst not in ALLOWED.get(src, ()):
-            bad.append(f"{where}: {src} may import only {sorted(ALLOWED[src]) or 'nothing'}")
+        allowed = ALLOWED.get(src, set())
+        if dst != src and dst not in allowed:
+            bad.append(f"{where}: {src} may import only {sorted(allowed) or 'nothing'}")
         if name is not None and name.startswith("_") and dst in PRIVATE and target != importer:
             bad.append(f"{where}: a private name of another module")
         if src == "torch" and dst == "nn" and any(p.startswith("_") for p in target.split(".")[2:]):
