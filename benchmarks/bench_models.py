@@ -12,7 +12,7 @@ trains it, on random data of the experiment's shapes:
   for each of its four norms. torch: ``torch.nn.LSTM`` for "none", else ``torch_lstm.py``.
 
 One step = forward, loss, backward, (clip,) SGD update, zero_grad, as the experiment runs it;
-the NumPy engine's CNN step is ``experiments.train.NumpyTrainer.train_step`` itself, torch's
+the NumPy engine's CNN step is ``engines.numpy.NumpyTrainer.train_step`` itself, torch's
 is ``TorchTrainer.train_step`` on the twin built from the same weights. Both engines run with
 one thread (as ``normlab reproduce``'s workers do), alternating round by round; the ratio is
 of the medians. ``layer_shares`` times every layer's forward and backward of the NumPy engine
@@ -60,8 +60,8 @@ def _images(batch: int, seed: int = 0, n: int = 8):
 
 
 def _cnn_step(name: str, engine: str) -> tuple[Step, object]:
-    from normlab.experiments.cnn import cnn_spec
-    from normlab.experiments.train import make_trainer
+    from normlab.engines import make_trainer
+    from normlab.runner.cnn import cnn_spec
 
     cfg = CNNS[name]
     spec = cnn_spec(IMAGE, CLASSES, "batch", hidden=cfg["hidden"])
@@ -83,7 +83,7 @@ def _sequences(seed: int = 0, n: int = 8):
 def _numpy_lstm_step(norm: str) -> tuple[Step, object]:
     from normlab import nn, optim
     from normlab.experiments.rnn_norm import H0_NOISE
-    from normlab.experiments.rnn_train import clip_grad_norm, initial_state
+    from normlab.runner.rnn_train import clip_grad_norm, initial_state
 
     rng = np.random.default_rng(0)
     lstm = nn.LSTM(SEQ_INPUTS, HIDDEN, norm=norm, rng=rng)
@@ -135,7 +135,7 @@ def _torch_lstm_step(norm: str) -> tuple[Step, object]:
 
 
 def _sibling(name: str):
-    """A module from this folder (bench.py loads this file by path, so it is not a package)."""
+    """A module from this folder (normlab.bench loads this file by path, so it is not a package)."""
     path = Path(__file__).with_name(f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"_normlab_bench_{name}", path)
     module = importlib.util.module_from_spec(spec)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from normlab.bench import FULL_CASES, TINY_CASES, write_json
-from normlab.bench_textbook import TextbookBatchNorm
+from normlab.bench.textbook import TextbookBatchNorm
 
 
 @pytest.mark.parametrize(("flag", "expected_cases"), [("--tiny", TINY_CASES),
@@ -98,10 +98,11 @@ def fake_result() -> dict:
 @pytest.fixture
 def fake_run(monkeypatch):
     """bench.run replaced by :func:`fake_result`; ``calls`` counts how often it ran."""
-    import normlab.bench
+    import normlab.bench.command
 
     calls = []
-    monkeypatch.setattr(normlab.bench, "run", lambda **kw: calls.append(kw) or fake_result())
+    monkeypatch.setattr(normlab.bench.command, "run",
+                        lambda **kw: calls.append(kw) or fake_result())
     return calls
 
 

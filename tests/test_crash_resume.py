@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from normlab.experiments.store import read_checkpoint
+from normlab.runner.store import read_checkpoint
 from tests.test_reproduce import ENV, NORMLAB, normlab, run_metrics
 
 ARGS = ["reproduce", "paper-fig1", "--quick", "--data", "digits", "--seed", "3"]
@@ -105,10 +105,10 @@ def test_disk_full_during_fold_keeps_old_output_and_is_one_line(tmp_path, monkey
 
 
 def test_disk_full_during_bench_json_is_one_line_after_the_table(tmp_path, monkeypatch):
-    import normlab.bench
+    import normlab.bench.command
     from tests.test_bench import fake_result, invoke
 
-    monkeypatch.setattr(normlab.bench, "run", lambda **kw: fake_result())
+    monkeypatch.setattr(normlab.bench.command, "run", lambda **kw: fake_result())
     target = tmp_path / "bench.json"
     target.write_text('{"earlier": true}')
     disk_full(monkeypatch)

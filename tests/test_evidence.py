@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from normlab.experiments.evidence import Criterion, Interval, Judged, combine, interval, t975
+from normlab.runner.evidence import Criterion, Interval, Judged, combine, interval, t975
 
 
 def test_t_quantiles_match_the_table_and_shrink_to_the_normal():

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 
 from normlab import data, nn
+from normlab.engines.numpy import build_numpy
+from normlab.engines.numpy_layers import ActivationBatchNorm, get_norm
+from normlab.engines.spec import NORMS
 from normlab.experiments import get
-from normlab.experiments.base import Run, RunContext
-from normlab.experiments.cnn import NORMS, ActivationBatchNorm, cnn_spec, get_norm
-from normlab.experiments.holdout import parts
-from normlab.experiments.models import build_numpy, build_torch
+from normlab.runner.base import Run, RunContext
+from normlab.runner.cnn import cnn_spec
+from normlab.runner.holdout import parts
 from tests.pipeline import seed_metrics, verdict
 
 NAMES = ["learning-rate", "batch-size", "conv-bn"]
@@ -174,6 +176,8 @@ def test_cnn_norms_build_identically_on_both_engines(torch, norm, virtual):
     hidden = None if norm == "activation" else 6
     spec = cnn_spec((8, 8), 10, norm, schedule=(3.0, 5.0, 1, 4, 2), hidden=hidden,
                     virtual=virtual)
+    from normlab.engines.torch import build_torch
+
     model = build_numpy(spec, 0.01, np.random.default_rng(0))
     twin = build_torch(spec, model.state_dict())
     assert list(twin.state_dict()) == list(model.state_dict())

@@ -10,8 +10,8 @@ import pytest
 
 from normlab import data
 from normlab.experiments import get
-from normlab.experiments.base import VERDICTS, RunContext
-from normlab.experiments.holdout import parts
+from normlab.runner.base import VERDICTS, RunContext
+from normlab.runner.holdout import parts
 from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 
 NAMES = ["train-eval", "regularization", "landscape", "rnn-norm"]
@@ -127,12 +127,12 @@ def _ctx(name, key, digits, engine, warn=None):
 
 
 def test_landscape_probe_leaves_model_unchanged(digits):
+    from normlab.engines import make_trainer
+    from normlab.engines.spec import mlp_spec
     from normlab.experiments.landscape import probe
-    from normlab.experiments.models import mlp_spec
-    from normlab.experiments.train_eval import he_trainer
 
-    trainer = he_trainer("numpy", mlp_spec([64, 32, 32, 10], "relu", True),
-                         np.random.default_rng(0), 0.1)
+    trainer = make_trainer("numpy", mlp_spec([64, 32, 32, 10], "relu", True), "he",
+                           np.random.default_rng(0), 0.1)
     x, y = parts(digits).train.flat()
     before = trainer.state()
     p = probe(trainer, x[:60], y[:60], [0.05, 0.4])
@@ -191,8 +191,8 @@ def test_noisy_h0_removes_zero_variance_steps_of_blank_rows():
     # MNIST's top rows are blank: with h_0 = 0 every sample has the same h_t there, W_h h_t has
     # zero batch variance and per-step BN divides by sqrt(eps) (the exploding gradient that kept
     # the BN-LSTM at chance on 28x28 rows); Cooijmans et al.'s noisy h_0 gives it variance.
-    from normlab.experiments.rnn_train import initial_state
     from normlab.nn.recurrent import LSTM
+    from normlab.runner.rnn_train import initial_state
 
     x = np.random.default_rng(0).random((16, 6, 8)).astype(np.float32)
     x[:, :3] = 0.0
@@ -207,8 +207,8 @@ def test_noisy_h0_removes_zero_variance_steps_of_blank_rows():
 
 
 def test_clip_grad_norm_scales_to_max_norm_only_when_above():
-    from normlab.experiments.rnn_train import clip_grad_norm
     from normlab.nn.module import Parameter
+    from normlab.runner.rnn_train import clip_grad_norm
 
     params = [Parameter(np.zeros(2)), Parameter(np.zeros(1))]
     params[0].grad, params[1].grad = np.array([3.0, 0.0]), np.array([4.0])

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from normlab import data
+from normlab.engines import make_trainer
+from normlab.engines.spec import mlp_spec
 from normlab.experiments import get
-from normlab.experiments.base import VERDICTS, RunContext
-from normlab.experiments.models import mlp_spec
 from normlab.experiments.running_stats import configure_bn, fp16_overflow, log2_grid, needed
-from normlab.experiments.train_eval import bn_layers, he_trainer
+from normlab.runner.base import VERDICTS, RunContext
+from normlab.runner.batchnorm import bn_layers
 from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 
 NAME = "running-stats"
@@ -157,8 +158,8 @@ def test_verdict_follows_the_numbers():
 
 
 def test_configure_bn_keeps_training_gamma(digits):
-    trainer = he_trainer("numpy", mlp_spec([64, 16, 10], "relu", True),
-                         np.random.default_rng(0), 0.5)
+    trainer = make_trainer("numpy", mlp_spec([64, 16, 10], "relu", True), "he",
+                           np.random.default_rng(0), 0.5)
     configure_bn(trainer, running_stats="exact", skip_nonfinite=True)
     (bn,) = bn_layers(trainer)
     assert bn.running_stats == "exact" and bn.skip_nonfinite

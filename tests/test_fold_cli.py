@@ -220,7 +220,7 @@ def randomize_torch_bn(torch, model) -> None:
 
 
 def test_fold_state_dict_with_registry_arch(tmp_path, torch):
-    from normlab.fold.arch import build_module
+    from normlab.cli.fold_arch import build_module
 
     model = build_module("conv-bn-digits")
     randomize_torch_bn(torch, model)
@@ -287,7 +287,7 @@ def test_fold_state_dict_with_import_path_arch(tmp_path, torch):
                     "with --arch, got "),
 ])
 def test_state_dict_bad_input_is_one_line_exit_2(tmp_path, torch, case, message):
-    from normlab.fold.arch import build_module
+    from normlab.cli.fold_arch import build_module
 
     src, out = tmp_path / "weights.pt", tmp_path / "o.pt"
     arch, shape = ["--arch", "conv-bn-digits"], "1,1,8,8"
@@ -325,7 +325,7 @@ def test_state_dict_bad_input_is_one_line_exit_2(tmp_path, torch, case, message)
 
 
 def test_help_lists_every_registry_architecture():
-    from normlab.fold.arch import ARCHITECTURES
+    from normlab.cli.fold_arch import ARCHITECTURES
 
     result = CliRunner().invoke(app, ["fold", "--help"], terminal_width=200)
     text = " ".join(result.output.split())

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from normlab import nn, serialization
 from normlab.data import load_idx_folder
 from normlab.data.idx import read_idx
-from normlab.experiments.store import read_checkpoint, write_checkpoint
 from normlab.fold.archive import load_model
+from normlab.runner.store import read_checkpoint, write_checkpoint
 from tests.test_data import write_idx
 
 FUZZ = settings(max_examples=60, deadline=None,

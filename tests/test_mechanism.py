@@ -40,7 +40,7 @@ def _no_bn(mp):
 
 
 def _no_lstm_norm(mp):
-    from normlab.experiments import rnn_train
+    from normlab.runner import rnn_train
 
     real = rnn_train.nn.LSTM
     mp.setattr(rnn_train.nn, "LSTM", lambda *a, norm=None, **k: real(*a, norm="none", **k))

@@ -295,8 +295,8 @@ def test_new_experiment_plugs_in(monkeypatch, tmp_path):
     """The API: an experiment is one class + a registry entry; runner and report need nothing."""
     from normlab import data
     from normlab.experiments import Experiment, Run, registry
-    from normlab.experiments.evidence import Criterion
     from normlab.reproduce import Options, finalize, run_all
+    from normlab.runner.evidence import Criterion
 
     class Fake(Experiment):
         name, title, source, claim = "fake", "Fake", "nowhere", "x is 2"

@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 
 from normlab import nn
-from normlab.experiments.cnn import NORMS
-from normlab.experiments.models import build_numpy, build_torch
-from normlab.experiments.resnet import (
-    BasicBlock,
-    GlobalAvgPool,
-    resnet_spec,
-    stage_sides,
-)
-from normlab.experiments.train import NumpyTrainer
+from normlab.engines.numpy import NumpyTrainer, build_numpy
+from normlab.engines.numpy_resnet import BasicBlock, GlobalAvgPool
+from normlab.engines.spec import NORMS
+from normlab.runner.resnet import resnet_spec, stage_sides
 from tests.gradcheck import assert_grad_close, numerical_grad
 
 RESNET_NORMS = [n for n in NORMS if n != "activation"]
@@ -107,6 +102,8 @@ def test_resnet_trains_identically_on_both_engines(torch, norm, virtual):
     """Same keys, and three SGD steps from the same weights give the same losses, weights and
     eval outputs on both engines (renorm's schedule ramps inside them)."""
     spec = resnet_spec((8, 8), 10, norm, schedule=(3.0, 5.0, 1, 3, 2), virtual=virtual)
+    from normlab.engines.torch import build_torch
+
     model = build_numpy(spec, 0.01, np.random.default_rng(0))
     twin = build_torch(spec, model.state_dict())
     assert list(twin.state_dict()) == list(model.state_dict())

@@ -9,11 +9,11 @@ import json
 import pytest
 
 from normlab import data
+from normlab.cli.reproduce_command import _check
 from normlab.experiments import EXPERIMENTS, get
-from normlab.experiments.base import RunContext
-from normlab.experiments.store import read_checkpoint
 from normlab.reproduce import Options, UsageError, resolve_size
-from normlab.reproduce_command import _check
+from normlab.runner.base import RunContext
+from normlab.runner.store import read_checkpoint
 from tests.test_reproduce import ENV, normlab
 
 PAPER_ONLY = {"batch-size", "learning-rate", "landscape", "rnn-norm"}   # own paper setting
@@ -175,7 +175,7 @@ def test_paper_results_are_reported_and_not_mixed_with_another_size(paper_run, t
 def test_results_before_sizes_count_as_quick_or_full():
     """A results.json written before --size existed has no "size": its "quick" decides, so an
     earlier quick run in the folder is still kept by a quick run."""
-    from normlab.experiments.base import size_of
+    from normlab.runner.base import size_of
 
     assert size_of({"quick": True}) == "quick" and size_of({"quick": False}) == "full"
     assert size_of({"quick": False, "size": "paper"}) == "paper"

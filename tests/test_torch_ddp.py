@@ -29,8 +29,8 @@ import time
 import numpy as np
 import pytest
 
-from normlab.experiments.cnn import cnn_spec
-from normlab.experiments.train import make_trainer
+from normlab.engines import make_trainer
+from normlab.runner.cnn import cnn_spec
 
 P, BATCH, STEPS, LR, INIT_STD, SEED = 2, 8, 10, 0.2, 0.1, 7
 TOL = {"rtol": 1e-5, "atol": 1e-6}
@@ -139,8 +139,8 @@ def test_sync_bn_equals_whole_batch_bn_and_a_worker_error_stops_all(torch):
 
 PARENT = """
 import numpy as np
-from normlab.experiments.cnn import cnn_spec
-from normlab.experiments.train import make_trainer
+from normlab.runner.cnn import cnn_spec
+from normlab.engines import make_trainer
 spec = cnn_spec((8, 8), 10, "batch", channels=(4,), hidden=8)
 t = make_trainer("torch", spec, 0.1, np.random.default_rng(0), 0.1, workers=2)
 x = np.random.default_rng(1).normal(size=(8, 1, 8, 8)).astype(np.float32)
@@ -203,7 +203,7 @@ TORCHRUN_SCRIPT = """
 import sys
 sys.path.insert(0, {repo!r})
 import numpy as np
-from normlab.experiments.train import make_trainer
+from normlab.engines import make_trainer
 from tests.test_torch_ddp import INIT_STD, LR, SEED, STEPS, data, run, spec
 
 trainer = make_trainer("torch", spec(), INIT_STD, np.random.default_rng(SEED), LR)

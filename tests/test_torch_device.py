@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from normlab.experiments.cnn import cnn_spec
-from normlab.experiments.train import make_trainer
+from normlab.engines import make_trainer
+from normlab.runner.cnn import cnn_spec
 
 SPEC = cnn_spec((8, 8), 10, "batch", channels=(4,), hidden=8)
 

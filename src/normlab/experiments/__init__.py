@@ -1,6 +1,8 @@
-"""Reproductions of published BN claims; see :mod:`.base` for the API and :mod:`.registry`."""
+"""Reproductions of published BN claims: one file per experiment, listed in :mod:`.registry`.
 
-from .base import Experiment, Run, RunContext, Summary
+The API they implement is :mod:`normlab.runner.base`."""
+
+from ..runner.base import Experiment, Run, RunContext, Summary
 from .registry import EXPERIMENTS, get
 
 __all__ = ["EXPERIMENTS", "Experiment", "Run", "RunContext", "Summary", "get"]

@@ -8,17 +8,18 @@ run trained to convergence with a cosine learning-rate decay. GroupNorm, LayerNo
 InstanceNorm compute per-image statistics, so with the optimizer batch fixed their runs do not
 depend on the group size: each is trained once and compared with BN at every group size.
 
-Architecture: the small CNN of :mod:`.cnn` plus a normalised hidden layer of 128 units before
-the classifier. A design pilot (disclosed in the setup) found that with the conv layers alone BN
-lost at most ~0.5 points at 2 images on mnist5k and Fashion-MNIST: each conv channel still pools
-2 x 14 x 14 = 392 (or 2 x 7 x 7 = 98) values of near-identically framed images, so its statistics
-barely move with the group. A normalised fully connected layer is where batch statistics come
-from the group's images alone (BN1d over 2 images maps every unit to +-gamma), which is the
-regime the GN paper's claim is about.
+Architecture: the small CNN of :mod:`normlab.runner.cnn` plus a normalised hidden layer of 128
+units before the classifier. A design pilot (disclosed in the setup) found that with the conv
+layers alone BN lost at most ~0.5 points at 2 images on mnist5k and Fashion-MNIST: each conv
+channel still pools 2 x 14 x 14 = 392 (or 2 x 7 x 7 = 98) values of near-identically framed images,
+so its statistics barely move with the group. A normalised fully connected layer is where batch
+statistics come from the group's images alone (BN1d over 2 images maps every unit to +-gamma),
+which is the regime the GN paper's claim is about.
 
-At paper size the network is the GN paper's kind instead: a ResNet-20-style CNN (:mod:`.resnet`,
-He et al. 2016 sec. 4.2) on full 28x28 images, the norm after every convolution and no hidden
-fully connected layer -- its last stage works on 7x7 maps, as ResNet-50's does on ImageNet.
+At paper size the network is the GN paper's kind instead: a ResNet-20-style CNN
+(:mod:`normlab.runner.resnet`, He et al. 2016 sec. 4.2) on full 28x28 images, the norm after every
+convolution and no hidden fully connected layer -- its last stage works on 7x7 maps, as ResNet-50's
+does on ImageNet.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from __future__ import annotations
 import math
 
 from ..data import Dataset
-from . import resnet
-from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from .cnn import as_images, cnn_spec, group_count, image_shape
-from .curve import eval_steps, final_accuracy, train_curve
-from .evidence import Criterion, Published
-from .holdout import parts
-from .plots import BAND_NOTE, band
-from .train import make_trainer
+from ..engines.spec import group_count
+from ..runner import resnet
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.cnn import as_images, cnn_spec, image_shape
+from ..runner.curve import eval_steps, final_accuracy, train_curve
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+from ..runner.plots import BAND_NOTE, band
 
 GROUPED = ("batch", "renorm")                   # statistics over groups of images
 PER_IMAGE = ("group", "layer", "instance", "none")  # independent of the group size
@@ -183,9 +184,7 @@ class BatchSize(Experiment):
         else:
             spec = cnn_spec(image_shape(ctx.data.image_shape), cfg["n_classes"], cfg["norm"],
                             schedule=cfg["schedule"], hidden=HIDDEN, virtual=virtual)
-        options = ctx.trainer_options() if ddp else {"device": ctx.device}
-        trainer = ctx.owned(make_trainer(ctx.engine, spec, INIT_STD,
-                                         ctx.rng("init", cfg["norm"]), cfg["lr"], **options))
+        trainer = ctx.trainer(spec, INIT_STD, ctx.rng("init", cfg["norm"]), cfg["lr"], split=ddp)
         stream = derive_seed(ctx.seed, self.name, "batches")   # one sample order for all runs
         p = parts(ctx.data)
         steps, lr = cfg["steps"], cfg["lr"]

@@ -1,7 +1,7 @@
 """Ioffe & Szegedy 2015, sec. 3.2: BN for convolutional layers is per feature map.
 
-The same CNN (:mod:`.cnn`) with per-channel BatchNorm2d (the paper: statistics over the
-mini-batch *and* all spatial positions, one gamma/beta per feature map) vs per-activation BN
+The same CNN (:mod:`normlab.runner.cnn`) with per-channel BatchNorm2d (the paper: statistics over
+the mini-batch *and* all spatial positions, one gamma/beta per feature map) vs per-activation BN
 (the textbook's reshape of (N, C, H, W) to (N, C*H*W) followed by BatchNorm1d: one mean, variance,
 gamma and beta per channel *and position*), plus the net without BN for reference.
 """
@@ -13,13 +13,12 @@ import time
 import numpy as np
 
 from ..data import Dataset
-from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from .cnn import as_images, cnn_spec, image_shape, norm_param_count
-from .curve import eval_steps, final_accuracy, speedup, steps_to, train_curve
-from .evidence import Criterion, Published
-from .holdout import parts
-from .plots import BAND_NOTE, band, seeds_of
-from .train import make_trainer
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.cnn import as_images, cnn_spec, image_shape, norm_param_count
+from ..runner.curve import eval_steps, final_accuracy, speedup, steps_to, train_curve
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+from ..runner.plots import BAND_NOTE, band, seeds_of
 
 VARIANTS = {"channel": "batch", "activation": "activation", "none": "none"}
 LABELS = {"channel": "per-channel BN2d (paper)", "activation": "per-activation BN (reshape)",
@@ -108,8 +107,7 @@ class ConvBN(Experiment):
         if cfg["variant"] == "timing":
             return self._timing(ctx, cfg)
         spec = self._spec(data, cfg["variant"], cfg["n_classes"])
-        trainer = ctx.owned(make_trainer(ctx.engine, spec, INIT_STD, ctx.rng("init"), cfg["lr"],
-                                         **ctx.trainer_options()))
+        trainer = ctx.trainer(spec, INIT_STD, ctx.rng("init"), cfg["lr"])
         stream = derive_seed(ctx.seed, self.name, "batches")
         p = parts(data)
         hist = train_curve(ctx, trainer, (as_images(p.train.x), p.train.y),
@@ -122,8 +120,8 @@ class ConvBN(Experiment):
         x = as_images(parts(ctx.data).test.x[:cfg["images"]])
         trainers = {}
         for v in VARIANTS:
-            t = ctx.owned(make_trainer(ctx.engine, self._spec(ctx.data, v, cfg["n_classes"]),
-                                       INIT_STD, ctx.rng("init"), LR, **ctx.trainer_options()))
+            t = ctx.trainer(self._spec(ctx.data, v, cfg["n_classes"]), INIT_STD, ctx.rng("init"),
+                            LR)
             t.forward_eval(x[:2])   # warm-up (allocations, lazy imports)
             trainers[v] = t
         times = {v: [] for v in VARIANTS}

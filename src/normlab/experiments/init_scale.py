@@ -13,12 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import Dataset
-from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from .evidence import Criterion, Published
-from .holdout import parts
-from .models import mlp_spec
-from .plots import BAND_NOTE, band, seeds_of
-from .train import evaluate, make_trainer, replacement_batch
+from ..engines.spec import mlp_spec
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+from ..runner.plots import BAND_NOTE, band, seeds_of
+from ..runner.train import evaluate, replacement_batch
 
 STDS = np.logspace(0, -4, 16)
 N_TRAIN = 1000
@@ -97,8 +97,7 @@ class InitScale(Experiment):
     def run(self, ctx: RunContext, cfg: dict) -> dict:
         spec = mlp_spec(cfg["sizes"], "relu", cfg["bn"], cfg["eps"])
         i = cfg["std_index"]
-        trainer = ctx.owned(make_trainer(ctx.engine, spec, cfg["std"], ctx.rng("init", i),
-                                         cfg["lr"], **ctx.trainer_options()))
+        trainer = ctx.trainer(spec, cfg["std"], ctx.rng("init", i), cfg["lr"])
         stream = derive_seed(ctx.seed, self.name, "batches", i)
         x, y = parts(ctx.data).train.flat()
         x, y = x[:cfg["n_train"]], y[:cfg["n_train"]]

@@ -17,8 +17,8 @@ edge of stability (at a high rate gradient descent itself drives the landscape's
 to about 2 / lr, for either net).
 
 At quick and full size the nets are a deep ReLU MLP; at paper size a ResNet-20-style CNN on full
-28x28 images (:mod:`.resnet`, He et al. 2016 sec. 4.2) -- a convolutional net as the paper's VGG
--- with BN after every convolution or without any norm.
+28x28 images (:mod:`normlab.runner.resnet`, He et al. 2016 sec. 4.2) -- a convolutional net as the
+paper's VGG -- with BN after every convolution or without any norm.
 """
 
 from __future__ import annotations
@@ -26,14 +26,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import Dataset
-from . import resnet
-from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from .cnn import as_images
-from .evidence import Criterion, Published
-from .holdout import parts
-from .models import mlp_spec
-from .train import epoch_batch, evaluate
-from .train_eval import he_trainer
+from ..engines.spec import mlp_spec
+from ..runner import resnet
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.cnn import as_images
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+from ..runner.train import epoch_batch, evaluate
 
 STEPS = 1000
 PAPER_STEPS = 2000     # the ResNet at paper size (the GPU budget: README, "Sizes")
@@ -190,8 +189,7 @@ class Landscape(Experiment):
         else:
             spec = mlp_spec(cfg["sizes"], "relu", cfg["bn"])
             (x, y), x_val = p.train.flat(), p.val.flat()[0]
-        trainer = he_trainer(ctx.engine, spec, ctx.rng("init"), cfg["lr"],
-                             **ctx.trainer_options(distributed=False))
+        trainer = ctx.trainer(spec, "he", ctx.rng("init"), cfg["lr"], distributed=False)
         stream = derive_seed(ctx.seed, self.name, "batches")
         out = {"step": [], "variation": [], "grad_change": [], "beta": [], "loss": [],
                "grad_norm": []}

@@ -2,7 +2,7 @@
 
 Two nets, each trained with and without BN at five learning rates spanning 100x, from identical
 initial weights on identical batches: the paper's sigmoid MLP (as in ``paper-fig1``) and a small
-ReLU CNN (:mod:`.cnn`). Per seed and net we measure, on the validation part,
+ReLU CNN (:mod:`normlab.runner.cnn`). Per seed and net we measure, on the validation part,
 
 (a) how much higher BN can go: the highest rate at which the BN net trains over the highest
     rate at which the plain net trains (only rates above the plain net's best stable rate count
@@ -12,22 +12,22 @@ ReLU CNN (:mod:`.cnn`). Per seed and net we measure, on the validation part,
     uses its own best rate -- the one that reaches the target in the fewest steps -- and steps
     are interpolated between evaluations, so a ratio is not one evaluation interval.
 
-At paper size the CNN is a ResNet-20-style network on full 28x28 images (:mod:`.resnet`, He et
-al. 2016 sec. 4.2), with BN after every convolution or without any norm; the MLP is the same.
+At paper size the CNN is a ResNet-20-style network on full 28x28 images
+(:mod:`normlab.runner.resnet`, He et al. 2016 sec. 4.2), with BN after every convolution or without
+any norm; the MLP is the same.
 """
 
 from __future__ import annotations
 
 from ..data import Dataset
-from . import resnet
-from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from .cnn import as_images, cnn_spec, image_shape
-from .curve import eval_steps, final_accuracy, speedup, steps_to, train_curve
-from .evidence import Criterion, Published
-from .holdout import parts
-from .models import mlp_spec
-from .plots import BAND_NOTE, band
-from .train import make_trainer
+from ..engines.spec import mlp_spec
+from ..runner import resnet
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.cnn import as_images, cnn_spec, image_shape
+from ..runner.curve import eval_steps, final_accuracy, speedup, steps_to, train_curve
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+from ..runner.plots import BAND_NOTE, band
 
 BATCH = 60
 MULTIPLIERS = (1, 3, 10, 30, 100)
@@ -153,9 +153,7 @@ class LearningRate(Experiment):
                             "batch" if cfg["bn"] else "none")
             train, val, test = ((as_images(q.x), q.y) for q in (p.train, p.val, p.test))
         # Shared "init"/"batches" streams per model: all rates and both nets start equal.
-        trainer = ctx.owned(make_trainer(ctx.engine, spec, cfg["init_std"],
-                                         ctx.rng("init", cfg["model"]), cfg["lr"],
-                                         **ctx.trainer_options()))
+        trainer = ctx.trainer(spec, cfg["init_std"], ctx.rng("init", cfg["model"]), cfg["lr"])
         stream = derive_seed(ctx.seed, self.name, "batches", cfg["model"])
         return train_curve(ctx, trainer, train, val, test, steps=cfg["steps"],
                            batch=cfg["batch"], evals=cfg["evals"], stream=stream)

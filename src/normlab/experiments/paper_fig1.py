@@ -13,13 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import Dataset
-from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from .curve import final_accuracy, speedup, steps_to
-from .evidence import Criterion, Published
-from .holdout import parts
-from .models import last_index, mlp_spec
-from .plots import BAND_NOTE, band, seeds_of
-from .train import epoch_batch, evaluate, make_trainer
+from ..engines.spec import last_index, mlp_spec
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.curve import final_accuracy, speedup, steps_to
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+from ..runner.plots import BAND_NOTE, band, seeds_of
+from ..runner.train import epoch_batch, evaluate
 
 STEPS = 50_000
 BATCH = 60
@@ -102,8 +102,7 @@ class PaperFig1(Experiment):
         spec = mlp_spec(cfg["sizes"], "sigmoid", cfg["bn"])
         tap = last_index(spec, "sigmoid")
         # Both runs share the "init" and "batches" streams: same weights, same batches.
-        trainer = ctx.owned(make_trainer(ctx.engine, spec, cfg["init_std"], ctx.rng("init"),
-                                         cfg["lr"], **ctx.trainer_options()))
+        trainer = ctx.trainer(spec, cfg["init_std"], ctx.rng("init"), cfg["lr"])
         stream = derive_seed(ctx.seed, self.name, "batches")
         p = parts(ctx.data)
         (x_tr, y_tr), (x_va, y_va) = p.train.flat(), p.val.flat()

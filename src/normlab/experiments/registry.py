@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Experiment
+from ..runner.base import Experiment
 from .batch_size import BatchSize
 from .conv_bn import ConvBN
 from .init_scale import InitScale

@@ -19,13 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import Dataset
-from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from .evidence import Criterion, Published
-from .holdout import parts
-from .models import mlp_spec
-from .plots import BAND_NOTE, band, bars, seeds_of
-from .train import epoch_batch, evaluate
-from .train_eval import he_trainer
+from ..engines.spec import mlp_spec
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+from ..runner.plots import BAND_NOTE, band, bars, seeds_of
+from ..runner.train import epoch_batch, evaluate
 
 N_TRAIN = 1000
 HIDDEN = (512, 512)
@@ -112,8 +111,7 @@ class Regularization(Experiment):
 
     def run(self, ctx: RunContext, cfg: dict) -> dict:
         spec = regularized_spec(cfg["sizes"], cfg["bn"], cfg["dropout"])
-        trainer = he_trainer(ctx.engine, spec, ctx.rng("init"),
-                             cfg["lr"], **ctx.trainer_options(distributed=False))
+        trainer = ctx.trainer(spec, "he", ctx.rng("init"), cfg["lr"], distributed=False)
         stream = derive_seed(ctx.seed, self.name, "batches")
         p = parts(ctx.data)
         x, y = p.train.flat()

@@ -23,12 +23,12 @@ explodes ("We work around this by injecting noise into the initial hidden states
 from __future__ import annotations
 
 from ..data import Dataset
-from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from .curve import speedup, steps_to
-from .evidence import Criterion, Published
-from .holdout import parts
-from .plots import BAND_NOTE, band, seeds_of
-from .rnn_train import train_lstm
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.curve import speedup, steps_to
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+from ..runner.plots import BAND_NOTE, band, seeds_of
+from ..runner.rnn_train import train_lstm
 
 BATCH = 64
 N_EVALS = 20

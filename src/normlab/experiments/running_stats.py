@@ -27,13 +27,13 @@ import numpy as np
 
 from .. import nn
 from ..data import Dataset
-from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from .evidence import Criterion, Published
-from .holdout import parts
-from .models import mlp_spec
-from .plots import BAND_NOTE, band, bars
-from .train import epoch_batch, evaluate
-from .train_eval import bn_layers, forward_batch_stats, he_trainer
+from ..engines.spec import mlp_spec
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.batchnorm import bn_layers, forward_batch_stats
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+from ..runner.plots import BAND_NOTE, band, bars
+from ..runner.train import epoch_batch, evaluate
 
 STEPS = 2000
 BATCH = 60
@@ -68,17 +68,11 @@ def configure_bn(trainer, **options) -> None:
 
     gamma and beta are the *same* Parameter objects, so the optimizer keeps training them.
     """
-    if trainer.engine == "torch":
-        from ..torch import BatchNorm1d
-    else:
-        BatchNorm1d = nn.BatchNorm1d
     old = set(map(id, bn_layers(trainer)))
     layers = list(trainer.model)
     for i, m in enumerate(layers):
         if id(m) in old:
-            new = BatchNorm1d(m.num_features, eps=m.eps, momentum=m.momentum, **options)
-            if trainer.engine == "torch":
-                new = new.to(trainer.device)
+            new = trainer.batch_norm_1d(m.num_features, eps=m.eps, momentum=m.momentum, **options)
             new.weight, new.bias = m.weight, m.bias
             layers[i] = new
     if trainer.engine == "torch":
@@ -236,8 +230,8 @@ class RunningStats(Experiment):
         return self._poison(ctx, cfg)
 
     def _trainer(self, ctx: RunContext, cfg: dict, skip_nonfinite: bool = False):
-        trainer = he_trainer(ctx.engine, mlp_spec(cfg["sizes"], "relu", True), ctx.rng("init"),
-                             cfg["lr"], **ctx.trainer_options(distributed=False))
+        trainer = ctx.trainer(mlp_spec(cfg["sizes"], "relu", True), "he", ctx.rng("init"),
+                              cfg["lr"], distributed=False)
         configure_bn(trainer, running_stats="ema", skip_nonfinite=skip_nonfinite)
         return trainer
 

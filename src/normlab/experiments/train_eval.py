@@ -13,23 +13,20 @@ trained MLP (Linear -> BN -> ReLU hidden layers):
     is right (about 1/momentum; ``momentum=None``, the cumulative average, is exact soonest);
 (c) after the input distribution shifts, the running statistics are stale; re-estimating them
     (forward passes in training mode with ``momentum=None``, no weight change) restores accuracy.
-
-The helpers here (:func:`he_trainer`, :func:`bn_layers`, :func:`forward_batch_stats`,
-:func:`recalibrate`) work on both engines and are shared with the other BN experiments.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .. import nn
 from ..data import Dataset
-from .base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from .evidence import Criterion, Published
-from .holdout import parts
-from .models import Spec, build_numpy, build_torch, mlp_spec
-from .plots import BAND_NOTE, band, bars
-from .train import NumpyTrainer, TorchTrainer, epoch_batch, evaluate
+from ..engines.spec import mlp_spec
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.batchnorm import bn_layers, forward_batch_stats, recalibrate, train_mode_accuracy
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+from ..runner.plots import BAND_NOTE, band, bars
+from ..runner.train import epoch_batch, evaluate
 
 STEPS = 2000
 BATCH = 60
@@ -50,74 +47,6 @@ SLOW_MOMENTUM = "(b) batches needed, momentum 0.01 / momentum 0.1"
 CUMULATIVE = "(b) batches needed, momentum 0.1 / cumulative (momentum=None)"
 SHIFT_COST = "(c) clean accuracy - shifted accuracy with stale statistics"
 RECAL_LEFT = "(c) clean accuracy - shifted accuracy after recalibration"
-
-
-def he_trainer(engine: str, spec: Spec, rng: np.random.Generator, lr: float, device=None):
-    """A trainer whose Linear weights are N(0, 2/fan_in) (He et al. 2015), on either engine.
-
-    One std for all layers (``make_trainer``) shrinks or blows up the signal of a plain ReLU net
-    with layers of different widths; He scaling keeps plain and BN nets comparable.
-    """
-    model = build_numpy(spec, 1.0, rng)
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            layer.weight.data *= np.float32(np.sqrt(2.0 / layer.weight.shape[1]))
-    if engine == "numpy":
-        return NumpyTrainer(model, lr)
-    if engine == "torch":
-        return TorchTrainer(build_torch(spec, model.state_dict()), lr, device)
-    raise ValueError(f"engine: expected 'numpy' or 'torch', got {engine!r}")
-
-
-def bn_layers(trainer) -> list:
-    """The BatchNorm layers of a trainer's model (same attributes on both engines)."""
-    if trainer.engine == "torch":
-        kinds = (trainer.torch.nn.modules.batchnorm._BatchNorm,)
-    else:
-        kinds = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-    return [m for m in trainer.model if isinstance(m, kinds)]
-
-
-def forward_batch_stats(trainer, x: np.ndarray) -> np.ndarray:
-    """Logits of a training-mode forward (batch statistics; updates running stats; no step)."""
-    trainer.model.train()
-    if trainer.engine == "torch":
-        torch = trainer.torch
-        with torch.no_grad():
-            return trainer.model(trainer.tensor(x)).cpu().numpy()
-    return trainer.model(x)
-
-
-def train_mode_accuracy(trainer, x: np.ndarray, y: np.ndarray, batch: int) -> float:
-    """Accuracy when every batch of ``batch`` examples is normalised with its own statistics.
-
-    Running statistics are restored afterwards, so the model is left exactly as it was.
-    """
-    saved = trainer.state()
-    try:
-        n = len(x) // batch * batch
-        correct = sum(int((forward_batch_stats(trainer, x[s:s + batch]).argmax(1)
-                           == y[s:s + batch]).sum()) for s in range(0, n, batch))
-    finally:
-        trainer.load_state(saved)
-    return correct / n
-
-
-def recalibrate(trainer, batches) -> None:
-    """Re-estimate every BN layer's running statistics from ``batches`` (inputs only).
-
-    Reset, then a cumulative average (``momentum=None``) over the batches: every batch gets the
-    same weight and nothing is left of the old estimates. Weights do not change.
-    """
-    layers = bn_layers(trainer)
-    saved = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None
-    for xb in batches:
-        forward_batch_stats(trainer, xb)
-    for m, momentum in zip(layers, saved, strict=True):
-        m.momentum = momentum
 
 
 def _log_grid(n: int) -> list[int]:
@@ -203,8 +132,8 @@ class TrainEval(Experiment):
 
     def trained(self, ctx: RunContext, cfg: dict):
         """The BN net every part measures: same seed, weights and batches in every run."""
-        trainer = he_trainer(ctx.engine, mlp_spec(cfg["sizes"], "relu", True), ctx.rng("init"),
-                             cfg["lr"], **ctx.trainer_options(distributed=False))
+        trainer = ctx.trainer(mlp_spec(cfg["sizes"], "relu", True), "he", ctx.rng("init"),
+                              cfg["lr"], distributed=False)
         stream = derive_seed(ctx.seed, self.name, "batches")
         x, y = parts(ctx.data).train.flat()
         losses = []

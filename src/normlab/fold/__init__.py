@@ -10,8 +10,8 @@ with ``normlab.torch.fold``.
 from __future__ import annotations
 
 from .affine import Affine
-from .engine import FoldResult, bn_to_affine, fold_bn
-from .report import FoldReport
+from .engine import bn_to_affine, fold_bn
+from .report import FoldReport, FoldResult
 from .weights import fold_into_following, fold_into_preceding
 
 __all__ = ["Affine", "FoldReport", "FoldResult", "bn_to_affine", "fold_bn",

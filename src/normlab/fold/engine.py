@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from typing import NamedTuple
 
 import numpy as np
 
@@ -23,16 +22,9 @@ from ..functional.batch import eval_scale_shift
 from ..nn import BatchNorm1d, Conv2d, Linear, Module, Parameter, Sequential
 from ..nn.batchnorm import BatchNormBase
 from .affine import Affine
-from .report import FoldReport, require_eval_mode
-from .rules import Layer, Norm, why_not_merge
+from .report import FoldReport, FoldResult, require_eval_mode
+from .rules import NO_RUNNING_STATS, Layer, Norm, why_not_merge
 from .weights import fold_into_following, fold_into_preceding
-
-
-class FoldResult(NamedTuple):
-    """``model, report = fold_bn(m)``."""
-
-    model: Module
-    report: FoldReport
 
 
 def _data(p: Parameter | None) -> np.ndarray | None:
@@ -100,8 +92,7 @@ def _fold(module: Module, prefix: str, report: FoldReport, uses: Counter) -> Mod
 
 def _standalone(bn: BatchNormBase, name: str, report: FoldReport, why: str) -> Module:
     if bn.running_mean is None:
-        report.add_skipped(name, "track_running_stats=False: it normalises with batch statistics "
-                                 "even in eval mode")
+        report.add_skipped(name, NO_RUNNING_STATS)
         return bn
     report.add_folded(name, f"Affine ({why})")
     return _affine_of(bn)

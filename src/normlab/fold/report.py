@@ -11,6 +11,7 @@ a weight), so that every BN of the model is mentioned once and none is counted w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 
 @dataclass
@@ -63,3 +64,11 @@ def require_eval_mode(model, mode_free=lambda m: False) -> None:
         more = f" (and {len(training) - 5} more)" if len(training) > 5 else ""
         raise ValueError("model: expected an eval-mode model (call model.eval() first), got "
                          f"modules in training mode: {', '.join(training[:5])}{more}")
+
+
+class FoldResult(NamedTuple):
+    """``model, report = fold_bn(m)``: the folded model (a normlab.nn or a torch.nn module, as
+    given) and what the fold did."""
+
+    model: Any
+    report: FoldReport

@@ -25,6 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 KINDS = ("linear", "conv", "conv_transpose")
+# why a BN without running statistics is no fixed affine map, so neither merges nor becomes one
+NO_RUNNING_STATS = ("track_running_stats=False: it normalises with batch statistics even in "
+                    "eval mode")
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ jit = numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
 # cross a call boundary, and the loops around them vectorise worse (seen in the LSTM backward).
 inline = numba.njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
 
-# Below about 1 MB the thread start-up costs more than the second core gives (DESIGN.md hint);
-# on a busy machine a parallel launch can even stall for a scheduler tick, so small inputs never
-# touch the thread pool.
+# Below about 1 MB the thread start-up costs more than the second core gives; on a busy machine
+# a parallel launch can even stall for a scheduler tick, so small inputs never touch the thread
+# pool.
 PARALLEL_MIN_BYTES = 1 << 20
 
 

@@ -10,7 +10,7 @@ import html
 from pathlib import Path
 
 from .._io import atomic_write_text
-from ..experiments.base import size_of
+from ..runner.base import size_of
 
 CSS = """
 :root { --fg:#1b1f23; --muted:#57606a; --line:#d0d7de; --bg:#ffffff; --card:#f6f8fa; }

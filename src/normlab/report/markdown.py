@@ -5,7 +5,7 @@ never hand-copied: ``normlab report DIR --markdown FILE``.
 
 from __future__ import annotations
 
-from ..experiments.base import size_of
+from ..runner.base import size_of
 
 
 def _cell(text) -> str:

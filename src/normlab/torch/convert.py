@@ -1,9 +1,10 @@
 """Move models between the NumPy engine (:mod:`normlab.nn`) and torch.nn.
 
-Both sides use torch's constructor arguments and state-dict keys (DESIGN, "NumPy engine
-contract"), so a conversion is: build the counterpart of each layer from its hyper-parameters,
-then copy the state dict across. Containers are Sequential on both sides. The train/eval mode
-travels with the model, module by module (a train-mode container may hold eval-mode layers).
+Both sides use torch's constructor arguments and state-dict keys (the NumPy engine keeps
+torch's names on purpose), so a conversion is: build the counterpart of each layer from its
+hyper-parameters, then copy the state dict across. Containers are Sequential on both sides. The
+train/eval mode travels with the model, module by module (a train-mode container may hold
+eval-mode layers).
 """
 
 from __future__ import annotations

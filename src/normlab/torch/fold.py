@@ -37,7 +37,6 @@ import copy
 from collections import Counter
 from contextlib import contextmanager
 from functools import reduce
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,20 +44,13 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..fold.report import FoldReport, require_eval_mode
-from ..fold.rules import Layer, Norm, why_not_merge
+from ..fold.report import FoldReport, FoldResult, require_eval_mode
+from ..fold.rules import NO_RUNNING_STATS, Layer, Norm, why_not_merge
 from ..fold.weights import fold_into_following, fold_into_preceding
 from ..functional.batch import eval_scale_shift
 from . import _norms
 from .running import _RunningStatsMixin
 from .sync import SyncBatchNorm
-
-
-class FoldResult(NamedTuple):
-    """``model, report = fold_bn(m)``."""
-
-    model: nn.Module
-    report: FoldReport
 
 
 def fold_bn(model: nn.Module) -> FoldResult:
@@ -213,7 +205,7 @@ def _why_not_fixed(m: nn.Module) -> str | None:
     if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
         return "lazy BatchNorm is not initialised yet"
     if getattr(m, "running_mean", None) is None or getattr(m, "running_var", None) is None:
-        return "track_running_stats=False: it normalises with batch statistics even in eval mode"
+        return NO_RUNNING_STATS
     if m._forward_hooks or m._forward_pre_hooks:
         return "it has forward hooks, which a folded model would no longer call"
     return None

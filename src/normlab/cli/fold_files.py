@@ -111,7 +111,7 @@ def load_pt(src: Path, arch: str | None, trust: bool):
     torch = import_torch("a .pt file")
     require_file(src)
     if arch is not None:
-        from .arch import load_with_arch
+        from .fold_arch import load_with_arch
 
         return load_with_arch(src, arch)
     model = (_load_trusted if trust else _load_safe)(torch, src)

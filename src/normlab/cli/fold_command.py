@@ -2,10 +2,10 @@
 
 MODEL is an .npz written by :func:`normlab.fold.archive.save_model` (NumPy engine: state dict +
 architecture spec, no pickles), a .pt/.pth STATE DICT with ``--arch`` naming its architecture
-(read with ``torch.load(weights_only=True)``; see :mod:`normlab.fold.arch`; OUT is then the
+(read with ``torch.load(weights_only=True)``; see :mod:`normlab.cli.fold_arch`; OUT is then the
 folded FULL module, ``torch.save(model)``, since the folded model has no BN layers), and, only
 with ``--trust-model`` because loading them can run code stored in the file (see
-:mod:`normlab.fold.torch_files`), a .pt holding a pickled full torch module
+:mod:`normlab.cli.fold_files`), a .pt holding a pickled full torch module
 (``torch.save(model)``) or a TorchScript archive, or a .pt2 written by ``torch.export.save``
 (folded at the ATen level, re-exported with the verification input as example input, so with
 static shapes). The model is put in eval mode, folded, written atomically to OUT (same format,
@@ -24,10 +24,10 @@ import numpy as np
 import typer
 
 from .._io import atomic_file
-from .archive import folded_spec, load_model, save_model
-from .engine import fold_bn
-from .report import FoldReport
-from .torch_files import first_line, import_torch, load_pt, load_pt2, require_file
+from ..fold.archive import folded_spec, load_model, save_model
+from ..fold.engine import fold_bn
+from ..fold.report import FoldReport
+from .fold_files import first_line, import_torch, load_pt, load_pt2, require_file
 
 # The verification input is one batch, not a dataset: 2**27 values (512 MB of float32) is far
 # more than any model here needs, and refusing it up front beats a MemoryError mid-fold.

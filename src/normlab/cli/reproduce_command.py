@@ -25,8 +25,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .pool import Events
-from .reproduce import (
+from ..reproduce.pool import Events
+from ..reproduce.suite import (
     DEFAULT_SEEDS,
     Options,
     UsageError,
@@ -52,7 +52,7 @@ def _fail(message: str) -> None:
 
 
 def _load_data(spec: str, data_dir: Path | None):
-    from . import data
+    from .. import data
 
     try:
         return data.load(spec, data_dir)
@@ -78,7 +78,7 @@ def _check_scale_out(engine: str, device: str | None, workers: int, sync_bn: boo
                                  f"got --engine {engine}")
         return
     if device is not None:
-        from .torch.device import resolve_device
+        from ..torch.device import resolve_device
 
         try:
             resolve_device(device)
@@ -94,7 +94,7 @@ def _check_scale_out(engine: str, device: str | None, workers: int, sync_bn: boo
 
 def _check(names: list[str], engine: str, seed: int, seeds: int | None, jobs: int | None,
            size: str) -> tuple[list[str], int, int]:
-    from .experiments import EXPERIMENTS
+    from ..experiments import EXPERIMENTS
 
     names = list(names) or list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
@@ -179,7 +179,7 @@ def reproduce(names: list[str], quick: bool, data_spec: str, engine: str, out: P
 
 
 def _reproduce(opts: Options, data, console: Console) -> None:
-    from .reproduce import skeleton
+    from ..reproduce.suite import skeleton
 
     keep, note = previous_results(opts.out, skeleton(opts, data))
     console.print(f"normlab reproduce: {escape(', '.join(opts.names))} on "
@@ -230,7 +230,7 @@ def _print_summary(results: dict, console: Console) -> None:
 
 
 def list_experiments() -> None:
-    from .experiments import EXPERIMENTS
+    from ..experiments import EXPERIMENTS
 
     table = Table(title="normlab experiments")
     table.add_column("name", no_wrap=True)
@@ -261,8 +261,8 @@ def rebuild_report(out: Path, markdown: Path | None = None) -> None:
         _fail(f"DIR: {str(path)!r} is not a complete normlab results file "
               f"({type(exc).__name__}: {exc})")
     if markdown is not None:
-        from ._io import atomic_write_text
-        from .report.markdown import render
+        from .._io import atomic_write_text
+        from ..report.markdown import render
 
         try:
             atomic_write_text(markdown, render(results))

@@ -19,7 +19,7 @@ from pathlib import Path  # noqa: E402
 
 import typer  # noqa: E402
 
-from . import __version__  # noqa: E402
+from .. import __version__  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch Normalization: exact layers, the experiments, the tools.")
@@ -43,7 +43,7 @@ def bench(quick: bool = typer.Option(False, "--quick", help="Fewer repetitions."
           tiny: bool = typer.Option(False, "--tiny", hidden=True, help="CI-sized smoke run.")
           ) -> None:
     """Time normlab's normalisation (numba and NumPy) against the textbook code and PyTorch."""
-    from .bench import main as run_bench
+    from ..bench import main as run_bench
     try:
         run_bench(quick=quick, tiny=tiny, json_path=json_path)
     except (ValueError, MemoryError) as exc:   # --json, NORMLAB_* settings, a failed write
@@ -75,7 +75,7 @@ def fold(model: Path = typer.Argument(..., help=".npz (normlab: state dict + arc
                   "(no pickles) and state dicts with --arch (torch.load weights_only=True).")
          ) -> None:
     """Fold eval-mode BatchNorm into neighbouring layers and verify on a random input."""
-    from .fold.command import run as run_fold
+    from .fold_command import run as run_fold
     run_fold(model, out, input_shape, seed, arch, trust_model)
 
 
@@ -131,7 +131,3 @@ def report(out: Path = typer.Argument(..., help="Folder with results.json."),
     """Rebuild figures, metrics.csv and report.html from OUT/results.json."""
     from .reproduce_command import rebuild_report
     rebuild_report(out, markdown)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

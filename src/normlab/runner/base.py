@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Dataset
+from ..engines import make_trainer
+from ..engines.spec import Spec
 from .evidence import (
     COMBINATION_RULE,
     METHOD,
@@ -194,16 +196,26 @@ class RunContext:
         while self._open:
             self._open.pop().close()
 
-    def trainer_options(self, distributed: bool = True) -> dict:
-        """``make_trainer``'s device / workers / sync_bn. An experiment that reaches into its
-        model (``distributed=False``) trains in one process, with a note when workers were
-        asked for."""
-        if not distributed:
+    def trainer(self, spec: Spec, init_std: float | str, rng: np.random.Generator, lr: float,
+                distributed: bool = True, split: bool = True):
+        """A trainer of ``spec`` on this run's engine and device, closed when the run ends.
+
+        ``init_std``: the Linear weights' std, or "he" (see :func:`normlab.engines.make_trainer`).
+        An experiment that reaches into its model (``distributed=False``) trains in one
+        process, with a note when workers were asked for. ``split=False``: this run does not
+        split its batch over ``--workers`` (it computes the same thing in one process).
+        """
+        if distributed and split:
+            options = {"workers": self.workers, "sync_bn": self.sync_bn}
+        elif distributed:
+            options = {}
+        else:
             if self.workers > 1 and self.warn:
                 self.warn(f"{self.experiment}/{self.key}: reaches into its model, so it trains "
                           f"in one process; --workers {self.workers} ignored here")
-            return {"device": self.device}
-        return {"device": self.device, "workers": self.workers, "sync_bn": self.sync_bn}
+            options = {"distributed": False}
+        return self.owned(make_trainer(self.engine, spec, init_std, rng, lr, device=self.device,
+                                       **options))
 
     def rng(self, *names) -> np.random.Generator:
         """A Generator determined by the seed, the experiment and ``names`` only."""

@@ -29,13 +29,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from ._io import atomic_write_bytes, atomic_write_text
-from .data import Dataset
-from .experiments import registry
-from .experiments.base import SIZES, Run, RunContext, size_of
-from .experiments.evidence import METHOD
-from .experiments.store import (
+from .. import __version__
+from .._io import atomic_write_bytes, atomic_write_text
+from ..data import Dataset
+from ..experiments import registry
+from ..runner.base import SIZES, Run, RunContext, size_of
+from ..runner.evidence import METHOD
+from ..runner.store import (
     CorruptCheckpoint,
     config_hash,
     read_checkpoint,
@@ -182,7 +182,7 @@ def environment(opts: Options | None = None) -> dict:
 
         env["torch"] = torch.__version__
         if opts.device is not None:   # what every torch process of the run applies
-            from .torch.device import deterministic, resolve_device
+            from ..torch.device import deterministic, resolve_device
 
             env["torch settings"] = deterministic(resolve_device(opts.device))
     return env
@@ -340,7 +340,7 @@ def finalize(out: Path, results: dict, keep: dict | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report.html import write_report
+    from ..report.html import write_report
 
     if keep:
         results["experiments"] = {**keep["experiments"], **results["experiments"]}

@@ -6,7 +6,7 @@ A state dict holds tensors but not the layers they belong to, so ``normlab fold 
 * ``package.module:callable``: imported (the current directory first on ``sys.path``, as uvicorn
   does for ``module:app``) and called with no arguments; it must return a ``torch.nn.Module``;
 * or the BN variant of one of normlab's experiment models (:data:`ARCHITECTURES`), built from the
-  same spec the experiments use (``normlab.experiments.models.build_torch``), so a state dict
+  same spec the experiments use (``normlab.engines.torch.build_torch``), so a state dict
   from ``--engine torch`` runs (or ``to_torch``) folds without writing any code.
 """
 
@@ -24,21 +24,21 @@ DIGITS = (8, 8)
 
 
 def _paper_fig1(side: tuple[int, int]):
-    from ..experiments.models import mlp_spec
+    from ..engines.spec import mlp_spec
     from ..experiments.paper_fig1 import HIDDEN
 
     return mlp_spec([side[0] * side[1], *HIDDEN, 10], "sigmoid", True)
 
 
 def _init_scale(side: tuple[int, int]):
+    from ..engines.spec import mlp_spec
     from ..experiments.init_scale import EPS, HIDDEN
-    from ..experiments.models import mlp_spec
 
     return mlp_spec([side[0] * side[1], *HIDDEN, 10], "relu", True, EPS)
 
 
 def _conv_bn(side: tuple[int, int]):
-    from ..experiments.cnn import cnn_spec, image_shape
+    from ..runner.cnn import cnn_spec, image_shape
 
     return cnn_spec(image_shape(side), 10, "batch")
 
@@ -66,7 +66,8 @@ def build_module(arch: str):
     if arch in ARCHITECTURES:
         import numpy as np
 
-        from ..experiments.models import build_numpy, build_torch
+        from ..engines.numpy import build_numpy
+        from ..engines.torch import build_torch
 
         _, spec_of, side = ARCHITECTURES[arch]
         spec = spec_of(side)
@@ -99,7 +100,7 @@ def load_with_arch(src: Path, arch: str):
     """The module ``arch`` builds with the state dict in ``src`` loaded (strict=True)."""
     import torch
 
-    from .torch_files import load_weights_only
+    from .fold_files import load_weights_only
 
     try:  # weights_only: a state dict is plain tensors, so nothing from the file runs
         state = load_weights_only(torch, src)

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 
-from ._orphans import exit_with_parent
-from .data import Dataset
-from .reproduce import Options, Unit, run_unit
+from .._orphans import exit_with_parent
+from ..data import Dataset
+from .suite import Options, Unit, run_unit
 
 ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 

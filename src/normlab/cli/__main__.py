@@ -1,0 +1,5 @@
+"""``python -m normlab.cli``: the ``normlab`` command."""
+
+from . import app
+
+app()

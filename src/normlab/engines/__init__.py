@@ -1,0 +1,38 @@
+"""The experiments' engines: one model spec (:mod:`.spec`), built and trained in normlab.nn
+(:mod:`.numpy`) or torch.nn (:mod:`.torch`, imported only when asked for).
+
+:func:`make_trainer` is the one place an engine is chosen by name. Both engines draw the
+initial weights the same way (the NumPy builder draws them; the torch twin copies them), so
+every claim can be cross-checked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .numpy import build_numpy, he_scale
+from .spec import Spec
+
+ENGINES = ("numpy", "torch")
+
+
+def make_trainer(engine: str, spec: Spec, init_std: float | str, rng: np.random.Generator,
+                 lr: float, device=None, workers: int = 1, sync_bn: bool = False,
+                 distributed: bool = True):
+    """A trainer of ``spec`` on ``engine`` ("numpy" or "torch").
+
+    ``init_std``: the std of the Linear weights, or "he" for N(0, 2/fan_in) (He et al. 2015).
+    torch only: ``device``, ``workers``, ``sync_bn`` and ``distributed`` (see
+    :func:`.torch.trainer`); the NumPy engine refuses anything but their defaults.
+    """
+    if init_std == "he":
+        model = he_scale(build_numpy(spec, 1.0, rng))
+    else:
+        model = build_numpy(spec, init_std, rng)
+    if engine == "numpy":
+        from . import numpy as chosen
+    elif engine == "torch":
+        from . import torch as chosen
+    else:
+        raise ValueError(f"engine: expected 'numpy' or 'torch', got {engine!r}")
+    return chosen.trainer(spec, model, lr, device, workers, sync_bn, distributed)

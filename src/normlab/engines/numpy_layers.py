@@ -1,0 +1,80 @@
+"""NumPy-engine modules of the CNN spec layers, and the norm layer chosen by name.
+
+``get_norm(name, channels, spatial)`` is a timm-style registry (``layers/create_norm.py``) so the
+experiments swap "batch" | "group" | "layer" | "instance" | "renorm" | "activation" without
+copying model code; ``virtual`` (a group size) makes "batch" and "renorm" normalise each group
+of that many images on its own (ghost BN: the GN paper's per-GPU statistics with the gradient
+over the whole batch).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import nn
+from .spec import NORMS, conv_args, group_count, norm_args, renorm_schedule, unknown
+
+
+class ActivationBatchNorm(nn.BatchNorm1d):
+    """Per-activation BN on a feature map: (N, C, H, W) -> (N, C*H*W) -> BatchNorm1d -> back.
+
+    The textbook's ``Affine``-style BN applied to a conv output (DLfS ``BatchNormalization``
+    reshapes 4-D input to (N, -1)): every (channel, position) gets its own mean, variance,
+    gamma and beta -- what the BN paper's sec. 3.2 replaces by per-feature-map statistics.
+    """
+
+    def __init__(self, channels: int, height: int, width: int, **kw):
+        super().__init__(channels * height * width, **kw)
+        self._in_shape = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._in_shape = x.shape
+        return super().forward(x.reshape(len(x), -1)).reshape(x.shape)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return super().backward(dy.reshape(len(dy), -1)).reshape(self._in_shape)
+
+
+def get_norm(name: str, channels: int, spatial: tuple[int, int] | None = (1, 1),
+             schedule: tuple | None = None, virtual: int | None = None) -> nn.Module:
+    """The norm layer ``name`` for ``channels`` feature maps of size ``spatial``
+    (``spatial=None``: a (N, C) feature vector).
+
+    "layer" is GroupNorm with one group (LayerNorm over (C, H, W) with per-channel gamma and
+    beta, as the GN paper compares it); "instance" is InstanceNorm2d with affine parameters.
+    """
+    flat = spatial is None
+    if name == "batch":
+        return (nn.BatchNorm1d if flat else nn.BatchNorm2d)(channels, virtual_batch_size=virtual)
+    if name == "group":
+        return nn.GroupNorm(group_count(channels), channels)
+    if name == "layer":
+        return nn.GroupNorm(1, channels)
+    if name == "instance" and not flat:
+        return nn.InstanceNorm2d(channels, affine=True)
+    if name == "renorm":
+        return (nn.BatchRenorm1d if flat else nn.BatchRenorm2d)(
+            channels, schedule=renorm_schedule(schedule), virtual_batch_size=virtual)
+    if name == "activation" and not flat:
+        return ActivationBatchNorm(channels, *spatial)
+    raise ValueError(f"norm: expected one of {NORMS[:-1]}"
+                     f"{' (instance/activation need feature maps)' if flat else ''}, "
+                     f"got {name!r}")
+
+
+def cnn_layer(layer: tuple, rng: np.random.Generator) -> nn.Module:
+    """NumPy-engine module for a CNN spec layer; conv weights He-normal (fan-in), biases 0."""
+    kind = layer[0]
+    if kind == "conv":
+        c_in, c_out, k, pad, stride = conv_args(layer)
+        conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad, rng=rng)
+        conv.weight.data[...] = nn.init.kaiming_normal(conv.weight.shape, rng=rng)
+        conv.bias.data[...] = 0
+        return conv
+    if kind in ("norm", "norm1d"):
+        return get_norm(*norm_args(layer))
+    if kind == "maxpool":
+        return nn.MaxPool2d(layer[1])
+    if kind == "flatten":
+        return nn.Flatten()
+    raise unknown(kind)

@@ -1,0 +1,58 @@
+"""torch twins of the CNN spec layers and of :func:`.numpy_layers.get_norm`, same state-dict keys.
+
+torch's own layers where they compute the same thing; normlab.torch's ghost BN and Batch Renorm
+where torch has none.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import torch as nt
+from .spec import NORMS, conv_args, group_count, norm_args, renorm_schedule, unknown
+
+
+class TorchActivationBatchNorm(torch.nn.BatchNorm1d):
+    """torch twin of :class:`.numpy_layers.ActivationBatchNorm`: BN per (channel, position).
+
+    At module level, so a distributed worker can rebuild it from the spec."""
+
+    def forward(self, x):
+        return super().forward(x.reshape(len(x), -1)).reshape(x.shape)
+
+
+def torch_norm(name: str, channels: int, spatial: tuple[int, int] | None = (1, 1),
+               schedule: tuple | None = None, virtual: int | None = None) -> torch.nn.Module:
+    """torch twin of :func:`.numpy_layers.get_norm`."""
+    flat = spatial is None
+    if name == "batch" and virtual:
+        return (nt.GhostBatchNorm1d if flat else nt.GhostBatchNorm2d)(channels, virtual)
+    if name == "batch":
+        return (torch.nn.BatchNorm1d if flat else torch.nn.BatchNorm2d)(channels)
+    if name == "group":
+        return torch.nn.GroupNorm(group_count(channels), channels)
+    if name == "layer":
+        return torch.nn.GroupNorm(1, channels)
+    if name == "instance" and not flat:
+        return torch.nn.InstanceNorm2d(channels, affine=True)
+    if name == "renorm":
+        return (nt.BatchRenorm1d if flat else nt.BatchRenorm2d)(
+            channels, schedule=renorm_schedule(schedule), virtual_batch_size=virtual)
+    if name == "activation" and not flat:
+        return TorchActivationBatchNorm(channels * spatial[0] * spatial[1])
+    raise ValueError(f"norm: expected one of {NORMS[:-1]}, got {name!r}")
+
+
+def cnn_layer(layer: tuple) -> torch.nn.Module:
+    """torch twin of :func:`.numpy_layers.cnn_layer` (weights come from the NumPy model)."""
+    kind = layer[0]
+    if kind == "conv":
+        c_in, c_out, k, pad, stride = conv_args(layer)
+        return torch.nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad)
+    if kind in ("norm", "norm1d"):
+        return torch_norm(*norm_args(layer))
+    if kind == "maxpool":
+        return torch.nn.MaxPool2d(layer[1])
+    if kind == "flatten":
+        return torch.nn.Flatten()
+    raise unknown(kind)
