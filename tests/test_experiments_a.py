@@ -170,6 +170,35 @@ def test_torch_engine_matches_numpy_engine(torch, digits, name, key):
     assert abs(got["torch"]["test_acc"] - got["numpy"]["test_acc"]) <= one_test
 
 
+@pytest.mark.parametrize("key", ["dropout", "bn+dropout"])
+def test_torch_engine_dropout_is_seeded_and_matches_numpy(torch, digits, key):
+    """The torch twin draws its dropout masks from the NumPy twin's generator: a torch-engine
+    run with dropout is fixed by its seed (torch.nn.Dropout's global generator made two runs of
+    one seed differ) and equals the NumPy engine's run."""
+    exp = get("regularization")
+    run = next(r for r in exp.runs(digits, 0.002) if r.key == key)
+    cfg = {**run.config, "epochs": 2, "n_train": 120}
+    torch.manual_seed(1)
+    first = exp.run(RunContext("regularization", key, digits, "torch", 0, "h"), cfg)
+    torch.manual_seed(2)    # torch's global generator must not matter
+    again = exp.run(RunContext("regularization", key, digits, "torch", 0, "h"), cfg)
+    assert first == again
+    numpy_run = exp.run(RunContext("regularization", key, digits, "numpy", 0, "h"), cfg)
+    np.testing.assert_allclose(first["train_loss"], numpy_run["train_loss"], rtol=2e-4,
+                               atol=1e-5)
+    assert abs(first["test_acc"] - numpy_run["test_acc"]) <= 1 / len(digits.y_test) + 1e-12
+
+
+def test_torch_twin_refuses_dropout_without_the_numpy_generators(torch):
+    from normlab.engines.torch import build_torch
+    from normlab.experiments.regularization import regularized_spec
+
+    spec = regularized_spec([64, 8, 10], bn=False, dropout=True)
+    model = build_numpy(spec, 0.1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="dropout_rngs: expected one NumPy generator"):
+        build_torch(spec, model.state_dict())
+
+
 @pytest.mark.parametrize("norm,virtual", [(n, None) for n in NORMS]
                          + [("batch", 2), ("renorm", 2)])
 def test_cnn_norms_build_identically_on_both_engines(torch, norm, virtual):

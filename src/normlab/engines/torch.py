@@ -12,11 +12,12 @@ import functools
 import numpy as np
 import torch
 
+from .. import nn
 from .._checks import check_positive_int
 from ..torch import BatchNorm1d, ddp, training
 from ..torch import device as devices
 from .spec import CNN_KINDS, RESNET_KINDS, Spec, unknown
-from .torch_layers import cnn_layer
+from .torch_layers import SeededDropout, cnn_layer
 from .torch_resnet import resnet_layer
 
 
@@ -79,21 +80,27 @@ def trainer(spec: Spec, model, lr: float, device=None, workers: int = 1, sync_bn
     launcher's processes are the workers, unless ``distributed`` is False (an experiment that
     reaches into its model trains in this process).
     """
+    # the NumPy layers' dropout generators, so the twin draws the same masks (seeded runs)
+    rngs = [m.rng for m in model if isinstance(m, nn.Dropout)]
     if not distributed:
-        return TorchTrainer(build_torch(spec, model.state_dict()), lr, device)
+        return TorchTrainer(build_torch(spec, model.state_dict(), rngs), lr, device)
     workers = check_positive_int("workers", workers)
     if workers == 1 and ddp.torchrun_env() is None:
         # one process: its batch is the whole batch, so SyncBatchNorm would be plain BN
-        return TorchTrainer(build_torch(spec, model.state_dict()), lr, device)
+        return TorchTrainer(build_torch(spec, model.state_dict(), rngs), lr, device)
     # the workers build their replicas themselves from the NumPy weights (a picklable recipe)
     recipe = functools.partial(build_torch, spec, model.state_dict())
     return ddp.distributed_trainer(recipe, lr, None if workers == 1 else workers,
                                    device="cpu" if device is None else device, sync_bn=sync_bn)
 
 
-def build_torch(spec: Spec, state_dict: dict[str, np.ndarray]) -> torch.nn.Sequential:
+def build_torch(spec: Spec, state_dict: dict[str, np.ndarray],
+                dropout_rngs: list[np.random.Generator] | None = None) -> torch.nn.Sequential:
     """The torch.nn twin of ``spec`` with ``state_dict`` (from :func:`.numpy.build_numpy`)
-    loaded."""
+    loaded; its dropout layers draw their masks from ``dropout_rngs`` (the NumPy twin's
+    generators, in order). Distributed workers get none: a spec with dropout is refused there,
+    since each worker would draw the same masks for its own shard."""
+    rngs = iter(dropout_rngs or ())
     layers = []
     for layer in spec:
         kind = layer[0]
@@ -106,7 +113,11 @@ def build_torch(spec: Spec, state_dict: dict[str, np.ndarray]) -> torch.nn.Seque
         elif kind == "relu":
             layers.append(torch.nn.ReLU())
         elif kind == "dropout":
-            layers.append(torch.nn.Dropout(layer[1]))
+            rng = next(rngs, None)
+            if rng is None:
+                raise ValueError("dropout_rngs: expected one NumPy generator per dropout layer "
+                                 "(torch's own dropout is not seeded by the run), got too few")
+            layers.append(SeededDropout(layer[1], rng))
         elif kind in CNN_KINDS:
             layers.append(cnn_layer(layer))
         elif kind in RESNET_KINDS:

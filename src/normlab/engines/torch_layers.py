@@ -6,6 +6,7 @@ where torch has none.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .. import torch as nt
@@ -19,6 +20,31 @@ class TorchActivationBatchNorm(torch.nn.BatchNorm1d):
 
     def forward(self, x):
         return super().forward(x.reshape(len(x), -1)).reshape(x.shape)
+
+
+class SeededDropout(torch.nn.Module):
+    """torch twin of :class:`normlab.nn.Dropout`: inverted dropout whose masks come from the
+    NumPy twin's generator, drawn as that layer draws them.
+
+    torch.nn.Dropout draws from torch's global generator, which no run seeds, so a torch-engine
+    run with dropout differed from process to process; with these masks it is fixed by its seed
+    and matches the NumPy engine's run.
+    """
+
+    def __init__(self, p: float, rng: np.random.Generator):
+        super().__init__()
+        self.p, self.rng = float(p), rng
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        scale = np.asarray(1.0 / keep if keep > 0 else 0.0, dtype=np.float32)
+        mask = (self.rng.random(tuple(x.shape), dtype=np.float32) < keep) * scale
+        return x * torch.from_numpy(mask).to(device=x.device, dtype=x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def torch_norm(name: str, channels: int, spatial: tuple[int, int] | None = (1, 1),
