@@ -173,3 +173,49 @@ def test_a_planted_back_edge_is_caught(tmp_path, planted, rule):
     with open(root / planted, "a") as f:
         f.write("\n" + rule)
     assert violations(root), planted
+
+
+# RunContext: the run's engine, handed to make_trainer (and its one note for a NumPy-only run)
+ENGINE_HOLDER = "runner/base.py"
+
+
+def engine_branches(root: Path) -> list[str]:
+    """Every place under ``experiments/`` or ``runner/`` that reaches a trainer's torch module
+    (any ``.torch`` attribute) or compares an engine (``X.engine`` in a comparison); an
+    experiment reads no ``.engine`` at all, and only :data:`ENGINE_HOLDER` compares it."""
+    bad = []
+    for part in ("experiments", "runner"):
+        for path in sorted((root / part).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                where = f"{rel}:{getattr(node, 'lineno', '?')}"
+                if isinstance(node, ast.Attribute) and node.attr == "torch":
+                    bad.append(f"{where}: reaches a torch module through .torch")
+                elif isinstance(node, ast.Attribute) and node.attr == "engine" \
+                        and part == "experiments":
+                    bad.append(f"{where}: an experiment reads the engine")
+                elif isinstance(node, ast.Compare) and rel != ENGINE_HOLDER and any(
+                        isinstance(o, ast.Attribute) and o.attr == "engine"
+                        for o in (node.left, *node.comparators)):
+                    bad.append(f"{where}: branches on the engine")
+    return bad
+
+
+def test_experiments_and_runner_never_branch_on_the_engine():
+    assert engine_branches(SRC) == []
+
+
+@pytest.mark.parametrize("planted, code", [
+    ("experiments/landscape.py", "def late(trainer):\n    return trainer.engine == 'torch'\n"),
+    ("experiments/rnn_norm.py", "def late(ctx):\n    return ctx.engine\n"),
+    ("experiments/running_stats.py", "def late(trainer):\n    return trainer.torch.no_grad()\n"),
+    ("runner/batchnorm.py", "def late(trainer):\n    return 'torch' != trainer.engine\n"),
+    ("runner/train.py", "def late(trainer):\n    return trainer.torch\n"),
+])
+def test_a_planted_engine_branch_is_caught(tmp_path, planted, code):
+    """The check is not vacuous: one branch on the engine added to a copy fails it."""
+    root = tmp_path / "normlab"
+    shutil.copytree(SRC, root, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(root / planted, "a") as f:
+        f.write("\n" + code)
+    assert engine_branches(root), planted

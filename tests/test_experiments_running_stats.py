@@ -14,7 +14,6 @@ from normlab.engines.spec import mlp_spec
 from normlab.experiments import get
 from normlab.experiments.running_stats import configure_bn, fp16_overflow, log2_grid, needed
 from normlab.runner.base import VERDICTS, RunContext
-from normlab.runner.batchnorm import bn_layers
 from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 
 NAME = "running-stats"
@@ -161,7 +160,7 @@ def test_configure_bn_keeps_training_gamma(digits):
     trainer = make_trainer("numpy", mlp_spec([64, 16, 10], "relu", True), "he",
                            np.random.default_rng(0), 0.5)
     configure_bn(trainer, running_stats="exact", skip_nonfinite=True)
-    (bn,) = bn_layers(trainer)
+    (bn,) = trainer.bn_layers()
     assert bn.running_stats == "exact" and bn.skip_nonfinite
     x, y = digits.flat("train")
     before = bn.weight.data.copy()

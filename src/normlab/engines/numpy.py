@@ -13,6 +13,9 @@ from .numpy_layers import cnn_layer
 from .numpy_resnet import resnet_layer
 from .spec import CNN_KINDS, RESNET_KINDS, Spec, unknown
 
+# the BN buffers :meth:`NumpyTrainer.bn_buffers` reads (the last only on normlab's BN layers)
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "num_batches_skipped")
+
 
 class NumpyTrainer:
     """normlab.nn model + normlab.optim.SGD.
@@ -20,6 +23,11 @@ class NumpyTrainer:
     The trainer interface both engines offer: ``train_step``, ``forward_eval`` (which can also
     return the input of one layer, a "tap"), ``set_lr``, ``state()`` / ``load_state()`` for
     mid-run checkpoints, ``batch_norm_1d`` (a fresh BN layer of this engine) and ``close()``.
+    For experiments that reach into the model (a trainer in this process, not the distributed
+    one): ``bn_layers``, ``replace_layers``, ``bn_buffers``, ``forward_train``,
+    ``train_step_if_finite``, ``loss_and_grad`` and ``parameter_arrays`` /
+    ``load_parameter_arrays``. Arrays in and out are NumPy on both engines, so an experiment
+    never branches on the engine.
     """
 
     engine = "numpy"
@@ -55,6 +63,59 @@ class NumpyTrainer:
 
     def batch_norm_1d(self, num_features: int, **options) -> nn.BatchNorm1d:
         return nn.BatchNorm1d(num_features, **options)
+
+    def bn_layers(self) -> list:
+        """The model's BatchNorm layers, in order."""
+        kinds = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+        return [m for m in self.model if isinstance(m, kinds)]
+
+    def replace_layers(self, layers: list) -> None:
+        """The model's layers become ``layers`` (same length); a Parameter they share with the
+        old ones stays in the optimizer."""
+        self.model = nn.Sequential(*layers)
+
+    def bn_buffers(self) -> list[dict[str, np.ndarray]]:
+        """Per BN layer, its :data:`BN_BUFFERS` that exist (running statistics, counters)."""
+        return [{name: np.asarray(v) for name in BN_BUFFERS
+                 if (v := getattr(m, name, None)) is not None} for m in self.bn_layers()]
+
+    def forward_train(self, x: np.ndarray) -> np.ndarray:
+        """Logits of a training-mode forward: batch statistics, running statistics updated, no
+        gradient and no step."""
+        self.model.train()
+        return self.model(x)
+
+    def train_step_if_finite(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One SGD step, skipped when the loss is not finite (as ``torch.amp.GradScaler``
+        skips it); the training-mode forward, and BN's running-statistic update, happen anyway.
+        The loss."""
+        self.model.train()
+        with np.errstate(invalid="ignore", over="ignore"):
+            loss = self.loss(self.model(x), y)
+        if np.isfinite(loss):
+            self.opt.zero_grad()
+            self.model.backward(self.loss.backward())
+            self.opt.step()
+        return float(loss)
+
+    def loss_and_grad(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Training-mode loss and the gradient over all parameters, flattened in
+        ``parameters()`` order as float64 (no step)."""
+        self.model.train()
+        value = self.loss(self.model(x), y)
+        self.opt.zero_grad()
+        self.model.backward(self.loss.backward())
+        grads = [p.grad for p in self.model.parameters()]
+        return value, np.concatenate([g.ravel() for g in grads]).astype(np.float64)
+
+    def parameter_arrays(self) -> list[np.ndarray]:
+        """Copies of the model's parameters, in ``parameters()`` order."""
+        return [p.data.copy() for p in self.model.parameters()]
+
+    def load_parameter_arrays(self, values: list[np.ndarray]) -> None:
+        """Overwrite the model's parameters, in ``parameters()`` order, with ``values``."""
+        for p, v in zip(self.model.parameters(), values, strict=True):
+            p.data[...] = v
 
     def state(self) -> dict[str, np.ndarray]:
         out = {f"model.{k}": v for k, v in self.model.state_dict().items()}

@@ -16,6 +16,7 @@ from .. import nn
 from .._checks import check_positive_int
 from ..torch import BatchNorm1d, ddp, training
 from ..torch import device as devices
+from .numpy import BN_BUFFERS
 from .spec import CNN_KINDS, RESNET_KINDS, Spec, unknown
 from .torch_layers import SeededDropout, cnn_layer
 from .torch_resnet import resnet_layer
@@ -28,22 +29,23 @@ class TorchTrainer:
     existed): ``"cpu"``, ``"cuda"``, ``"auto"`` or a ``torch.device``. The weights were drawn on
     CPU by the NumPy builder and move there unchanged; the repeatability settings of
     :func:`normlab.torch.device.deterministic` are applied to this process and kept in
-    ``settings`` for the report. Batches move to the device; ``forward_eval`` and ``state()``
-    return CPU NumPy arrays, so checkpoints do not depend on the device.
+    ``settings`` for the report. Batches move to the device; ``forward_eval``, ``state()`` and
+    the model-reaching methods of :class:`.numpy.NumpyTrainer` return CPU NumPy arrays, so
+    checkpoints and experiments do not depend on the device or the engine.
     """
 
     engine = "torch"
 
     def __init__(self, model, lr: float, device=None):
-        self.torch, self._steps = torch, training
+        self._steps = training
         self.device = devices.resolve_device("cpu" if device is None else device)
         self.settings = None if device is None else devices.deterministic(self.device)
         self.model = model.to(self.device)
         self.loss = torch.nn.CrossEntropyLoss()
         self.opt = torch.optim.SGD(model.parameters(), lr=lr)
 
-    def tensor(self, a: np.ndarray):
-        """``a`` as a tensor on the trainer's device (for experiments that step by hand)."""
+    def _tensor(self, a: np.ndarray):
+        """``a`` as a tensor on the trainer's device."""
         return self._steps.to_device(a, self.device)
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -58,6 +60,60 @@ class TorchTrainer:
     def batch_norm_1d(self, num_features: int, **options) -> BatchNorm1d:
         """normlab.torch's BatchNorm1d (it has the running-statistics options torch's lacks)."""
         return BatchNorm1d(num_features, **options).to(self.device)
+
+    def bn_layers(self) -> list:
+        """The model's BatchNorm layers (torch's and normlab.torch's), in order."""
+        return [m for m in self.model if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+    def replace_layers(self, layers: list) -> None:
+        """The model's layers become ``layers`` (same length), in place, so the model stays
+        on the device; a Parameter they share with the old ones stays in the optimizer."""
+        for i, m in enumerate(layers):
+            self.model[i] = m
+
+    def bn_buffers(self) -> list[dict[str, np.ndarray]]:
+        """Per BN layer, its :data:`.numpy.BN_BUFFERS` that exist, as CPU NumPy arrays."""
+        return [{name: v.detach().cpu().numpy() for name in BN_BUFFERS
+                 if (v := getattr(m, name, None)) is not None} for m in self.bn_layers()]
+
+    def forward_train(self, x: np.ndarray) -> np.ndarray:
+        """Logits of a training-mode forward: batch statistics, running statistics updated, no
+        gradient and no step."""
+        self.model.train()
+        with torch.no_grad():
+            return self.model(self._tensor(x)).cpu().numpy()
+
+    def train_step_if_finite(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One SGD step, skipped when the loss is not finite (as ``torch.amp.GradScaler``
+        skips it); the training-mode forward, and BN's running-statistic update, happen anyway.
+        The loss."""
+        self.model.train()
+        loss = self.loss(self.model(self._tensor(x)), self._tensor(y))
+        if torch.isfinite(loss):
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        return float(loss.detach())
+
+    def loss_and_grad(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Training-mode loss and the gradient over all parameters, flattened in
+        ``parameters()`` order as float64 (no step)."""
+        self.model.train()
+        loss = self.loss(self.model(self._tensor(x)), self._tensor(y))
+        self.opt.zero_grad()
+        loss.backward()
+        grads = [p.grad.cpu().numpy() for p in self.model.parameters()]
+        return float(loss.detach()), np.concatenate([g.ravel() for g in grads]).astype(np.float64)
+
+    def parameter_arrays(self) -> list[np.ndarray]:
+        """Copies of the model's parameters as CPU NumPy arrays, in ``parameters()`` order."""
+        return [p.detach().cpu().numpy().copy() for p in self.model.parameters()]
+
+    def load_parameter_arrays(self, values: list[np.ndarray]) -> None:
+        """Overwrite the model's parameters, in ``parameters()`` order, with ``values``."""
+        with torch.no_grad():
+            for p, v in zip(self.model.parameters(), values, strict=True):
+                p.copy_(self._tensor(v))
 
     def state(self) -> dict[str, np.ndarray]:
         return self._steps.state_arrays(self.model, self.opt)

@@ -57,57 +57,21 @@ def ratio(measure: str) -> str:
     return f"{MEASURES[measure]}, no BN / BN (median over probes)"
 
 
-def _params(trainer) -> list:
-    return list(trainer.model.parameters())
-
-
-def _get(trainer) -> list[np.ndarray]:
-    if trainer.engine == "torch":
-        return [p.detach().cpu().numpy().copy() for p in _params(trainer)]
-    return [p.data.copy() for p in _params(trainer)]
-
-
-def _set(trainer, values: list[np.ndarray]) -> None:
-    if trainer.engine == "torch":
-        with trainer.torch.no_grad():
-            for p, v in zip(_params(trainer), values, strict=True):
-                p.copy_(trainer.tensor(v))
-    else:
-        for p, v in zip(_params(trainer), values, strict=True):
-            p.data[...] = v
-
-
-def loss_and_grad(trainer, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Training-mode loss and the flattened gradient over all parameters (no optimizer step)."""
-    trainer.model.train()
-    if trainer.engine == "torch":
-        loss = trainer.loss(trainer.model(trainer.tensor(x)), trainer.tensor(y))
-        trainer.opt.zero_grad()
-        loss.backward()
-        grads = [p.grad.cpu().numpy() for p in _params(trainer)]
-        value = float(loss.detach())
-    else:
-        value = trainer.loss(trainer.model(x), y)
-        trainer.opt.zero_grad()
-        trainer.model.backward(trainer.loss.backward())
-        grads = [p.grad for p in _params(trainer)]
-    return value, np.concatenate([g.ravel() for g in grads]).astype(np.float64)
-
-
 def probe(trainer, x: np.ndarray, y: np.ndarray, etas) -> dict:
     """Loss and gradient change along -g at each eta; the model is left exactly as it was."""
     saved = trainer.state()
     try:
-        loss0, g0 = loss_and_grad(trainer, x, y)
-        theta = _get(trainer)
+        loss0, g0 = trainer.loss_and_grad(x, y)
+        theta = trainer.parameter_arrays()
         shapes = [t.shape for t in theta]
         splits = np.cumsum([t.size for t in theta])[:-1]
         losses, changes, betas = [], [], []
         for eta in etas:
             step = np.split(eta * g0, splits)
-            _set(trainer, [(t - s.reshape(shape)).astype(t.dtype)
-                           for t, s, shape in zip(theta, step, shapes, strict=True)])
-            loss, g = loss_and_grad(trainer, x, y)
+            trainer.load_parameter_arrays([(t - s.reshape(shape)).astype(t.dtype)
+                                           for t, s, shape in zip(theta, step, shapes,
+                                                                  strict=True)])
+            loss, g = trainer.loss_and_grad(x, y)
             change = float(np.linalg.norm(g - g0))
             losses.append(loss)
             changes.append(change)

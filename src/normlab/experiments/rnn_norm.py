@@ -145,9 +145,7 @@ class RnnNorm(Experiment):
                 for norm, label in NORMS.items()]
 
     def run(self, ctx: RunContext, cfg: dict) -> dict:
-        if ctx.engine != "numpy" and ctx.warn:
-            ctx.warn(f"rnn-norm/{ctx.key}: runs on the NumPy engine (no torch twin of the "
-                     f"normalized LSTM); --engine {ctx.engine} ignored")
+        ctx.numpy_only("no torch twin of the normalized LSTM")
         return train_lstm(ctx, cfg, derive_seed(ctx.seed, self.name, "batches"))
 
     def statistics(self, runs: list[Run], metrics: Metrics) -> dict[str, float]:

@@ -25,11 +25,9 @@ import warnings
 
 import numpy as np
 
-from .. import nn
 from ..data import Dataset
 from ..engines.spec import mlp_spec
 from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from ..runner.batchnorm import bn_layers, forward_batch_stats
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, bars
@@ -68,18 +66,14 @@ def configure_bn(trainer, **options) -> None:
 
     gamma and beta are the *same* Parameter objects, so the optimizer keeps training them.
     """
-    old = set(map(id, bn_layers(trainer)))
+    old = set(map(id, trainer.bn_layers()))
     layers = list(trainer.model)
     for i, m in enumerate(layers):
         if id(m) in old:
             new = trainer.batch_norm_1d(m.num_features, eps=m.eps, momentum=m.momentum, **options)
             new.weight, new.bias = m.weight, m.bias
             layers[i] = new
-    if trainer.engine == "torch":
-        for i, m in enumerate(layers):
-            trainer.model[i] = m
-    else:
-        trainer.model = nn.Sequential(*layers)
+    trainer.replace_layers(layers)
 
 
 def fp16_overflow(x: np.ndarray) -> np.ndarray:
@@ -89,39 +83,11 @@ def fp16_overflow(x: np.ndarray) -> np.ndarray:
         return (x * OVERFLOW).astype(np.float16).astype(np.float32)
 
 
-def scaler_step(trainer, x: np.ndarray, y: np.ndarray) -> float:
-    """One training step that skips the optimizer update when the loss is not finite, as
-    ``torch.amp.GradScaler`` does; the training-mode forward (and with it BN's running-statistic
-    update) has already happened by then."""
-    trainer.model.train()
-    if trainer.engine == "torch":
-        torch = trainer.torch
-        loss = trainer.loss(trainer.model(trainer.tensor(x)), trainer.tensor(y))
-        if torch.isfinite(loss):
-            trainer.opt.zero_grad()
-            loss.backward()
-            trainer.opt.step()
-        return float(loss.detach())
-    with np.errstate(invalid="ignore", over="ignore"):
-        loss = trainer.loss(trainer.model(x), y)
-    if np.isfinite(loss):
-        trainer.opt.zero_grad()
-        trainer.model.backward(trainer.loss.backward())
-        trainer.opt.step()
-    return float(loss)
-
-
 def bn_state(trainer) -> list[dict]:
     """Per BN layer: running statistics (as lists) and counters, on either engine."""
     out = []
-    for m in bn_layers(trainer):
-        row = {}
-        for name in ("running_mean", "running_var", "num_batches_tracked", "num_batches_skipped"):
-            v = getattr(m, name, None)
-            if v is None:
-                continue
-            v = v.detach().cpu().numpy() if trainer.engine == "torch" else np.asarray(v)
-            row[name] = v.tolist() if v.ndim else int(v)
+    for buffers in trainer.bn_buffers():
+        row = {name: v.tolist() if v.ndim else int(v) for name, v in buffers.items()}
         row["finite"] = bool(np.isfinite(row["running_mean"]).all()
                              and np.isfinite(row["running_var"]).all())
         out.append(row)
@@ -263,7 +229,7 @@ class RunningStats(Experiment):
         # reference: exact statistics of the whole training set (order/split independent)
         configure_bn(trainer, running_stats="exact")
         for s in range(0, len(x_tr), REFERENCE_CHUNK):
-            forward_batch_stats(trainer, x_tr[s:s + REFERENCE_CHUNK])
+            trainer.forward_train(x_tr[s:s + REFERENCE_CHUNK])
         reference = evaluate(trainer, x_te, y_te)[0]
         ref_var = [np.asarray(r["running_var"]) for r in bn_state(trainer)]
         grid = log2_grid(cfg["max_batches"])
@@ -275,7 +241,7 @@ class RunningStats(Experiment):
             for k in grid:
                 while seen < k:     # every estimator sees the same batches in the same order
                     idx = epoch_batch(stream, len(x_tr), cfg["estimate_batch"], seen)
-                    forward_batch_stats(trainer, x_tr[idx])
+                    trainer.forward_train(x_tr[idx])
                     seen += 1
                 acc[est].append(evaluate(trainer, x_te, y_te)[0])
                 # mean |running_var / exact var - 1| over channels and layers
@@ -300,7 +266,7 @@ class RunningStats(Experiment):
                 return None
             with warnings.catch_warnings(record=True) as w:
                 warnings.simplefilter("always")
-                injected["loss"] = scaler_step(trainer, fp16_overflow(xb), yb)
+                injected["loss"] = trainer.train_step_if_finite(fp16_overflow(xb), yb)
             caught.extend(str(m.message) for m in w if "not finite" in str(m.message))
             return injected["loss"]
 

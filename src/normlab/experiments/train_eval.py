@@ -22,7 +22,7 @@ import numpy as np
 from ..data import Dataset
 from ..engines.spec import mlp_spec
 from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from ..runner.batchnorm import bn_layers, forward_batch_stats, recalibrate, train_mode_accuracy
+from ..runner.batchnorm import recalibrate, train_mode_accuracy
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, bars
@@ -182,15 +182,15 @@ class TrainEval(Experiment):
         grid = _log_grid(cfg["reestimate"])
         curves = {}
         for momentum in MOMENTA:
-            layers = bn_layers(trainer)
+            layers = trainer.bn_layers()
             for m in layers:
                 m.reset_running_stats()
                 m.momentum = momentum
             acc, seen = [], 0
             for k in grid:
                 while seen < k:     # every momentum sees the same batches in the same order
-                    forward_batch_stats(trainer, x_tr[epoch_batch(stream, len(x_tr),
-                                                                  cfg["batch"], seen)])
+                    trainer.forward_train(x_tr[epoch_batch(stream, len(x_tr), cfg["batch"],
+                                                           seen)])
                     seen += 1
                 acc.append(evaluate(trainer, x_te, y_te)[0])
             curves[str(momentum)] = acc

@@ -1,34 +1,14 @@
-"""The BN layers of a trainer on either engine: find them, run a training-mode forward
-without a step, measure training-mode accuracy, and re-estimate their running statistics.
+"""The BN layers of a trainer on either engine: training-mode accuracy, and re-estimating
+their running statistics.
 
 Both engines' BN layers have the same attributes (``running_mean``, ``momentum``,
-``reset_running_stats``), so only finding them and the forward differ by engine.
+``reset_running_stats``); finding them (``trainer.bn_layers()``) and the training-mode forward
+(``trainer.forward_train``) are the trainer's.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from .. import nn
-
-
-def bn_layers(trainer) -> list:
-    """The BatchNorm layers of a trainer's model (same attributes on both engines)."""
-    if trainer.engine == "torch":
-        kinds = (trainer.torch.nn.modules.batchnorm._BatchNorm,)
-    else:
-        kinds = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-    return [m for m in trainer.model if isinstance(m, kinds)]
-
-
-def forward_batch_stats(trainer, x: np.ndarray) -> np.ndarray:
-    """Logits of a training-mode forward (batch statistics; updates running stats; no step)."""
-    trainer.model.train()
-    if trainer.engine == "torch":
-        torch = trainer.torch
-        with torch.no_grad():
-            return trainer.model(trainer.tensor(x)).cpu().numpy()
-    return trainer.model(x)
 
 
 def train_mode_accuracy(trainer, x: np.ndarray, y: np.ndarray, batch: int) -> float:
@@ -39,7 +19,7 @@ def train_mode_accuracy(trainer, x: np.ndarray, y: np.ndarray, batch: int) -> fl
     saved = trainer.state()
     try:
         n = len(x) // batch * batch
-        correct = sum(int((forward_batch_stats(trainer, x[s:s + batch]).argmax(1)
+        correct = sum(int((trainer.forward_train(x[s:s + batch]).argmax(1)
                            == y[s:s + batch]).sum()) for s in range(0, n, batch))
     finally:
         trainer.load_state(saved)
@@ -52,12 +32,12 @@ def recalibrate(trainer, batches) -> None:
     Reset, then a cumulative average (``momentum=None``) over the batches: every batch gets the
     same weight and nothing is left of the old estimates. Weights do not change.
     """
-    layers = bn_layers(trainer)
+    layers = trainer.bn_layers()
     saved = [m.momentum for m in layers]
     for m in layers:
         m.reset_running_stats()
         m.momentum = None
     for xb in batches:
-        forward_batch_stats(trainer, xb)
+        trainer.forward_train(xb)
     for m, momentum in zip(layers, saved, strict=True):
         m.momentum = momentum
