@@ -168,11 +168,16 @@ def test_fold_engine_uses_no_private_nn_name():
 ])
 def test_a_planted_back_edge_is_caught(tmp_path, planted, rule):
     """The check is not vacuous: one back edge (or private import) added to a copy fails it."""
+    assert violations(planted_copy(tmp_path, planted, rule)), planted
+
+
+def planted_copy(tmp_path: Path, planted: str, code: str) -> Path:
+    """A copy of the package with ``code`` appended to the module ``planted``."""
     root = tmp_path / "normlab"
     shutil.copytree(SRC, root, ignore=shutil.ignore_patterns("__pycache__"))
     with open(root / planted, "a") as f:
-        f.write("\n" + rule)
-    assert violations(root), planted
+        f.write("\n" + code)
+    return root
 
 
 # RunContext: the run's engine, handed to make_trainer (and its one note for a NumPy-only run)
@@ -214,8 +219,4 @@ def test_experiments_and_runner_never_branch_on_the_engine():
 ])
 def test_a_planted_engine_branch_is_caught(tmp_path, planted, code):
     """The check is not vacuous: one branch on the engine added to a copy fails it."""
-    root = tmp_path / "normlab"
-    shutil.copytree(SRC, root, ignore=shutil.ignore_patterns("__pycache__"))
-    with open(root / planted, "a") as f:
-        f.write("\n" + code)
-    assert engine_branches(root), planted
+    assert engine_branches(planted_copy(tmp_path, planted, code)), planted
