@@ -158,9 +158,30 @@ def test_linear_stacks_fold_exactly(widths, bias, affine, bn_first, tiny_var, se
     model.eval()
     folded, report = fold_bn(model)
     assert_same_output(model, folded, rng.normal(size=(5, widths[0])).astype(np.float32))
-    # Every BN merges into a Linear: only Linear and Tanh remain.
-    assert [type(m).__name__ for m in folded] == ["Linear", "Tanh"] * (len(widths) - 1)
+    # Every BN merges into a Linear and leaves its rank check in its place.
+    block = ["FoldedLinearCheck", "Linear"] if bn_first else ["Linear", "FoldedLinearCheck"]
+    assert [type(m).__name__ for m in folded] == (block + ["Tanh"]) * (len(widths) - 1)
     assert all(m.bias is not None for m in folded if isinstance(m, nn.Linear))
+
+
+@pytest.mark.parametrize("bn_first", [False, True])
+def test_a_linear_fold_refuses_the_3d_input_it_would_get_wrong(bn_first):
+    """BatchNorm1d also takes (N, C, L) and normalises dim 1, while a Linear maps the last dim:
+    with C == features both the model and a plain merge run, and the merge computes something
+    else (0.68 apart here). The folded model refuses that input instead."""
+    rng = np.random.default_rng(0)
+    lin, bn = nn.Linear(4, 4, rng=rng), nn.BatchNorm1d(4)
+    model = nn.Sequential(*([bn, lin] if bn_first else [lin, bn]))
+    randomize_bn(model, rng, False)
+    model.eval()
+    folded, report = fold_bn(model)
+    assert len(report.folded) == 1
+    assert_same_output(model, folded, rng.normal(size=(5, 4)).astype(np.float32))
+    x3 = rng.normal(size=(2, 4, 4)).astype(np.float32)
+    model(x3)   # the unfolded model accepts it
+    with pytest.raises(ValueError, match=r"expected a 2-D \(N, features\) tensor where "
+                                         r"BatchNorm '[01]' was folded into a Linear.*\(2, 4, 4\)"):
+        folded(x3)
 
 
 def test_affine_and_padded_conv_and_nested_modules():

@@ -10,9 +10,10 @@ with ``normlab.torch.fold``.
 from __future__ import annotations
 
 from .affine import Affine
+from .check import FoldedLinearCheck
 from .engine import bn_to_affine, fold_bn
 from .report import FoldReport, FoldResult
 from .weights import fold_into_following, fold_into_preceding
 
-__all__ = ["Affine", "FoldReport", "FoldResult", "bn_to_affine", "fold_bn",
+__all__ = ["Affine", "FoldReport", "FoldResult", "FoldedLinearCheck", "bn_to_affine", "fold_bn",
            "fold_into_following", "fold_into_preceding"]

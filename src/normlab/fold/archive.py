@@ -7,8 +7,9 @@ so ``np.load(allow_pickle=False)`` reads it; no code is ever unpickled)::
      "layers": [{"type": "Conv2d", "args": [3, 8, 3], "kwargs": {"padding": 1}},
                 {"type": "BatchNorm2d", "args": [8]}, {"type": "ReLU"}, ...]}
 
-``type`` names a layer of ``normlab.nn`` (or ``Affine``); ``args``/``kwargs`` are its constructor
-arguments. Only flat Sequentials are described: honest and enough for the ``fold`` command.
+``type`` names a layer of ``normlab.nn`` (or ``Affine``, ``FoldedLinearCheck``); ``args`` and
+``kwargs`` are its constructor arguments. Only flat Sequentials are described: honest and
+enough for the ``fold`` command.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from .. import nn
 from ..serialization import read_state_dict, save
 from .affine import Affine
+from .check import FoldedLinearCheck
 from .declared import MAX_MODEL_BYTES, Shapes, check_declared, layer_shapes
 from .report import FoldReport
 
@@ -35,6 +37,7 @@ def _layer_types() -> dict[str, type]:
     types = {k: v for k, v in types.items()
              if isinstance(v, type) and issubclass(v, nn.Module) and v is not nn.Sequential}
     types["Affine"] = Affine
+    types["FoldedLinearCheck"] = FoldedLinearCheck
     return types
 
 
@@ -128,10 +131,12 @@ def load_model(path: str | os.PathLike, max_bytes: int = MAX_MODEL_BYTES
 def folded_spec(spec: dict, folded: nn.Sequential, report: FoldReport) -> dict:
     """The spec of ``folded``, the output of ``fold_bn(build(spec))`` with its ``report``.
 
-    Folding only drops BatchNorms (merged), turns some into Affine and gives Linear/Conv2d a
-    bias; the report says which, by the original layer index.
+    Folding only drops BatchNorms (merged; one merged into a Linear leaves a
+    FoldedLinearCheck), turns some into Affine and gives Linear/Conv2d a bias; the report says
+    which, by the original layer index.
     """
     merged_into = dict(report.folded)
+    checks = {layer.bn_name for layer in folded if isinstance(layer, FoldedLinearCheck)}
     kept = []
     for i, entry in enumerate(spec["layers"]):
         into = merged_into.get(str(i))
@@ -139,6 +144,8 @@ def folded_spec(spec: dict, folded: nn.Sequential, report: FoldReport) -> dict:
             kept.append(dict(entry))
         elif into.startswith("Affine"):
             kept.append({"type": "Affine"})
+        elif str(i) in checks:   # merged into a Linear: the rank check stays in its place
+            kept.append({"type": "FoldedLinearCheck", "args": [str(i)]})
     if len(kept) != len(folded):
         raise AssertionError("folded model and report disagree")  # a bug, not bad input
     for entry, layer in zip(kept, folded, strict=True):

@@ -99,7 +99,7 @@ SHAPES: dict[str, Callable[[str, dict], Shapes]] = {
     "LSTM": _lstm, "Affine": _affine, **dict.fromkeys(_NORMS, _batch_norm)}
 # Layers that allocate nothing sized by their arguments.
 NO_PARAMETERS = ("Module", "ReLU", "Sigmoid", "Tanh", "Dropout", "Flatten", "MaxPool2d",
-                 "AvgPool2d", "CrossEntropyLoss", "MSELoss")
+                 "AvgPool2d", "CrossEntropyLoss", "MSELoss", "FoldedLinearCheck")
 
 
 def _affine_signature(num_features: int):

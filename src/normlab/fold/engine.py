@@ -8,7 +8,8 @@
 * any other BatchNorm becomes one :class:`Affine` (per-channel multiply-add).
 
 Linear <-> BatchNorm1d pairs assume (N, features) activations, the only layout in which BN1d's
-channels are the Linear's features (torch's ``fuse_linear_bn_eval`` assumes the same).
+channels are the Linear's features (torch's ``fuse_linear_bn_eval`` assumes the same); a
+:class:`FoldedLinearCheck` stays in the BatchNorm's place and refuses any other rank.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..functional.batch import eval_scale_shift
 from ..nn import BatchNorm1d, Conv2d, Linear, Module, Parameter, Sequential
 from ..nn.batchnorm import BatchNormBase
 from .affine import Affine
+from .check import FoldedLinearCheck
 from .report import FoldReport, FoldResult, require_eval_mode
 from .rules import NO_RUNNING_STATS, Layer, Norm, why_not_merge
 from .weights import fold_into_following, fold_into_preceding
@@ -129,6 +131,15 @@ def _merge(layer, bn: BatchNormBase, *, following: bool) -> None:
     layer.bias = Parameter(b.astype(weight.dtype))
 
 
+def _keep_rank_check(out: list[Module], out_names: list[str], layer: Module,
+                     bn: BatchNormBase, name: str) -> None:
+    """A BatchNorm1d merged into a Linear leaves :class:`FoldedLinearCheck` in its place: it
+    also accepts (N, C, L), where the merged model would compute something else."""
+    if isinstance(layer, Linear) and isinstance(bn, BatchNorm1d):
+        out.append(FoldedLinearCheck(name))
+        out_names.append(name)
+
+
 def _fold_sequential(seq: Sequential, prefix: str, report: FoldReport,
                      uses: Counter) -> Sequential:
     layers = list(seq)
@@ -150,6 +161,7 @@ def _fold_sequential(seq: Sequential, prefix: str, report: FoldReport,
         if prev_why is None:
             _merge(out[-1], layer, following=False)
             report.add_folded(name, out_names[-1])
+            _keep_rank_check(out, out_names, out[-1], layer, name)
             continue
         nxt = layers[i + 1] if i + 1 < len(layers) else None
         next_why = ("last layer of its Sequential" if nxt is None else
@@ -157,6 +169,7 @@ def _fold_sequential(seq: Sequential, prefix: str, report: FoldReport,
         if next_why is None:
             _merge(nxt, layer, following=True)
             report.add_folded(name, f"{names[i + 1]} (the following layer)")
+            _keep_rank_check(out, out_names, nxt, layer, name)
             continue
         out.append(_standalone(layer, name, report, f"{prev_why}; {next_why}"))
         out_names.append(name)

@@ -56,6 +56,16 @@ class Norm:
     two_dim: bool | None = None
 
 
+def not_two_dim(bn_name: str, shape: tuple[int, ...]) -> str:
+    """Why a model whose BatchNorm ``bn_name`` was folded into a Linear refuses an input of
+    ``shape``: the fold is exact only on (N, features) tensors, where BatchNorm1d's channels
+    (dim 1) are the Linear's features (its last dim)."""
+    return (f"input: expected a 2-D (N, features) tensor where BatchNorm '{bn_name}' was folded "
+            f"into a Linear (the fold is exact only there: BatchNorm1d normalises dim 1, a "
+            f"Linear maps the last dim), got shape {tuple(shape)}; fold_bn a model that sees "
+            f"2-D tensors here")
+
+
 def why_not_merge(layer: Layer, norm: Norm, *, following: bool) -> str | None:
     """None if ``norm`` merges exactly into ``layer`` (the layer after it when ``following``,
     else the one before it), else the reason it does not."""

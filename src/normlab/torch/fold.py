@@ -45,7 +45,7 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..fold.report import FoldReport, FoldResult, require_eval_mode
-from ..fold.rules import NO_RUNNING_STATS, Layer, Norm, why_not_merge
+from ..fold.rules import NO_RUNNING_STATS, Layer, Norm, not_two_dim, why_not_merge
 from ..fold.weights import fold_into_following, fold_into_preceding
 from ..functional.batch import eval_scale_shift
 from . import _norms
@@ -118,10 +118,7 @@ def _fold_pair(layer: nn.Module, stats: tuple, *, following: bool) -> None:
 # -- the Linear guard --------------------------------------------------------------------------
 def _check_two_dim(x: torch.Tensor, bn_name: str) -> torch.Tensor:
     if x.dim() != 2:
-        raise ValueError(f"input: expected a 2-D (N, features) tensor where BatchNorm "
-                         f"'{bn_name}' was folded into a Linear (the fold is exact only there: "
-                         f"BatchNorm1d normalises dim 1, a Linear maps the last dim), got shape "
-                         f"{tuple(x.shape)}; fold_bn a model that sees 2-D tensors here")
+        raise ValueError(not_two_dim(bn_name, tuple(x.shape)))
     return x
 
 
