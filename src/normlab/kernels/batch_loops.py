@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import inline, jit, pjit
+from ._jit import jit, pjit
 from .sums import CHUNK, chan_merge, grad_sums, sum64
 
 ROW_CHUNK_BYTES = 32 * 1024   # rows reduced together in the mc layout (L1/L2 resident)
@@ -206,15 +206,6 @@ def _col_grad_sums(dy, s, r0, r1, m, p, q):
             q[c] += g0[c] * (a0[c] - m[c])
 
 
-@inline
-def _affine_rows(x, center, scale, shift, r0, r1, y):
-    """y[r] = (x[r] - center) * scale + shift for the rows r0..r1 of (M, C), per column."""
-    for r in range(r0, r1):
-        x_row, y_row = x[r], y[r]
-        for c in range(x.shape[1]):
-            y_row[c] = (x_row[c] - center[c]) * scale[c] + shift[c]
-
-
 @pjit
 def train_mc(x, weight, bias, eps, n_blocks, y, mean_out, var_out, inv_std_out, offset_out):
     """Training forward on (M, C): per-column moments (chunked two-pass + Chan merge), then
@@ -272,8 +263,13 @@ def train_mc(x, weight, bias, eps, n_blocks, y, mean_out, var_out, inv_std_out, 
         center[c] = mean[c]
         scale[c] = weight[c] * inv_std
         shift[c] = bias[c] - offset_out[c] * (weight[c] * inv_std)   # as in train_ncs
+    # The row affine is written out here and in affine_mc: as one inlined helper numba
+    # vectorised it more slowly (this forward on a (32, 64, 56, 56) NHWC batch: ~5%).
     for t in prange(n_blocks):
-        _affine_rows(x, center, scale, shift, t * n_m // n_blocks, (t + 1) * n_m // n_blocks, y)
+        for r in range(t * n_m // n_blocks, (t + 1) * n_m // n_blocks):
+            x_row, y_row = x[r], y[r]
+            for c in range(n_c):
+                y_row[c] = (x_row[c] - center[c]) * scale[c] + shift[c]
 
 
 @pjit
@@ -281,7 +277,10 @@ def affine_mc(x, center, scale, shift, n_blocks, y):
     """y = (x - center) * scale + shift per column of (M, C), rows split into blocks."""
     n_m, n_c = x.shape
     for t in prange(n_blocks):
-        _affine_rows(x, center, scale, shift, t * n_m // n_blocks, (t + 1) * n_m // n_blocks, y)
+        for r in range(t * n_m // n_blocks, (t + 1) * n_m // n_blocks):
+            x_row, y_row = x[r], y[r]
+            for c in range(n_c):
+                y_row[c] = (x_row[c] - center[c]) * scale[c] + shift[c]
 
 
 @pjit
