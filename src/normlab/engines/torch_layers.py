@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .. import torch as nt
+from ..nn.dropout import dropout_mask
 from .spec import NORMS, conv_args, group_count, norm_args, renorm_schedule, unknown
 
 
@@ -38,9 +39,7 @@ class SeededDropout(torch.nn.Module):
     def forward(self, x):
         if not self.training or self.p == 0.0:
             return x
-        keep = 1.0 - self.p
-        scale = np.asarray(1.0 / keep if keep > 0 else 0.0, dtype=np.float32)
-        mask = (self.rng.random(tuple(x.shape), dtype=np.float32) < keep) * scale
+        mask = dropout_mask(self.rng, self.p, tuple(x.shape), np.float32)
         return x * torch.from_numpy(mask).to(device=x.device, dtype=x.dtype)
 
     def extra_repr(self) -> str:

@@ -12,6 +12,15 @@ from . import init
 from .module import Module
 
 
+def dropout_mask(rng: np.random.Generator, p: float, shape: tuple[int, ...],
+                 dtype) -> np.ndarray:
+    """One inverted-dropout mask: each element 1/(1-p) with probability 1-p, else 0 (all 0 at
+    p = 1). Holding the scale, forward and backward are one multiply each."""
+    keep = 1.0 - p
+    scale = np.asarray(1.0 / keep if keep > 0 else 0.0, dtype=dtype)
+    return (rng.random(shape, dtype=np.float32) < keep) * scale
+
+
 class Dropout(Module):
     """Zero each element with probability ``p`` in training.
 
@@ -34,10 +43,7 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        keep = 1.0 - self.p
-        # mask holds 0 or 1/keep, so forward and backward are one multiply each
-        scale = np.asarray(1.0 / keep if keep > 0 else 0.0, dtype=x.dtype)
-        self._mask = (self.rng.random(x.shape, dtype=np.float32) < keep) * scale
+        self._mask = dropout_mask(self.rng, self.p, x.shape, x.dtype)
         return x * self._mask
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
