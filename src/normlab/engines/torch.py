@@ -136,13 +136,12 @@ def trainer(spec: Spec, model, lr: float, device=None, workers: int = 1, sync_bn
     launcher's processes are the workers, unless ``distributed`` is False (an experiment that
     reaches into its model trains in this process).
     """
-    # the NumPy layers' dropout generators, so the twin draws the same masks (seeded runs)
-    rngs = [m.rng for m in model if isinstance(m, nn.Dropout)]
-    if not distributed:
-        return TorchTrainer(build_torch(spec, model.state_dict(), rngs), lr, device)
-    workers = check_positive_int("workers", workers)
-    if workers == 1 and ddp.torchrun_env() is None:
-        # one process: its batch is the whole batch, so SyncBatchNorm would be plain BN
+    if distributed:
+        workers = check_positive_int("workers", workers)
+    # one process (its batch is the whole batch, so SyncBatchNorm would be plain BN)
+    if not distributed or (workers == 1 and ddp.torchrun_env() is None):
+        # the NumPy layers' dropout generators, so the twin draws the same masks (seeded runs)
+        rngs = [m.rng for m in model if isinstance(m, nn.Dropout)]
         return TorchTrainer(build_torch(spec, model.state_dict(), rngs), lr, device)
     # the workers build their replicas themselves from the NumPy weights (a picklable recipe)
     recipe = functools.partial(build_torch, spec, model.state_dict())
