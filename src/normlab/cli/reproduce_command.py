@@ -39,7 +39,6 @@ from ..reproduce.suite import (
     run_all,
 )
 
-ENGINES = ("numpy", "torch")
 MAX_SEEDS = 100
 # --workers must split every experiment's batch evenly (32 images in batch-size, 60 elsewhere)
 WORKER_BATCHES = (32, 60)
@@ -94,6 +93,7 @@ def _check_scale_out(engine: str, device: str | None, workers: int, sync_bn: boo
 
 def _check(names: list[str], engine: str, seed: int, seeds: int | None, jobs: int | None,
            size: str) -> tuple[list[str], int, int]:
+    from ..engines import ENGINES
     from ..experiments import EXPERIMENTS
 
     names = list(names) or list(EXPERIMENTS)
