@@ -6,7 +6,8 @@ backend), ``nn`` (the NumPy engine), ``optim`` and ``serialization`` over it, ``
 folding for NumPy models, and the rules and weight math the torch folders share), ``torch``,
 ``engines`` (the experiments' models on either engine), ``runner`` (the experiments'
 infrastructure), ``experiments``, ``report``, ``reproduce``, and at the top ``bench`` and ``cli``.
-``data`` and the helpers ``_io``, ``_checks``, ``_orphans`` are leaves.
+``data`` and the helpers ``_io``, ``_escape``, ``_checks``, ``_orphans`` are leaves;
+``normlab.__main__`` (``python -m normlab``) only starts ``cli``.
 
 Each part may import only the parts :data:`ALLOWED` lists, all of them below it; nothing imports
 another module's ``_private`` name across the normalisation layers; ``torch`` never reaches into
@@ -28,14 +29,15 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "normlab"
 
 # bottom up; "" is the package itself (``normlab/__init__.py``: the version, lazy save/load)
-ORDER = ("_io", "_checks", "_orphans", "data", "core", "reference", "kernels", "functional", "nn",
-         "optim", "serialization", "", "fold", "torch", "engines", "runner", "experiments",
-         "report", "reproduce", "bench", "cli")
-HELPERS = {"_io", "_checks", "_orphans"}
+ORDER = ("_io", "_escape", "_checks", "_orphans", "data", "core", "reference", "kernels",
+         "functional", "nn", "optim", "serialization", "", "fold", "torch", "engines", "runner",
+         "experiments", "report", "reproduce", "bench", "cli", "__main__")
+HELPERS = {"_io", "_escape", "_checks", "_orphans"}
 
 # part -> the normlab top-level parts it may import (besides itself)
 ALLOWED = {
     "_io": set(),
+    "_escape": set(),
     "_checks": set(),
     "_orphans": set(),
     "data": set(),
@@ -53,11 +55,14 @@ ALLOWED = {
     "engines": {"core", "functional", "nn", "optim", "torch", "_checks"},
     "runner": {"nn", "optim", "data", "engines", "_io", "_checks"},
     "experiments": {"functional", "nn", "data", "engines", "runner"},
-    "report": {"runner", "_io"},
-    "reproduce": {"", "data", "torch", "runner", "experiments", "report", "_io", "_orphans"},
-    "bench": {"functional", "kernels", "_io"},
+    "report": {"runner", "_io", "_escape"},
+    "reproduce": {"", "data", "torch", "runner", "experiments", "report", "_io", "_escape",
+                  "_orphans"},
+    "bench": {"functional", "kernels", "_io", "_escape"},
     # the top: every command may use any part below it
     "cli": set(ORDER[:ORDER.index("cli")]),
+    # ``python -m normlab``
+    "__main__": {"cli"},
 }
 # layers whose private names stay inside their own module, whoever imports them
 PRIVATE = {"core", "reference", "kernels", "functional", "nn"}

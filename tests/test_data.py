@@ -69,7 +69,7 @@ def test_fashion_mnist_from_debian_package():
     assert d.x_train.max() == 1.0 and d.x_train.min() == 0.0
 
 
-def _mnist_dir(tmp_path: Path, n=(30, 10)) -> Path:
+def _mnist_dir(tmp_path: Path, n=(100, 10)) -> Path:
     rng = np.random.default_rng(0)
     for prefix, count in zip(("train", "t10k"), n, strict=True):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte",
@@ -81,7 +81,7 @@ def _mnist_dir(tmp_path: Path, n=(30, 10)) -> Path:
 
 def test_mnist_dir(tmp_path):
     d = data.load(f"mnist:{_mnist_dir(tmp_path)}")
-    assert d.x_train.shape == (30, 28, 28) and d.y_test.shape == (10,)
+    assert d.x_train.shape == (100, 28, 28) and d.y_test.shape == (10,)
     assert data.load("fashion-mnist", data_dir=tmp_path).name == "fashion-mnist"
 
 

@@ -50,9 +50,10 @@ def save(obj, path: str | os.PathLike) -> Path:
     return path
 
 
-def read_state_dict(path: str | os.PathLike, max_bytes: int | None = None
-                    ) -> dict[str, np.ndarray]:
-    """Every array of a .npz file, read eagerly; a damaged file raises a clear ValueError.
+def read_state_dict(path: str | os.PathLike, max_bytes: int | None = None,
+                    keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Every array of a .npz file (only those named in ``keys`` when given), read eagerly; a
+    damaged file raises a clear ValueError.
 
     Each member's .npy header is checked against what the archive can actually hold before
     anything is allocated, so a corrupt header claiming a huge shape cannot exhaust memory.
@@ -64,8 +65,9 @@ def read_state_dict(path: str | os.PathLike, max_bytes: int | None = None
         raise FileNotFoundError(f"path: expected an existing .npz file, got {str(path)!r}")
     try:
         with zipfile.ZipFile(path) as zf:
-            _check_unpacked_size(path, zf, max_bytes)
-            return {info.filename[:-4]: _read_member(zf, info) for info in zf.infolist()}
+            members = [i for i in zf.infolist() if keys is None or i.filename[:-4] in keys]
+            _check_unpacked_size(path, members, max_bytes)
+            return {info.filename[:-4]: _read_member(zf, info) for info in members}
     except TooLarge:
         raise
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError, zlib.error,
@@ -78,10 +80,21 @@ class TooLarge(ValueError):
     """A file that would unpack to more than the reader's ``max_bytes``."""
 
 
-def _check_unpacked_size(path: Path, zf: zipfile.ZipFile, max_bytes: int | None) -> None:
+def stored_bytes(path: str | os.PathLike) -> int:
+    """The bytes the arrays of the .npz ``path`` unpack to, from its zip directory alone."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValueError(f"path: {str(path)!r} is not a readable .npz state dict "
+                         f"(corrupt or truncated?): {exc}") from exc
+
+
+def _check_unpacked_size(path: Path, members: list[zipfile.ZipInfo],
+                         max_bytes: int | None) -> None:
     """Each member is read only up to the size the zip directory states, so their sum bounds
     what reading allocates."""
-    total = sum(info.file_size for info in zf.infolist())
+    total = sum(info.file_size for info in members)
     if max_bytes is not None and total > max_bytes:
         raise TooLarge(f"path: expected at most {max_bytes} bytes of arrays, got "
                          f"{str(path)!r} holding {total} bytes")

@@ -6,7 +6,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, check_target
 
 
 def check_json_path(path: Path) -> Path:
@@ -17,6 +17,8 @@ def check_json_path(path: Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"--json: expected a file path, got the directory {str(path)!r}")
+    if path.parent.is_dir():   # no link, device or FIFO to write through
+        check_target(path, "--json")
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -36,4 +38,4 @@ def write_json(result: dict, path: Path) -> None:
     """Write ``result`` atomically (temp file in the same folder, then os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(result, indent=1))
+    atomic_write_text(path, json.dumps(result, indent=1), "--json")

@@ -47,7 +47,10 @@ def bench(quick: bool = typer.Option(False, "--quick", help="Fewer repetitions."
     try:
         run_bench(quick=quick, tiny=tiny, json_path=json_path)
     except (ValueError, MemoryError) as exc:   # --json, NORMLAB_* settings, a failed write
-        typer.echo(f"Error: {exc or type(exc).__name__}".splitlines()[0], err=True)
+        from .._escape import one_line
+
+        text = str(exc) or type(exc).__name__
+        typer.echo(one_line(f"Error: {text.splitlines()[0]}"), err=True)
         raise typer.Exit(2) from None
 
 
@@ -91,7 +94,7 @@ def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default
               data_dir: Path = typer.Option(None, "--data-dir",
                                             help="Where the fashion-mnist IDX files are."),
               engine: str = typer.Option("numpy", "--engine", help="numpy | torch"),
-              out: Path = typer.Option(Path("runs/latest"), "--out", help="Output folder."),
+              out: str = typer.Option("runs/latest", "--out", help="Output folder."),
               seed: int = typer.Option(0, "--seed", help="First seed of weights and batches."),
               seeds: int = typer.Option(None, "--seeds", help="How many seeds (seed, seed+1, "
                                         "...): every claim is a 95% interval over them. "
@@ -124,8 +127,8 @@ def list_() -> None:
 
 
 @app.command()
-def report(out: Path = typer.Argument(..., help="Folder with results.json."),
-           markdown: Path = typer.Option(None, "--markdown", help="Also write the verdict and "
+def report(out: str = typer.Argument(..., help="Folder with results.json."),
+           markdown: str = typer.Option(None, "--markdown", help="Also write the verdict and "
                                          "published-vs-measured tables as Markdown here "
                                          "(for RESULTS.md).")) -> None:
     """Rebuild figures, metrics.csv and report.html from OUT/results.json."""

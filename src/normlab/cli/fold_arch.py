@@ -114,6 +114,7 @@ def load_with_arch(src: Path, arch: str):
         raise ValueError(f"MODEL: expected a state dict (str -> Tensor) with --arch, got "
                          f"{type(state).__name__}")
     model = build_module(arch)
+    _check_dtypes(state, model.state_dict())
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
@@ -127,3 +128,24 @@ def load_with_arch(src: Path, arch: str):
         raise ValueError(f"MODEL: expected tensors shaped as --arch {arch} builds them, got "
                          f"{lines[-1] if lines else exc}") from exc
     return model
+
+
+def _check_dtypes(state: dict, reference: dict) -> None:
+    """Each tensor of a kind the architecture's own tensor has: ``load_state_dict`` casts
+    silently, dropping a complex tensor's imaginary part and turning bools and ints into
+    weights."""
+    for key, value in state.items():
+        want = reference.get(key)
+        if want is None:
+            continue
+        if _kind(value) != _kind(want):
+            raise ValueError(f"MODEL: expected {key} as a {want.dtype} tensor like the --arch "
+                             f"model's (a cast would change its values), got {value.dtype}")
+
+
+def _kind(tensor) -> str:
+    if tensor.is_complex():
+        return "complex"
+    if tensor.is_floating_point():
+        return "floating"
+    return "bool" if str(tensor.dtype) == "torch.bool" else "integer"

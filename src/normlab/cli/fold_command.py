@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from .._io import atomic_file
+from .._escape import one_line
+from .._io import UnsafePath, atomic_file, check_target
 from ..fold.archive import folded_spec, load_model, save_model
 from ..fold.engine import fold_bn
 from ..fold.report import FoldReport
+from .environment import check_environment
 from .fold_files import first_line, import_torch, load_pt, load_pt2, require_file
 
 # The verification input is one batch, not a dataset: 2**27 values (512 MB of float32) is far
@@ -61,33 +63,46 @@ def _verify(forward: Callable[[], object], shape: tuple[int, ...]):
                          f"{first_line(exc)}") from exc
 
 
+def _finite(err: float, ref: float) -> None:
+    """Refuse a model whose verification output is not finite (NaN/inf weights): "max abs
+    error nan" would verify nothing."""
+    if not (np.isfinite(err) and np.isfinite(ref)):
+        raise ValueError(f"MODEL: expected weights that give a finite output, got NaN/inf in "
+                         f"its output on the verification input (max |output| {ref:.3g}, max "
+                         f"abs error {err:.3g}); nothing was written")
+
+
 def _written(out: Path, write: Callable[[], object]) -> None:
     """``write()`` OUT (atomically): a failed write (disk full, no permission) leaves OUT as it
     was and is a one-line error, not a traceback."""
     try:
         write()
+    except UnsafePath:
+        raise
     except OSError as exc:
         raise ValueError(f"--out: could not write {str(out)!r}: "
                          f"{exc.strerror or first_line(exc)}") from exc
 
 
 def _save_atomic(out: Path, save: Callable, obj) -> None:
-    with atomic_file(out) as f:
+    with atomic_file(out, "--out") as f:
         save(obj, f)
 
 
 def _fold_npz(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch=None,
               trust: bool = False) -> tuple[FoldReport, float, float]:
     require_file(src)
-    spec, model = load_model(src)
+    spec, model = load_model(src, input_shape=shape)
     model.eval()
     folded, report = fold_bn(model)
     dtype = np.dtype(spec.get("dtype", "float32"))
     x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
     want = _verify(lambda: model(x), shape)
     got = folded(x)
+    err, ref = float(np.abs(got - want).max()), float(np.abs(want).max())
+    _finite(err, ref)
     _written(out, lambda: save_model(out, folded_spec(spec, folded, report), folded))
-    return report, float(np.abs(got - want).max()), float(np.abs(want).max())
+    return report, err, ref
 
 
 def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch: str | None = None,
@@ -108,9 +123,11 @@ def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch: str 
     with torch.no_grad():
         want = _verify(lambda: model(x), shape)
         got = folded(x)
+    err, ref = (got - want).abs().max().item(), want.abs().max().item()
+    _finite(err, ref)
     save = torch.jit.save if scripted else torch.save
     _written(out, lambda: _save_atomic(out, save, folded))
-    return report, (got - want).abs().max().item(), want.abs().max().item()
+    return report, err, ref
 
 
 def _fold_pt2(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch=None,
@@ -128,8 +145,10 @@ def _fold_pt2(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch=None
     folded, report = fold_bn_export(program, (x,))
     with torch.no_grad():
         got = folded.module()(x)
+    err, ref = (got - want).abs().max().item(), want.abs().max().item()
+    _finite(err, ref)
     _written(out, lambda: _save_atomic(out, torch.export.save, folded))
-    return report, (got - want).abs().max().item(), want.abs().max().item()
+    return report, err, ref
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -153,6 +172,7 @@ def _check_paths(model: Path, out: Path, arch: str | None) -> str:
     if _same_file(model, out):
         raise ValueError(f"--out: expected a file other than MODEL (fold never overwrites its "
                          f"input), got {str(out)!r}")
+    check_target(out, "--out", protect=[(model, "MODEL")])   # no link, device or FIFO
     if arch is not None and suffix not in (".pt", ".pth"):
         raise ValueError(f"--arch: expected only with a .pt/.pth torch state dict, got "
                          f"MODEL {str(model)!r}")
@@ -162,13 +182,14 @@ def _check_paths(model: Path, out: Path, arch: str | None) -> str:
 def _error_line(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "Error: out of memory while folding (MemoryError)"
-    return f"Error: {exc}".splitlines()[0]
+    return one_line(f"Error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
 
 
 def run(model: Path, out: Path, input_shape: str, seed: int = 0, arch: str | None = None,
         trust: bool = False) -> None:
     """The command's body: bad input -> one line on stderr and exit code 2."""
     try:
+        check_environment()
         shape = parse_shape(input_shape)
         suffix = _check_paths(model, out, arch)
         fold = {".npz": _fold_npz, ".pt2": _fold_pt2}.get(suffix, _fold_pt)
@@ -177,8 +198,8 @@ def run(model: Path, out: Path, input_shape: str, seed: int = 0, arch: str | Non
         typer.echo(_error_line(exc), err=True)
         raise typer.Exit(2) from None
     for line in report.lines() or ["no BatchNorm layers found"]:
-        typer.echo(line)
+        typer.echo(one_line(line))   # layer and member names come from MODEL
     what = " (the folded full module, torch.save(model))" if arch is not None else ""
-    typer.echo(f"wrote {out}{what}")
+    typer.echo(one_line(f"wrote {out}{what}"))
     typer.echo(f"verification on a random {'x'.join(map(str, shape))} input: max abs error "
                f"{err:.3g} (max |output| {ref:.3g}, relative {err / max(ref, 1e-30):.3g})")

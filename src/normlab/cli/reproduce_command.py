@@ -2,8 +2,9 @@
 errors, exit code 2), rich progress bars with ETA, and the final claims/verdicts table.
 
 Only the program's own markup is rich markup: every piece of user or results text (paths,
-names, claims, messages) goes through :func:`rich.markup.escape` first, so a ``[/x]`` in an
-argument prints as itself instead of crashing the console.
+names, claims, messages) goes through :func:`normlab._escape.markup` first, so a ``[/x]`` in an
+argument prints as itself instead of crashing the console, and an ESC from a results file
+prints as ``\x1b`` instead of reaching the terminal.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,29 +25,46 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .._escape import markup as escape
+from .._escape import one_line
+from .._io import UnsafePath, check_target, read_regular
 from ..reproduce.pool import Events
 from ..reproduce.suite import (
     DEFAULT_SEEDS,
     Options,
     UsageError,
     check_out_dir,
+    check_results,
     finalize,
     out_lock,
+    own_entries,
+    plan,
     previous_results,
     resolve_scale,
     resolve_size,
     run_all,
 )
+from .environment import check_environment
 
 MAX_SEEDS = 100
+# The largest seed any unit may get (seed + seeds - 1): NumPy's SeedSequence and torch's
+# manual_seed take it; 2**63 - 1 failed on the first unit.
+MAX_SEED = 2**32 - 1
 # --workers must split every experiment's batch evenly (32 images in batch-size, 60 elsewhere)
 WORKER_BATCHES = (32, 60)
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", highlight=False,
-                               soft_wrap=True)
+    Console(stderr=True).print(f"[red]error:[/red] {escape(one_line(message))}",
+                               highlight=False, soft_wrap=True)
     raise SystemExit(2)
+
+
+def as_path(value, name: str) -> Path:
+    """A folder or file argument; ``""`` is refused (``Path("")`` is the current directory)."""
+    if value is None or not str(value).strip():
+        raise UsageError(f"{name}: expected a path, got {value!r}")
+    return Path(value)
 
 
 def _load_data(spec: str, data_dir: Path | None):
@@ -110,6 +127,9 @@ def _check(names: list[str], engine: str, seed: int, seeds: int | None, jobs: in
     seeds = DEFAULT_SEEDS[size] if seeds is None else seeds
     if not 1 <= seeds <= MAX_SEEDS:
         raise UsageError(f"--seeds: expected a count from 1 to {MAX_SEEDS}, got {seeds}")
+    if seed + seeds - 1 > MAX_SEED:
+        raise UsageError(f"--seed: expected seed + seeds - 1 <= {MAX_SEED} (the last seed), "
+                         f"got {seed} with --seeds {seeds}")
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise UsageError(f"--jobs: expected a positive number of processes, got {jobs}")
@@ -164,18 +184,37 @@ def reproduce(names: list[str], quick: bool, data_spec: str, engine: str, out: P
               sync_bn: bool = False, size: str | None = None) -> None:
     console = Console(stderr=True, soft_wrap=True)
     try:
+        out = as_path(out, "--out")
+        try:
+            check_environment()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         size = resolve_size(quick, size)
         names, seeds, jobs = _check(names, engine, seed, seeds, jobs, size)
         _check_scale_out(engine, device, workers, sync_bn)
         scale = resolve_scale(quick, steps_scale)
         data = _load_data(data_spec, data_dir)
+        opts = Options(names, size == "quick", data_spec, engine, out, seed, scale, seeds,
+                       jobs, device, workers, sync_bn, size)
+        opts.jobs = _cap_jobs(jobs, len(plan(opts, data)), console)
         check_out_dir(out)
         with out_lock(out):
-            opts = Options(names, size == "quick", data_spec, engine, out, seed, scale, seeds,
-                           jobs, device, workers, sync_bn, size)
             _reproduce(opts, data, console)
-    except UsageError as exc:
+    except (UsageError, UnsafePath) as exc:
         _fail(str(exc))
+    except OSError as exc:   # disk full, permissions: finished runs are checkpointed
+        _fail(f"--out: cannot write to {str(out)!r} ({exc.strerror or exc}); the finished "
+              f"runs are checkpointed: fix that and re-run the same command to resume")
+
+
+def _cap_jobs(jobs: int, units: int, console: Console) -> int:
+    """``--jobs``, never above the number of units (a process per unit at most) and with a
+    warning above the cores this process may use (processes then only share cores)."""
+    cores = default_jobs()
+    if jobs > cores:
+        console.print(f"[yellow]warning: --jobs {jobs} is more than the {cores} cores this "
+                      f"process may use; the runs will share them[/yellow]", highlight=False)
+    return max(1, min(jobs, units))
 
 
 def _reproduce(opts: Options, data, console: Console) -> None:
@@ -241,33 +280,48 @@ def list_experiments() -> None:
     Console().print(table)
 
 
-def rebuild_report(out: Path, markdown: Path | None = None) -> None:
-    path = out / "results.json"
+def rebuild_report(out, markdown=None) -> None:
+    """``normlab report DIR [--markdown FILE]``: everything is checked (results.json read
+    without following a link, its structure, FILE not one of DIR's own files nor a link or a
+    special file) before anything is written."""
+    from .._io import atomic_write_text
+    from ..report.markdown import render
+
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(results.get("experiments"), dict):
-            raise ValueError("no 'experiments' object")
-    except FileNotFoundError:
-        _fail(f"DIR: no results.json in {str(out)!r} (run 'normlab reproduce --out DIR' first)")
-    except (OSError, ValueError, AttributeError) as exc:
-        _fail(f"DIR: {str(path)!r} is not a normlab results file ({exc})")
-    try:
-        check_out_dir(out)
-        with out_lock(out):
-            report = finalize(out, results)
+        out = as_path(out, "DIR")
+        markdown = None if markdown is None else as_path(markdown, "--markdown")
     except UsageError as exc:
         _fail(str(exc))
+    path = out / "results.json"
+    try:
+        results = json.loads(read_regular(path, "DIR").decode("utf-8"))
+        check_results(results)
+    except FileNotFoundError:
+        _fail(f"DIR: no results.json in {str(out)!r} (run 'normlab reproduce --out DIR' first)")
+    except UnsafePath as exc:
+        _fail(str(exc))
+    except (OSError, ValueError, AttributeError, RecursionError) as exc:
+        # RecursionError: JSON nested 100,000 deep
+        _fail(f"DIR: {str(path)!r} is not a normlab results file "
+              f"({type(exc).__name__}: {str(exc)[:200]})")
+    try:
+        if markdown is not None:
+            own = [(out / name, f"DIR/{name}") for name in ("results.json", "report.html")]
+            own += [(p, repr(str(p))) for p, mode, _ in own_entries(out)]
+            check_target(markdown, "--markdown", protect=own)
+        check_out_dir(out, "DIR")
+        with out_lock(out):
+            report = finalize(out, results)
+            text = None if markdown is None else render(results)
+            if markdown is not None:
+                atomic_write_text(markdown, text, "--markdown", protect=own)
+    except (UsageError, UnsafePath) as exc:
+        _fail(str(exc))
+    except OSError as exc:   # disk full (the lock, a figure, the Markdown)
+        _fail(f"DIR: cannot write the report ({exc.strerror or exc}); results.json is kept")
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         _fail(f"DIR: {str(path)!r} is not a complete normlab results file "
               f"({type(exc).__name__}: {exc})")
-    if markdown is not None:
-        from .._io import atomic_write_text
-        from ..report.markdown import render
-
-        try:
-            atomic_write_text(markdown, render(results))
-        except OSError as exc:
-            _fail(f"--markdown: cannot write {str(markdown)!r} ({exc.strerror or exc})")
     _print_summary(results, Console())
     Console().print(f"Report: {escape(str(report.resolve()))}", highlight=False,
                     soft_wrap=True)

@@ -130,7 +130,7 @@ def load_idx_folder(folder: Path, name: str, source: str) -> Dataset:
         img_path = _find(folder, f"{prefix}-images-idx3-ubyte")
         lab_path = _find(folder, f"{prefix}-labels-idx1-ubyte")
         images, labels = read_idx(img_path), read_idx(lab_path)
-        _check_images(img_path, images)
+        _check_images(img_path, images, split)
         _check_labels(lab_path, labels, len(images))
         arrays[split] = (images, labels.astype(np.int64))
     (xi, yi), (xt, yt) = arrays["train"], arrays["test"]
@@ -142,14 +142,30 @@ def load_idx_folder(folder: Path, name: str, source: str) -> Dataset:
                    xt.astype(np.float32) / np.float32(255), yt, 10, source, fp)
 
 
-def _check_images(path: Path, images: np.ndarray) -> None:
-    """Refuse at load time what would crash mid-run: no images, or images without pixels."""
+# What every experiment needs of a folder's data, checked at load time rather than found
+# mid-run: the CNNs pool twice (an image must be at least as large as the shipped 8x8 digits),
+# and the training runs draw batches of up to 60 images from the training split less its
+# validation part.
+MIN_SIDE = 8
+MIN_TRAIN_IMAGES = 100
+
+
+def _check_images(path: Path, images: np.ndarray, split: str = "test") -> None:
+    """Refuse at load time what would crash mid-run: no images, images smaller than
+    :data:`MIN_SIDE`, or fewer than :data:`MIN_TRAIN_IMAGES` training images."""
     if images.ndim != 3 or images.dtype != np.uint8:
         raise ValueError(f"{str(path)!r}: expected uint8 images of 3 dims (N, H, W), "
                          f"got {images.dtype} of shape {images.shape}")
     if 0 in images.shape:
         raise ValueError(f"{str(path)!r}: expected at least one image of at least 1x1 pixels, "
                          f"got shape {images.shape}")
+    if min(images.shape[1:]) < MIN_SIDE:
+        raise ValueError(f"{str(path)!r}: expected images of at least {MIN_SIDE}x{MIN_SIDE} "
+                         f"pixels (the experiments' CNNs pool twice), got "
+                         f"{images.shape[1]}x{images.shape[2]}")
+    if split == "train" and len(images) < MIN_TRAIN_IMAGES:
+        raise ValueError(f"{str(path)!r}: expected at least {MIN_TRAIN_IMAGES} training images "
+                         f"(the experiments draw batches of up to 60), got {len(images)}")
 
 
 def _check_labels(path: Path, labels: np.ndarray, n_images: int) -> None:

@@ -24,13 +24,18 @@ IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 # deflate cannot expand better than ~1032:1, so a .gz of n bytes decompresses to < 1032 n bytes
 MAX_DEFLATE_RATIO = 1032
 GZIP_MAGIC = b"\x1f\x8b"
+# The most data one IDX file may declare: 4x the 47 MB of MNIST's training images. A 0.9 MB
+# gzip file can honestly hold 930 MB of zeros, which the loader's float32 copy quadruples:
+# the cap, checked on the header before the body is decompressed, keeps that off the machine.
+MAX_IDX_BYTES = 1 << 28
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """The array stored in an IDX file (plain or gzip), in native byte order.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the file) for a bad
-    magic number, an impossible size, a truncated or over-long body, or corrupt compression.
+    magic number, an impossible size, a body larger than ``max_bytes`` (read from the header,
+    before decompressing), a truncated or over-long body, or corrupt compression.
     """
     path = Path(path)
     if not path.is_file():
@@ -49,6 +54,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                 raise ValueError(f"{str(path)!r}: header claims shape {shape} ({n_bytes} bytes of "
                                  f"data) but a {file_size}-byte file cannot hold that "
                                  "(truncated file or corrupt header)")
+            if n_bytes > max_bytes:
+                raise ValueError(f"{str(path)!r}: expected at most {max_bytes} bytes of data "
+                                 f"(normlab.data.idx.MAX_IDX_BYTES), got a header declaring "
+                                 f"shape {shape} ({n_bytes} bytes)")
             body = f.read(n_bytes)
             if len(body) != n_bytes:
                 raise ValueError(f"{str(path)!r}: truncated: header claims shape {shape} "

@@ -22,10 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from .. import nn
-from ..serialization import read_state_dict, save
+from ..serialization import read_state_dict, save, stored_bytes
 from .affine import Affine
 from .check import FoldedLinearCheck
-from .declared import MAX_MODEL_BYTES, Shapes, check_declared, layer_shapes
+from .cost import MAX_DEPTH, MAX_LAYERS, fold_cost, json_depth
+from .declared import (
+    MAX_MODEL_BYTES,
+    Shapes,
+    bind,
+    check_declared,
+    declared_values,
+    layer_shapes,
+)
 from .report import FoldReport
 
 FORMAT = "normlab.sequential/1"
@@ -53,12 +61,15 @@ def _layers(spec: dict) -> tuple[np.dtype, list[tuple[str, str, list, dict]]]:
     if not isinstance(layers_spec, list) or not layers_spec:
         raise ValueError(f"architecture.layers: expected a non-empty list, got "
                          f"{str(layers_spec)[:80]!r}")
+    if len(layers_spec) > MAX_LAYERS:
+        raise ValueError(f"architecture.layers: expected at most {MAX_LAYERS} layers "
+                         f"(normlab.fold.cost.MAX_LAYERS), got {len(layers_spec)}")
     types = _layer_types()
     layers = []
     for i, entry in enumerate(layers_spec):
         where = f"architecture.layers[{i}]"
         kind = entry.get("type") if isinstance(entry, dict) else None
-        if kind not in types:
+        if not isinstance(kind, str) or kind not in types:
             raise ValueError(f"{where}.type: expected one of {', '.join(sorted(types))}, "
                              f"got {str(kind)[:80]!r}")
         args, kwargs = entry.get("args", []), entry.get("kwargs", {})
@@ -69,12 +80,18 @@ def _layers(spec: dict) -> tuple[np.dtype, list[tuple[str, str, list, dict]]]:
     return np.dtype(dtype), layers
 
 
-def declared_shapes(spec: dict) -> tuple[np.dtype, list[tuple[str, Shapes]]]:
-    """What :func:`build` would allocate for ``spec``, computed without allocating it."""
+def bound_layers(spec: dict) -> tuple[np.dtype, list[tuple[str, str, dict]]]:
+    """(dtype, [(spec path, type, {argument: value})]) of ``spec``, without building it."""
     dtype, layers = _layers(spec)
     types = _layer_types()
-    return dtype, [(where, layer_shapes(where, kind, types[kind], args, kwargs))
+    return dtype, [(where, kind, bind(where, kind, types[kind], args, kwargs))
                    for where, kind, args, kwargs in layers]
+
+
+def declared_shapes(spec: dict) -> tuple[np.dtype, list[tuple[str, Shapes]]]:
+    """What :func:`build` would allocate for ``spec``, computed without allocating it."""
+    dtype, layers = bound_layers(spec)
+    return dtype, [(where, layer_shapes(where, kind, a)) for where, kind, a in layers]
 
 
 def build(spec: dict) -> nn.Sequential:
@@ -104,24 +121,42 @@ def save_model(path: str | os.PathLike, spec: dict, model: nn.Sequential) -> Pat
     return save(state, path)
 
 
-def load_model(path: str | os.PathLike, max_bytes: int = MAX_MODEL_BYTES
-               ) -> tuple[dict, nn.Sequential]:
+def load_model(path: str | os.PathLike, max_bytes: int = MAX_MODEL_BYTES,
+               input_shape: tuple[int, ...] | None = None) -> tuple[dict, nn.Sequential]:
     """(spec, model) from an .npz written by :func:`save_model`.
 
-    Nothing is allocated that the file does not back: the arrays are read only if they unpack
-    to at most ``max_bytes``, and the layers are built only after the shapes their arguments
-    declare are found in the file (see :mod:`normlab.fold.declared`).
+    Nothing is allocated that the file does not back or the budget does not allow: the spec
+    is read first (alone); what folding it allocates -- every copy of the parameters and, for
+    ``input_shape``, the verification forward passes (:func:`normlab.fold.cost.fold_cost`) --
+    must fit in ``max_bytes``; only then are the arrays read, and the layers are built only
+    after the shapes their arguments declare are found in the file (see
+    :mod:`normlab.fold.declared`).
     """
-    state = read_state_dict(path, max_bytes=max_bytes)
-    if KEY not in state:
+    head = read_state_dict(path, max_bytes=max_bytes, keys=(KEY,))
+    if KEY not in head:
         raise ValueError(f"model: {str(path)!r} has no {KEY!r} entry: a plain state dict does "
                          "not say which layers it belongs to (save it with "
                          "normlab.fold.archive.save_model)")
     try:
-        spec = json.loads(str(state.pop(KEY)))
-    except (json.JSONDecodeError, RecursionError) as exc:   # RecursionError: nested 10**5 deep
+        spec = json.loads(str(head.pop(KEY)))
+    except (ValueError, RecursionError) as exc:   # RecursionError: nested 10**5 deep;
+        # ValueError: also an integer of more than 4300 digits
         raise ValueError(f"model: {KEY!r} in {str(path)!r} is not valid JSON: {exc}") from exc
-    dtype, shapes = declared_shapes(spec)
+    if json_depth(spec) > MAX_DEPTH:
+        raise ValueError(f"architecture: expected JSON nested at most {MAX_DEPTH} deep "
+                         f"(normlab.fold.cost.MAX_DEPTH), got deeper nesting in {str(path)!r}")
+    dtype, layers = bound_layers(spec)
+    shapes = [(where, layer_shapes(where, kind, a)) for where, kind, a in layers]
+    values = declared_values(shapes)
+    cost = fold_cost(values, stored_bytes(path), layers, input_shape, dtype.itemsize)
+    if cost > max_bytes:
+        what = f" and a {'x'.join(map(str, input_shape))} input" if input_shape else ""
+        raise ValueError(f"architecture: expected at most {max_bytes} bytes for the fold "
+                         f"(normlab.fold.declared.MAX_MODEL_BYTES), got layers declaring "
+                         f"{values} {dtype} values{what}: {cost} bytes with the parameters' "
+                         f"copies and the verification's activations (normlab.fold.cost)")
+    state = read_state_dict(path, max_bytes=max_bytes)
+    state.pop(KEY)
     check_declared(shapes, state, dtype, max_bytes)
     model = build(spec)
     model.load_state_dict(state)

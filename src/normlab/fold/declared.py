@@ -106,11 +106,9 @@ def _affine_signature(num_features: int):
     """Affine's spec form: ``{"type": "Affine", "args": [C]}`` (its constructor takes arrays)."""
 
 
-def layer_shapes(where: str, kind: str, layer_type: type, args: list, kwargs: dict) -> Shapes:
-    """{state-dict key inside the layer: shape} for ``layer_type(*args, **kwargs)``."""
-    if kind in NO_PARAMETERS:
-        return {}
-    if kind not in SHAPES:   # a layer type added to normlab.nn without a shape rule here
+def bind(where: str, kind: str, layer_type: type, args: list, kwargs: dict) -> dict:
+    """{argument name: value} of ``layer_type(*args, **kwargs)``, defaults included."""
+    if kind not in NO_PARAMETERS and kind not in SHAPES:   # added to nn without a rule here
         raise ValueError(f"{where}.type: {kind} is not supported in a fold archive yet")
     signature = inspect.signature(_affine_signature if kind == "Affine" else layer_type)
     try:
@@ -118,7 +116,18 @@ def layer_shapes(where: str, kind: str, layer_type: type, args: list, kwargs: di
     except TypeError as exc:
         raise ValueError(f"{where}: bad arguments for {kind}: {exc}") from exc
     bound.apply_defaults()
-    return SHAPES[kind](where, bound.arguments)
+    return dict(bound.arguments)
+
+
+def layer_shapes(where: str, kind: str, arguments: dict) -> Shapes:
+    """{state-dict key inside the layer: shape} for a layer of type ``kind`` with the
+    :func:`bind` ``arguments``."""
+    return {} if kind in NO_PARAMETERS else SHAPES[kind](where, arguments)
+
+
+def declared_values(layers: list[tuple[str, Shapes]]) -> int:
+    """How many parameter and buffer values ``layers`` declare."""
+    return sum(math.prod(shape) for _, shapes in layers for shape in shapes.values())
 
 
 def check_declared(layers: list[tuple[str, Shapes]], state: dict[str, np.ndarray],
@@ -128,7 +137,7 @@ def check_declared(layers: list[tuple[str, Shapes]], state: dict[str, np.ndarray
     ``layers``: (spec path such as ``architecture.layers[3]``, its :func:`layer_shapes`), in
     order; layer i's keys are stored as ``f"{i}.{key}"``.
     """
-    total = sum(math.prod(shape) for _, shapes in layers for shape in shapes.values())
+    total = declared_values(layers)
     if total * dtype.itemsize > max_bytes:
         raise ValueError(f"architecture: expected at most {max_bytes} bytes of parameters "
                          f"(normlab.fold.declared.MAX_MODEL_BYTES), got layers declaring "
@@ -142,3 +151,9 @@ def check_declared(layers: list[tuple[str, Shapes]], state: dict[str, np.ndarray
             if tuple(stored.shape) != shape:
                 raise ValueError(f"{where}: expected {i}.{key} of shape {shape} as the layer's "
                                  f"arguments declare, got {tuple(stored.shape)} in the file")
+            # a cast would drop a complex part or turn bools and ints into weights silently
+            want = "iu" if key == "num_batches_tracked" else "f"
+            if stored.dtype.kind not in want:
+                raise ValueError(f"{where}: expected {i}.{key} as "
+                                 f"{'integers' if want == 'iu' else 'floating-point values'}, "
+                                 f"got {stored.dtype} in the file")

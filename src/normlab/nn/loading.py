@@ -40,6 +40,15 @@ def check_count(key: str, value: np.ndarray) -> None:
                          f"[0, 2**63) (a count), got {flat[np.argmax(bad)]!r}")
 
 
+def check_variance(key: str, value) -> None:
+    """A running variance is never negative (NaN/inf load with a warning, like torch): eval's
+    ``1 / sqrt(var + eps)`` of a negative one is NaN or a huge scale, silently."""
+    v = np.asarray(value)
+    if v.dtype.kind in "fiu" and (v < 0).any():
+        raise ValueError(f"state_dict[{key!r}]: expected a variance >= 0 in every channel, got "
+                         f"{v.reshape(-1)[np.argmax(v.reshape(-1) < 0)]!r}")
+
+
 def warn_nonfinite(label: str, items: list[tuple[str, np.ndarray]], stacklevel: int = 3
                    ) -> None:
     """One warning naming each running-statistics key with NaN/inf and how many channels."""

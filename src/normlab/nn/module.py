@@ -277,6 +277,8 @@ def _checked_values(state_dict: Mapping, targets: dict) -> tuple[dict, list[str]
         else:
             if target.dtype.kind in "iu":
                 loading.check_count(key, value)
+            elif name == "running_var":
+                loading.check_variance(key, value)
             values[key] = value
     return values, mis_shaped
 

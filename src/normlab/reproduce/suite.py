@@ -23,14 +23,25 @@ import io
 import json
 import os
 import platform
+import stat
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from .._io import atomic_write_bytes, atomic_write_text
+from .._io import (
+    UnsafePath,
+    atomic_write_bytes,
+    atomic_write_text,
+    is_regular,
+    kind,
+    open_regular,
+    read_regular,
+    safe_dir,
+)
 from ..data import Dataset
 from ..experiments import registry
 from ..runner.base import SIZES, Run, RunContext, size_of
@@ -131,34 +142,84 @@ def resolve_scale(quick: bool, steps_scale: float | None) -> float:
     return steps_scale
 
 
-def check_out_dir(out: Path) -> None:
-    """Create ``out`` and prove it is writable, before any work starts."""
+# The files and folders normlab writes at the top of OUT (besides one folder per experiment)
+OWN_FILES = ("results.json", "report.html", ".normlab.lock")
+OWN_FOLDERS = ("checkpoints",)
+
+
+def check_out_dir(out: Path, name: str = "--out") -> None:
+    """Create ``out`` and prove it is writable, before any work starts; refuse a folder whose
+    normlab files or folders (:func:`own_entries`) are links or special files, which a later
+    write would otherwise follow out of ``out``."""
+    if not str(out):
+        raise UsageError(f"{name}: expected a folder, got ''")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".normlab-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # a new, uniquely named file: never an existing file or link (O_EXCL)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".normlab-write-test."):
+            pass
     except OSError as exc:
-        raise UsageError(f"--out: cannot write to {str(out)!r} ({exc.strerror or exc})") from None
+        raise UsageError(f"{name}: cannot write to {str(out)!r} ({exc.strerror or exc})") from None
+    for path, mode, want in own_entries(out):
+        if not want(mode):
+            raise UsageError(f"{name}: expected normlab's files in {str(out)!r} to be regular "
+                             f"files and folders (normlab never follows a link out of it), "
+                             f"got {str(path)!r}, which is {kind(mode)}")
+
+
+def own_entries(out: Path) -> Iterator[tuple[Path, int, Callable[[int], bool]]]:
+    """(path, lstat mode, the test its mode must pass) of every entry that exists among those
+    normlab writes in ``out``: the files of :data:`OWN_FILES`, and the folders of
+    :data:`OWN_FOLDERS` and of the experiments with everything inside them (links are
+    reported, never followed)."""
+    def any_own(mode: int) -> bool:
+        return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+
+    tops = [(f, stat.S_ISREG) for f in OWN_FILES] + [
+        (d, stat.S_ISDIR) for d in (*OWN_FOLDERS, *registry.EXPERIMENTS)]
+    for top, want in tops:
+        path = out / top
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        yield path, mode, want
+        if stat.S_ISDIR(mode):
+            for root, dirs, files in os.walk(path, followlinks=False):
+                for entry in dirs + files:
+                    sub = Path(root) / entry
+                    yield sub, os.lstat(sub).st_mode, any_own
 
 
 @contextmanager
 def out_lock(out: Path) -> Iterator[None]:
     """Hold ``OUT/.normlab.lock`` for the whole run: a second run into the same folder is
-    refused at once instead of silently overwriting the first one's results."""
+    refused at once instead of silently overwriting the first one's results. The lock file
+    is opened without following a link (a ``.normlab.lock -> victim`` link would have had
+    the victim overwritten with ``pid N``)."""
     path = out / ".normlab.lock"
-    with open(path, "a+") as f:
+    try:
+        fd = open_regular(path, "--out", os.O_RDWR, create=True)
+    except OSError as exc:
+        raise UsageError(f"--out: cannot write {str(path)!r} ({exc.strerror or exc})") from None
+    except UnsafePath as exc:
+        raise UsageError(str(exc)) from None
+    with os.fdopen(fd, "r+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            holder = f.read().strip() or "another process"
+            holder = f.read(200).strip() or "another process"
             raise UsageError(f"--out: {str(out)!r} is in use by another normlab run "
                              f"({holder}); wait for it or choose another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}")
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}")
+            f.flush()
+        except OSError as exc:   # disk full: one line, not a traceback
+            raise UsageError(f"--out: cannot write {str(path)!r} ({exc.strerror or exc})"
+                             ) from None
         try:
             yield
         finally:
@@ -226,13 +287,13 @@ def previous_results(out: Path, results: dict) -> tuple[dict, str | None]:
     otherwise the note says what differs and that the earlier results will be replaced.
     """
     path = out / "results.json"
-    if not path.is_file():
+    if not is_regular(path):
         return {}, None
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = json.loads(read_regular(path, "--out").decode("utf-8"))
         old_cfg, old_exps = old["config"], old["experiments"]
         same_data = old["data"]["fingerprint"] == results["data"]["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return {}, f"{str(path)!r} is not a normlab results file; it will be replaced"
     cfg = results["config"]
     old_cfg = {**old_cfg, "size": size_of(old_cfg)}
@@ -249,6 +310,38 @@ def previous_results(out: Path, results: dict) -> tuple[dict, str | None]:
     timing = {n: old.get("timing", {}).get(n) for n in others}
     cpu = {n: old.get("cpu_time", {}).get(n) for n in others}
     return {"experiments": kept, "timing": timing, "cpu_time": cpu}, None
+
+
+# the text fields of a results.json experiment that the report, the summary table and the
+# Markdown print; each must be a string (a number there crashed the summary after the files
+# were written)
+TEXT_FIELDS = ("title", "source", "claim", "setup")
+
+
+def check_results(results, name: str = "DIR") -> None:
+    """Refuse, before anything is written, a results.json whose structure the report cannot
+    use: ``ValueError`` naming the field, what was expected and what was found."""
+    def need(ok: bool, where: str, want: str, got) -> None:
+        if not ok:
+            raise ValueError(f"{name}: expected {where} in results.json to be {want}, got "
+                             f"{type(got).__name__} {str(got)[:60]!r}")
+
+    need(isinstance(results, dict), "the top level", "an object", results)
+    for key in ("config", "data", "environment"):
+        need(isinstance(results.get(key), dict), key, "an object", results.get(key))
+    exps = results.get("experiments")
+    need(isinstance(exps, dict), "experiments", "an object", exps)
+    need(isinstance(results["data"].get("description"), str), "data.description", "a string",
+         results["data"].get("description"))
+    for exp_name, entry in exps.items():
+        need(exp_name in registry.EXPERIMENTS, f"the experiment name {exp_name[:60]!r}",
+             "one of normlab's experiments", exp_name)
+        need(isinstance(entry, dict), f"experiments[{exp_name!r}]", "an object", entry)
+        for field in TEXT_FIELDS:
+            need(isinstance(entry.get(field), str), f"experiments[{exp_name!r}].{field}",
+                 "a string", entry.get(field))
+        need(isinstance(entry.get("runs"), dict), f"experiments[{exp_name!r}].runs",
+             "an object", entry.get("runs"))
 
 
 def run_all(opts: Options, data: Dataset, events=None, warn=print) -> dict:
@@ -289,14 +382,13 @@ def run_unit(unit: Unit, data: Dataset, opts: Options, progress=None,
     """
     exp = registry.get(unit.experiment)
     run = unit.run
-    folder = opts.out / "checkpoints" / exp.name / f"seed{unit.seed}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = safe_dir(opts.out, "checkpoints", exp.name, f"seed{unit.seed}")
     identity = {"experiment": exp.name, "run": run.key, "config": run.config,
                 "data": [data.name, data.fingerprint], "engine": opts.engine,
                 "seed": unit.seed, "scale": unit.scale, "size": opts.size, **opts.scale_out}
     h = config_hash(identity)
     done_path = folder / f"{run.key}.done"
-    if done_path.is_file():
+    if is_regular(done_path):
         try:
             meta, _ = read_checkpoint(done_path)
             if meta.get("config_hash") == h:
@@ -346,20 +438,19 @@ def finalize(out: Path, results: dict, keep: dict | None = None) -> Path:
         results["experiments"] = {**keep["experiments"], **results["experiments"]}
         for k in ("timing", "cpu_time"):
             results[k] = {**keep[k], **results.get(k, {})}
+    files = {}   # everything is computed before anything is written (bad input loses nothing)
     for name, entry in results["experiments"].items():
         exp = registry.get(name)
         runs, metrics = by_seed(entry)
         summary = exp.summarize(runs, metrics)
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_csv(folder / "metrics.csv", summary.rows)
+        files[name, "metrics.csv"] = _csv_text(summary.rows).encode("utf-8")
         figures = []
         with matplotlib.rc_context({"svg.hashsalt": "normlab"}):   # stable SVG element ids
             for fig_name, fig in exp.figures(runs, metrics, summary).items():
                 for ext in ("png", "svg"):
                     buf = io.BytesIO()
                     fig.savefig(buf, format=ext, dpi=110, metadata=_fig_metadata(ext))
-                    atomic_write_bytes(folder / f"{fig_name}.{ext}", buf.getvalue())
+                    files[name, f"{fig_name}.{ext}"] = buf.getvalue()
                 plt.close(fig)
                 figures.append(f"{name}/{fig_name}.png")
         entry.update({"measured": summary.measured, "verdict": summary.verdict,
@@ -368,7 +459,10 @@ def finalize(out: Path, results: dict, keep: dict | None = None) -> Path:
                       "criteria": [j.to_json() for j in summary.judged],
                       "published": [p.to_json() for p in exp.published],
                       "figures": figures, "csv": f"{name}/metrics.csv"})
-    atomic_write_text(out / "results.json", to_json(results))
+    text = to_json(results)
+    for (folder, file), data in files.items():
+        atomic_write_bytes(safe_dir(out, folder) / file, data, "--out")
+    atomic_write_text(out / "results.json", text, "--out")
     return write_report(out, results)
 
 
@@ -377,7 +471,7 @@ def _fig_metadata(ext: str) -> dict:
     return {"Date": None} if ext == "svg" else {"Software": None}
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     if rows:
         fields = list(dict.fromkeys(k for r in rows for k in r))
@@ -385,4 +479,4 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (float(v) if hasattr(v, "dtype") else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import is_regular
 from ..data import Dataset
 from ..engines import make_trainer
 from ..engines.spec import Spec
@@ -242,7 +243,7 @@ class RunContext:
     def load_partial(self) -> tuple[dict, dict] | None:
         """The last mid-run checkpoint of this exact config, or None."""
         path = self.partial_path
-        if path is None or not path.is_file():
+        if path is None or not is_regular(path):   # a link is not followed
             return None
         try:
             meta, arrays = read_checkpoint(path)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_bytes
+from .._io import UnsafePath, atomic_write_bytes, read_regular
 
 MAGIC = b"NLCKPT1\n"
 
@@ -61,7 +61,10 @@ def write_checkpoint(path: str | os.PathLike, meta: dict, arrays: dict | None = 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """(meta, arrays) of a checkpoint; :class:`CorruptCheckpoint` if it is damaged."""
     path = Path(path)
-    blob = path.read_bytes()
+    try:   # never through a link: a results folder from a tarball may hold one
+        blob = read_regular(path)
+    except UnsafePath as exc:
+        raise CorruptCheckpoint(str(exc)) from None
     head = len(MAGIC) + 32
     if len(blob) < head or not blob.startswith(MAGIC):
         raise CorruptCheckpoint(f"{str(path)!r}: not a normlab checkpoint (bad magic or too short)")

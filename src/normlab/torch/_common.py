@@ -114,6 +114,8 @@ class CheckedStateMixin:
             if not buf.is_floating_point():
                 loading.check_count(key, array)
             elif name in loading.RUNNING_STATS:
+                if name == "running_var":
+                    loading.check_variance(key, array)
                 stats.append((key, array))
         loading.warn_nonfinite(f"{type(self).__name__}({prefix.rstrip('.') or 'root'})", stats,
                                stacklevel=6)
