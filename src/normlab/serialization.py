@@ -65,8 +65,8 @@ def read_state_dict(path: str | os.PathLike, max_bytes: int | None = None,
         raise FileNotFoundError(f"path: expected an existing .npz file, got {str(path)!r}")
     try:
         with zipfile.ZipFile(path) as zf:
+            _check_unpacked_size(path, zf.infolist(), max_bytes)
             members = [i for i in zf.infolist() if keys is None or i.filename[:-4] in keys]
-            _check_unpacked_size(path, members, max_bytes)
             return {info.filename[:-4]: _read_member(zf, info) for info in members}
     except TooLarge:
         raise
@@ -80,11 +80,12 @@ class TooLarge(ValueError):
     """A file that would unpack to more than the reader's ``max_bytes``."""
 
 
-def stored_bytes(path: str | os.PathLike) -> int:
-    """The bytes the arrays of the .npz ``path`` unpack to, from its zip directory alone."""
+def stored_bytes(path: str | os.PathLike) -> dict[str, int]:
+    """{key: bytes its .npy member unpacks to} of the .npz ``path``, from its zip directory
+    alone (nothing is decompressed)."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return sum(info.file_size for info in zf.infolist())
+            return {info.filename[:-4]: info.file_size for info in zf.infolist()}
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ValueError(f"path: {str(path)!r} is not a readable .npz state dict "
                          f"(corrupt or truncated?): {exc}") from exc

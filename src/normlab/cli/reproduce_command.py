@@ -310,7 +310,7 @@ def rebuild_report(out, markdown=None) -> None:
             own += [(p, repr(str(p))) for p, mode, _ in own_entries(out)]
             check_target(markdown, "--markdown", protect=own)
         check_out_dir(out, "DIR")
-        with out_lock(out):
+        with out_lock(out, "DIR"):
             report = finalize(out, results)
             text = None if markdown is None else render(results)
             if markdown is not None:

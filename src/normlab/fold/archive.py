@@ -38,6 +38,10 @@ from .report import FoldReport
 
 FORMAT = "normlab.sequential/1"
 KEY = "__architecture__"
+# The spec's stored JSON (a NumPy unicode array: 4 bytes a character, about 60 characters a
+# layer, so MAX_LAYERS of them need a quarter of this): a larger one is refused before it is
+# parsed into Python objects (a million ReLUs, 72 MB stored, took 340 MB and a second).
+MAX_SPEC_BYTES = 1 << 22
 
 
 def _layer_types() -> dict[str, type]:
@@ -132,6 +136,11 @@ def load_model(path: str | os.PathLike, max_bytes: int = MAX_MODEL_BYTES,
     after the shapes their arguments declare are found in the file (see
     :mod:`normlab.fold.declared`).
     """
+    sizes = stored_bytes(path)
+    if sizes.get(KEY, 0) > MAX_SPEC_BYTES:
+        raise ValueError(f"architecture: expected a spec of at most {MAX_SPEC_BYTES} bytes "
+                         f"(normlab.fold.archive.MAX_SPEC_BYTES), got {sizes[KEY]} bytes in "
+                         f"{str(path)!r}")
     head = read_state_dict(path, max_bytes=max_bytes, keys=(KEY,))
     if KEY not in head:
         raise ValueError(f"model: {str(path)!r} has no {KEY!r} entry: a plain state dict does "
@@ -148,7 +157,7 @@ def load_model(path: str | os.PathLike, max_bytes: int = MAX_MODEL_BYTES,
     dtype, layers = bound_layers(spec)
     shapes = [(where, layer_shapes(where, kind, a)) for where, kind, a in layers]
     values = declared_values(shapes)
-    cost = fold_cost(values, stored_bytes(path), layers, input_shape, dtype.itemsize)
+    cost = fold_cost(values, sum(sizes.values()), layers, input_shape, dtype.itemsize)
     if cost > max_bytes:
         what = f" and a {'x'.join(map(str, input_shape))} input" if input_shape else ""
         raise ValueError(f"architecture: expected at most {max_bytes} bytes for the fold "

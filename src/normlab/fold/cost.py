@@ -69,9 +69,9 @@ def _conv2d(a: dict, shape: tuple) -> tuple[tuple, int]:
     (kh, kw), (sh, sw) = _pair(a["kernel_size"], 1), _pair(a["stride"], 1)
     (ph, pw), (dh, dw) = _pair(a["padding"], 0), _pair(a["dilation"], 1)
     ho, wo = _window_out(h, kh, sh, ph, dh), _window_out(w, kw, sw, pw, dw)
-    padded = n * c * (h + 2 * ph) * (w + 2 * pw)
+    padded = n * c * (h + 2 * ph) * (w + 2 * pw)   # np.pad's result and its working copy
     patches = n * ho * wo * c * kh * kw
-    return (n, _int(a["out_channels"], 1), ho, wo), padded + patches
+    return (n, _int(a["out_channels"], 1), ho, wo), 2 * padded + patches
 
 
 def _pool2d(a: dict, shape: tuple) -> tuple[tuple, int]:

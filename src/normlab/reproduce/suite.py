@@ -192,38 +192,37 @@ def own_entries(out: Path) -> Iterator[tuple[Path, int, Callable[[int], bool]]]:
 
 
 @contextmanager
-def out_lock(out: Path) -> Iterator[None]:
+def out_lock(out: Path, name: str = "--out") -> Iterator[None]:
     """Hold ``OUT/.normlab.lock`` for the whole run: a second run into the same folder is
     refused at once instead of silently overwriting the first one's results. The lock file
     is opened without following a link (a ``.normlab.lock -> victim`` link would have had
     the victim overwritten with ``pid N``)."""
     path = out / ".normlab.lock"
     try:
-        fd = open_regular(path, "--out", os.O_RDWR, create=True)
+        fd = open_regular(path, name, os.O_RDWR, create=True)
     except OSError as exc:
-        raise UsageError(f"--out: cannot write {str(path)!r} ({exc.strerror or exc})") from None
+        raise UsageError(f"{name}: cannot write {str(path)!r} ({exc.strerror or exc})") from None
     except UnsafePath as exc:
         raise UsageError(str(exc)) from None
-    with os.fdopen(fd, "r+") as f:
+    try:   # the descriptor itself, unbuffered: a failed write is reported once, here
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read(200).strip() or "another process"
-            raise UsageError(f"--out: {str(out)!r} is in use by another normlab run "
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            raise UsageError(f"{name}: {str(out)!r} is in use by another normlab run "
                              f"({holder}); wait for it or choose another --out") from None
         try:
-            f.seek(0)
-            f.truncate()
-            f.write(f"pid {os.getpid()}")
-            f.flush()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
         except OSError as exc:   # disk full: one line, not a traceback
-            raise UsageError(f"--out: cannot write {str(path)!r} ({exc.strerror or exc})"
+            raise UsageError(f"{name}: cannot write {str(path)!r} ({exc.strerror or exc})"
                              ) from None
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def environment(opts: Options | None = None) -> dict:
