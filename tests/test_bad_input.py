@@ -509,6 +509,100 @@ CASES += [
 ]
 
 
+# -- issue 26: what was accepted silently, ended in a traceback, or named no argument ----------
+def nested_spec(depth: int) -> list:
+    """A Linear whose ``kwargs`` hold a value nested ``depth`` lists deep."""
+    value = 3
+    for _ in range(depth):
+        value = [value]
+    return [{"type": "Linear", "args": [3, 4], "kwargs": {"bias": value}}]
+
+
+LINEAR_ARRAYS = {"0.weight": np.ones((4, 3), np.float32), "0.bias": np.ones(4, np.float32)}
+
+
+def linear_with(**arrays):
+    return fold_archive([{"type": "Linear", "args": [3, 4]}], {**LINEAR_ARRAYS, **arrays})
+
+
+def reproduce_env(name: str, value: str):
+    return cli("reproduce", "init-scale", "--quick", "--data", "digits", "--out", "TMP/o",
+               env={name: value})
+
+
+def fold_env(name: str, value: str):
+    return cli("fold", "TMP/m.npz", "-o", "TMP/f.npz", "--input-shape", "1,3,4,4",
+               prepare=BN_ARCHIVE, env={name: value})
+
+
+CASES += [
+    Case("flatten-start-dim-wraps", on(lambda: nn.Flatten(10**20), lambda m: m(X2)), ValueError,
+         ("start_dim:", "in [-2, 1]", str(10**20))),
+    Case("flatten-start-dim-string", functional(lambda: nn.Flatten("a")), TypeError,
+         ("start_dim:", "an int", "'a'")),
+    Case("sd-negative-running-var",
+         sd_case(lambda sd: {**sd, "1.running_var": -np.abs(sd["1.running_var"])}), ValueError,
+         ("state_dict['1.running_var']", "variance >= 0", "-")),
+    Case("cli-fold-spec-5000-digit-int",
+         fold_cli("1,3", fold_archive(None, raw_spec='{"format": "normlab.sequential/1", '
+                                                    '"layers": [{"type": "Linear", "args": ['
+                                                    + "9" * 5000 + ", 4]}]}")),
+         CliUsageError, ("model:", "not valid JSON", "5000 digits")),
+    Case("cli-fold-spec-type-is-a-list", fold_cli("1,3", fold_archive([{"type": ["ReLU"]}])),
+         CliUsageError, ("architecture.layers[0].type:", "expected one of", "['ReLU']")),
+    Case("cli-fold-spec-flatten-string",
+         fold_cli("1,3", fold_archive([{"type": "Flatten", "args": ["a"]}])),
+         CliUsageError, ("architecture.layers[0]:", "start_dim: expected an int", "'a'")),
+    Case("cli-fold-spec-flatten-wraps",
+         fold_cli("1,3", fold_archive([{"type": "Flatten", "args": [10**20]}])),
+         CliUsageError, ("start_dim:", "in [-2, 1]", str(10**20))),
+    Case("cli-fold-spec-nested-too-deep", fold_cli("1,3", fold_archive(nested_spec(20))),
+         CliUsageError, ("architecture:", "nested at most 8 deep", "m.npz")),
+    Case("cli-fold-int-weights", fold_cli("1,3", linear_with(**{"0.weight": np.ones((4, 3),
+                                                                                 np.int64)})),
+         CliUsageError, ("architecture.layers[0]:", "floating-point values", "int64")),
+    Case("cli-fold-bool-weights", fold_cli("1,3", linear_with(**{"0.bias": np.ones(4, bool)})),
+         CliUsageError, ("architecture.layers[0]:", "floating-point values", "bool")),
+    Case("cli-fold-complex-weights",
+         fold_cli("1,3", linear_with(**{"0.weight": np.ones((4, 3), np.complex64) * 1j})),
+         CliUsageError, ("architecture.layers[0]:", "floating-point values", "complex64")),
+    Case("cli-fold-nan-weights",
+         fold_cli("1,3", linear_with(**{"0.weight": np.full((4, 3), np.nan, np.float32)})),
+         CliUsageError, ("MODEL:", "a finite output", "nan")),
+    Case("cli-fold-escape-in-member-name",
+         fold_cli("1,3", linear_with(**{"\x1b[2Jevil": np.ones(1, np.float32)})),
+         CliUsageError, ("state_dict:", "unexpected keys", "\\x1b[2Jevil")),
+    Case("cli-fold-escape-in-kwargs-key",
+         fold_cli("1,3", fold_archive([{"type": "Linear", "args": [3, 4],
+                                        "kwargs": {"\x1b]0;pwned\x07": 1}}], LINEAR_ARRAYS)),
+         CliUsageError, ("architecture.layers[0]:", "unexpected keyword", "\\x1b]0;pwned\\x07")),
+    Case("cli-reproduce-seed-overflow",
+         cli("reproduce", "init-scale", "--seed", str(2**63 - 1), "--seeds", "2", "--out",
+             "TMP/o"),
+         CliUsageError, ("--seed:", "seed + seeds - 1 <= 4294967295", str(2**63 - 1))),
+    Case("cli-reproduce-kernels-env", reproduce_env("NORMLAB_KERNELS", "bogus"), CliUsageError,
+         ("NORMLAB_KERNELS:", "expected one of", "'bogus'")),
+    Case("cli-fold-kernels-env", fold_env("NORMLAB_KERNELS", "bogus"), CliUsageError,
+         ("NORMLAB_KERNELS:", "expected one of", "'bogus'")),
+    Case("cli-reproduce-output-pool-env", reproduce_env("NORMLAB_OUTPUT_POOL", "bogus"),
+         CliUsageError, ("NORMLAB_OUTPUT_POOL:", "512M", "'bogus'")),
+    Case("cli-reproduce-output-pool-negative", reproduce_env("NORMLAB_OUTPUT_POOL", "-5G"),
+         CliUsageError, ("NORMLAB_OUTPUT_POOL:", "512M", "'-5G'")),
+    Case("cli-fold-output-pool-env", fold_env("NORMLAB_OUTPUT_POOL", "bogus"), CliUsageError,
+         ("NORMLAB_OUTPUT_POOL:", "512M", "'bogus'")),
+    Case("data-images-1x1", mnist_folder(images=np.zeros((100, 1, 1), np.uint8)), ValueError,
+         ("train-images-idx3-ubyte", "at least 8x8 pixels", "1x1")),
+    Case("data-images-3x3", mnist_folder(images=np.zeros((10, 3, 3), np.uint8), split="t10k"),
+         ValueError, ("t10k-images-idx3-ubyte", "at least 8x8 pixels", "3x3")),
+    Case("data-five-training-images", mnist_folder(images=np.zeros((5, 28, 28), np.uint8)),
+         ValueError, ("train-images-idx3-ubyte", "at least 100 training images", "got 5")),
+    Case("cli-reproduce-conv-bn-on-3x3-images",
+         cli("reproduce", "conv-bn", "--data", "mnist:TMP/mnist", "--out", "TMP/o",
+             prepare=lambda t: mnist_folder(images=np.zeros((100, 3, 3), np.uint8))(t)[0]),
+         CliUsageError, ("--data:", "at least 8x8 pixels", "3x3")),
+]
+
+
 def snapshot(watched: list, folder: Path) -> dict:
     """Deep copies of everything a bad call could touch."""
     snap = {"files": {p.relative_to(folder).as_posix(): p.read_bytes()

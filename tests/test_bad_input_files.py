@@ -435,3 +435,88 @@ def test_python_dash_m_normlab_runs_the_cli():
     proc = subprocess.run([sys.executable, "-m", "normlab", "list"], capture_output=True,
                           text=True, env=ENV, timeout=120)
     assert proc.returncode == 0 and "paper-fig1" in proc.stdout
+
+
+# -- text from data, printed or written: escaped by the one rule (normlab._escape) -----------
+def _set(*path_and_value):
+    *path, value = path_and_value
+
+    def change(res):
+        target = res
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return change
+
+
+SCRIPT = "<script>alert(1)</script>"
+# id -> (change to results.json, what the terminal output must show instead of the raw text)
+ESCAPE_CASES = {
+    "markdown-script-in-data-description": (_set("data", "description", SCRIPT), None),
+    "markdown-script-in-engine": (_set("config", "engine", SCRIPT), None),
+    "markdown-row-break-in-scale-note": (_set("experiments", "init-scale", "scale_note",
+                                              "a\r\n| injected | row |\n" + SCRIPT), None),
+    "markdown-link-and-code-in-timing": (_set("timing", "init-scale",
+                                              "[x](javascript:alert(1)) `y` <b>z</b>"), None),
+    "terminal-escape-in-claim": (_set("experiments", "init-scale", "claim",
+                                      "\x1b[2J\x1b]0;pwned\x07claim \x9b31m"), "\\x1b[2J"),
+    "terminal-bidi-override-in-claim": (_set("experiments", "init-scale", "claim",
+                                             "safe \u202etxt.exe"), "\\u202e"),
+}
+
+
+def _table_widths(md: str) -> set[int]:
+    """The number of unescaped pipes in each row of a Markdown table."""
+    import re
+
+    return {len(re.findall(r"(?<!\\)\|", line)) for line in md.splitlines()
+            if line.startswith("|")}
+
+
+@pytest.mark.parametrize("change, shown", list(ESCAPE_CASES.values()), ids=list(ESCAPE_CASES))
+def test_text_from_results_is_escaped_everywhere(change, shown, scene):
+    import re
+
+    tmp, out = scene
+    edit_results(change)(tmp, out)
+    res = _run_in_process(["report", str(out), "--markdown", str(tmp / "R.md")])
+    assert res.exit_code == 0, res.output
+    md = (tmp / "R.md").read_text()
+    html = (out / "report.html").read_text()
+    for text in (res.output, md):
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", text), text
+    # no raw HTML, no link, no code span from data (escaped: \[x\](...) is text)
+    assert "<script" not in md and "<b>" not in md
+    assert not re.search(r"(?<!\\)\]\(", md) and "`y`" not in md
+    assert "<script>alert" not in html
+    for table in (t for t in md.split("\n\n") if t.lstrip().startswith("|")):
+        assert len(_table_widths(table)) == 1, table   # no row broke out of its cells
+    if shown is not None:
+        assert shown in res.output, res.output
+
+
+def test_jobs_are_capped_at_the_units_with_a_warning_above_the_cores():
+    from rich.console import Console
+
+    from normlab.cli.reproduce_command import _cap_jobs, default_jobs
+
+    console = Console(record=True, width=200)
+    assert _cap_jobs(10000, 6, console) == 6
+    assert "--jobs 10000 is more than the" in console.export_text()
+    quiet = Console(record=True)
+    assert _cap_jobs(1, 6, quiet) == 1 and quiet.export_text() == ""
+    assert _cap_jobs(default_jobs(), 1, quiet) == 1
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "int64", "bool"])
+def test_fold_arch_refuses_a_state_dict_a_cast_would_change(dtype, torch, tmp_path):
+    from normlab.cli.fold_arch import build_module
+
+    state = build_module("conv-bn-digits").state_dict()
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].to(getattr(torch, dtype))
+    torch.save(state, tmp_path / "m.pt")
+    res = _run_in_process(["fold", str(tmp_path / "m.pt"), "--arch", "conv-bn-digits", "-o",
+                           str(tmp_path / "f.pt"), "--input-shape", "1,1,8,8"])
+    check_refused(res.exit_code, res.output, ("MODEL:", key, f"torch.{dtype}"))
+    assert not (tmp_path / "f.pt").exists()
