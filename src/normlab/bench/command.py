@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._escape import terminal
 from .output import check_json_path, write_json
 from .suite import run
 from .tables import mlp_line, models_table, table
@@ -46,5 +47,5 @@ def main(quick: bool = False, tiny: bool = False, json_path: Path | None = None)
             raise ValueError(f"--json: could not write {str(json_path)!r} "
                              f"({exc.strerror or exc}); the timings above were not saved"
                              ) from exc
-        console.print(f"wrote {json_path}", markup=False, highlight=False)
+        console.print(f"wrote {terminal(json_path)}", markup=False, highlight=False)
     return result

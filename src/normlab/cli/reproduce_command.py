@@ -47,6 +47,8 @@ from ..reproduce.suite import (
 from .environment import check_environment
 
 MAX_SEEDS = 100
+# the files normlab writes in a results folder, by suffix: --markdown never replaces one
+OWN_KINDS = (".json", ".html", ".csv", ".png", ".svg", ".done", ".partial", ".lock")
 # The largest seed any unit may get (seed + seeds - 1): NumPy's SeedSequence and torch's
 # manual_seed take it; 2**63 - 1 failed on the first unit.
 MAX_SEED = 2**32 - 1
@@ -307,7 +309,7 @@ def rebuild_report(out, markdown=None) -> None:
     try:
         if markdown is not None:
             own = [(out / name, f"DIR/{name}") for name in ("results.json", "report.html")]
-            own += [(p, repr(str(p))) for p, mode, _ in own_entries(out)]
+            own += [(p, repr(str(p))) for p, _, _ in own_entries(out) if p.suffix in OWN_KINDS]
             check_target(markdown, "--markdown", protect=own)
         check_out_dir(out, "DIR")
         with out_lock(out, "DIR"):
