@@ -4,7 +4,8 @@
 # Runs `normlab reproduce --size paper` for the experiments whose paper setting needs a GPU
 # machine: batch-size, learning-rate, landscape (ResNet-20 on the GPU, --engine torch --device
 # cuda) and paper-fig1 (50,000 steps), and rnn-norm (pixel-by-pixel LSTMs, NumPy engine on the
-# machine's CPU cores: it has no torch twin), the two side by side. Every reproduce call stops
+# machine's CPU cores: their small per-step ops are launch-bound on a GPU; its torch twin runs
+# there if GPU_EXPERIMENTS names it), the two side by side. Every reproduce call stops
 # after BUDGET_S seconds; the finished and half-finished runs are checkpointed in STATE, and the
 # next call continues from there. When both are complete it writes results.json, report.html
 # and RESULTS-style Markdown (`normlab report --markdown`) for each.

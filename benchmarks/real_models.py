@@ -14,6 +14,9 @@ For each model (random weights, random but non-trivial BN statistics, eval mode,
   and for ``fold_bn``'s result; "report" is fold_bn's own "folded X of Y";
 * fold err -- max |folded - original| over the output, max |original| for scale, and their
   ratio (random BN statistics make some outputs huge; float32 round-off is ~1e-7 of them);
+* f32 floor -- max |original in float64 - original|: how far float32 rounding alone moves the
+  output (``normlab.torch.rounding``); a fold err near it is rounding;
+* f64 err -- the fold error of the model converted to float64 (the fold's own exactness);
 * freeze err -- max |freeze_bn(model) - original| in eval mode;
 * notes -- ``batch_norm`` calls on weights (weight standardisation), not counted as BNs;
 * why not -- the commonest reason fold_bn gives for the BNs it left, with their number;
@@ -97,6 +100,7 @@ def bn_layers(model) -> list[str]:
 def survey(name: str, size: int) -> dict:
     import normlab.torch as nt
     from normlab.torch.fold import count_bn_ops
+    from normlab.torch.rounding import rounding_floor
 
     t0 = time.perf_counter()
     torch.manual_seed(0)   # the same random weights on every run
@@ -113,11 +117,25 @@ def survey(name: str, size: int) -> dict:
     row["fold err"] = (folded(x) - want).abs().max().item()
     row["max |out|"] = want.abs().max().item()
     row["rel err"] = row["fold err"] / max(row["max |out|"], 1e-30)
+    row["f32 floor"] = rounding_floor(model, x, want)[0]
+    row["f64 err"] = fold_error_f64(model, x)
     frozen = nt.freeze_bn(copy.deepcopy(model)).eval()
     row["freeze err"] = (frozen(x) - want).abs().max().item()
     row["health"] = health(model, size)
     row["seconds"] = time.perf_counter() - t0
     return row
+
+
+@torch.no_grad()
+def fold_error_f64(model, x) -> float | None:
+    """max |fold_bn(model in float64) - model in float64| (None if it does not run so)."""
+    import normlab.torch as nt
+
+    try:
+        wide = copy.deepcopy(model).double()
+        return (nt.fold_bn(wide)[0](x.double()) - wide(x.double())).abs().max().item()
+    except Exception:  # a model with float32 fixed inside: no float64 check
+        return None
 
 
 def commonest_reason(skipped: list[tuple[str, str]]) -> str:
@@ -154,7 +172,8 @@ def health(model, size: int) -> str:
 
 def markdown(rows: list[dict]) -> str:
     cols = ["model", "size", "ops before", "ops after", "report", "notes", "fold err",
-            "max |out|", "rel err", "freeze err", "health", "seconds", "why not (commonest)"]
+            "max |out|", "rel err", "f32 floor", "f64 err", "freeze err", "health", "seconds",
+            "why not (commonest)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if "error" in r:

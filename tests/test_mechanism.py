@@ -40,10 +40,8 @@ def _no_bn(mp):
 
 
 def _no_lstm_norm(mp):
-    from normlab.runner import rnn_train
-
-    real = rnn_train.nn.LSTM
-    mp.setattr(rnn_train.nn, "LSTM", lambda *a, norm=None, **k: real(*a, norm="none", **k))
+    real = nn.LSTM   # what normlab.engines.numpy_lstm.build_lstm builds
+    mp.setattr(nn, "LSTM", lambda *a, norm=None, **k: real(*a, norm="none", **k))
 
 
 def _plain_estimators(mp):

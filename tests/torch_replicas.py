@@ -18,7 +18,11 @@ these copy the code that matters, forward for forward:
 * ``FrozenBatchNormAct2d`` -- timm's frozen norm+act: the affine as arithmetic, then the act;
 * ``Conv2dSame`` / ``SameBlock`` -- timm's TensorFlow-'same' conv, whose padding fx cannot
   trace, inside a tf_efficientnet block;
-* ``UntraceableBN`` -- a BatchNorm2d subclass with a data-dependent branch fx cannot trace.
+* ``UntraceableBN`` -- a BatchNorm2d subclass with a data-dependent branch fx cannot trace;
+* ``PreActReplica`` -- timm's resnetv2 pre-activation blocks: a norm+act on the block input
+  (the stem's output, or the previous block's sum), whose batch norm cannot fold;
+* ``CachedBiasAttention`` -- timm's efficientvit_msra ``CascadedGroupAttention``: a value
+  computed in the forward and cached in a dict keyed by ``str(device)``.
 
 Import inside a test that has the ``torch`` fixture: this module imports torch.
 """
@@ -403,3 +407,63 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
                 if isinstance(t, torch.Tensor):
                     t.copy_(torch.randn(c, generator=gen) * 0.5 + (name == "weight"))
     return model
+
+
+class PreActBlock(nn.Module):
+    """timm.models.resnetv2.PreActBasicBlock (no downsampling): norm1 reads the block input,
+    which the shortcut reads too."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm1 = BatchNormAct2d(c)
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.norm2 = BatchNormAct2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.conv2(self.norm2(self.conv1(self.norm1(x)))) + x
+
+
+class PreActReplica(nn.Module):
+    """stem conv, two pre-activation blocks, the final norm+act (on the last block's sum)."""
+
+    def __init__(self, c: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.stages = nn.Sequential(PreActBlock(c), PreActBlock(c))
+        self.norm = BatchNormAct2d(c)
+
+    def forward(self, x):
+        return self.norm(self.stages(self.stem(x))).mean((2, 3))
+
+
+class CachedBiasAttention(nn.Module):
+    """The caching of timm's CascadedGroupAttention.get_attention_biases, around conv -> BN."""
+
+    def __init__(self, c: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 1)
+        self.bn = nn.BatchNorm2d(c)
+        self.attention_biases = nn.Parameter(torch.randn(c, 3))
+        self.register_buffer("attention_bias_idxs", torch.tensor([0, 2, 1, 1]),
+                             persistent=False)
+        self.attention_bias_cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def train(self, mode=True):
+        super().train(mode)
+        if mode and self.attention_bias_cache:
+            self.attention_bias_cache = {}
+        return self
+
+    def get_attention_biases(self, device):
+        if torch.jit.is_tracing() or self.training:
+            return self.attention_biases[:, self.attention_bias_idxs]
+        key = str(device)
+        if key not in self.attention_bias_cache:
+            self.attention_bias_cache[key] = self.attention_biases[:, self.attention_bias_idxs]
+        return self.attention_bias_cache[key]
+
+    def forward(self, x):
+        return self.bn(self.conv(x)) + self.get_attention_biases(x.device)[:, :, None].sum(1,
+                                                                                     True)

@@ -10,7 +10,9 @@ with ``--trust-model`` because loading them can run code stored in the file (see
 (folded at the ATen level, re-exported with the verification input as example input, so with
 static shapes). The model is put in eval mode, folded, written atomically to OUT (same format,
 never MODEL itself), and both versions are run on one random normal input of the given shape;
-the max abs error is printed.
+the max abs error is printed, and for a float32 (or lower precision) model how far float32
+rounding alone moves the output on that input (the unfolded model run in float64): a fold error
+near that floor is rounding, one far above it a wrong fold.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import typer
 
 from .._escape import one_line
 from .._io import UnsafePath, atomic_file, check_target
-from ..fold.archive import folded_spec, load_model, save_model
+from ..fold.archive import build, folded_spec, load_model, save_model
 from ..fold.engine import fold_bn
 from ..fold.report import FoldReport
 from .environment import check_environment
@@ -89,8 +91,22 @@ def _save_atomic(out: Path, save: Callable, obj) -> None:
         save(obj, f)
 
 
+Floor = tuple[float | None, str]   # (float32 rounding floor, why there is none)
+Checked = tuple[FoldReport, float, float, Floor]
+
+
+def _npz_floor(spec: dict, model, x: np.ndarray, want: np.ndarray) -> Floor:
+    """The unfolded NumPy model rebuilt in float64 with the same weights, on the same input."""
+    if x.dtype == np.float64:
+        return None, "the model is float64"
+    wide = build({**spec, "dtype": "float64"})
+    wide.load_state_dict({k: np.asarray(v, np.float64) for k, v in model.state_dict().items()})
+    wide.eval()
+    return float(np.abs(wide(x.astype(np.float64)) - want).max()), ""
+
+
 def _fold_npz(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch=None,
-              trust: bool = False) -> tuple[FoldReport, float, float]:
+              trust: bool = False) -> Checked:
     require_file(src)
     spec, model = load_model(src, input_shape=shape)
     model.eval()
@@ -102,16 +118,17 @@ def _fold_npz(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch=None
     err, ref = float(np.abs(got - want).max()), float(np.abs(want).max())
     _finite(err, ref)
     _written(out, lambda: save_model(out, folded_spec(spec, folded, report), folded))
-    return report, err, ref
+    return report, err, ref, _npz_floor(spec, model, x, want)
 
 
 def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch: str | None = None,
-             trust: bool = False) -> tuple[FoldReport, float, float]:
+             trust: bool = False) -> Checked:
     """Fold a torch module; OUT is a pickled full module (also for a state dict + --arch: the
     folded model has no BN layers, so the original architecture no longer fits its weights)."""
     torch = import_torch("a .pt file")
     from ..torch.fold import fold_bn as torch_fold_bn
     from ..torch.fold import fold_bn_script
+    from ..torch.rounding import rounding_floor
 
     model = load_pt(src, arch, trust)
     model.eval()
@@ -127,13 +144,14 @@ def _fold_pt(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch: str 
     _finite(err, ref)
     save = torch.jit.save if scripted else torch.save
     _written(out, lambda: _save_atomic(out, save, folded))
-    return report, err, ref
+    return report, err, ref, rounding_floor(model, x, want)
 
 
 def _fold_pt2(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch=None,
-              trust: bool = False) -> tuple[FoldReport, float, float]:
+              trust: bool = False) -> Checked:
     torch = import_torch("a .pt2 file")
     from ..torch.fold_export import fold_bn_export
+    from ..torch.rounding import rounding_floor
 
     program = load_pt2(src, trust)
     p = next(iter(program.state_dict.values()), None)
@@ -148,7 +166,7 @@ def _fold_pt2(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch=None
     err, ref = (got - want).abs().max().item(), want.abs().max().item()
     _finite(err, ref)
     _written(out, lambda: _save_atomic(out, torch.export.save, folded))
-    return report, err, ref
+    return report, err, ref, rounding_floor(program.module(), x, want)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -193,7 +211,7 @@ def run(model: Path, out: Path, input_shape: str, seed: int = 0, arch: str | Non
         shape = parse_shape(input_shape)
         suffix = _check_paths(model, out, arch)
         fold = {".npz": _fold_npz, ".pt2": _fold_pt2}.get(suffix, _fold_pt)
-        report, err, ref = fold(model, out, shape, seed, arch, trust)
+        report, err, ref, (floor, no_floor) = fold(model, out, shape, seed, arch, trust)
     except (ValueError, TypeError, OSError, RuntimeError, MemoryError, pickle.PickleError) as exc:
         typer.echo(_error_line(exc), err=True)
         raise typer.Exit(2) from None
@@ -203,3 +221,6 @@ def run(model: Path, out: Path, input_shape: str, seed: int = 0, arch: str | Non
     typer.echo(one_line(f"wrote {out}{what}"))
     typer.echo(f"verification on a random {'x'.join(map(str, shape))} input: max abs error "
                f"{err:.3g} (max |output| {ref:.3g}, relative {err / max(ref, 1e-30):.3g})")
+    typer.echo(f"float32 rounding alone (the unfolded model in float64 on the same input): "
+               f"max abs {floor:.3g}" if floor is not None else
+               f"float32 rounding floor: not measured, {no_floor}")

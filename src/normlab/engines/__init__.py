@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .numpy import build_numpy, he_scale
+from .numpy_lstm import NumpyLstmTrainer, build_lstm
 from .spec import Spec
 
 ENGINES = ("numpy", "torch")
@@ -36,3 +37,22 @@ def make_trainer(engine: str, spec: Spec, init_std: float | str, rng: np.random.
     else:
         raise ValueError(f"engine: expected 'numpy' or 'torch', got {engine!r}")
     return chosen.trainer(spec, model, lr, device, workers, sync_bn, distributed)
+
+
+def make_lstm_trainer(engine: str, input_size: int, steps: int, n_classes: int, cfg: dict,
+                      rng: np.random.Generator, device=None):
+    """The LSTM classifier of ``cfg`` (norm, hidden, lr, clip, optionally optimizer "sgd")
+    for sequences of ``steps`` x ``input_size`` on ``engine``, its weights drawn from ``rng``
+    by the NumPy builder (the torch twin copies them). ``device``: torch only."""
+    lstm, head = build_lstm(input_size, cfg["hidden"], n_classes, cfg["norm"], rng)
+    optimizer, lr, clip = cfg.get("optimizer", "sgd"), cfg["lr"], cfg.get("clip")
+    if engine == "numpy":
+        if device not in (None, "cpu"):
+            raise ValueError(f"device: expected None with engine 'numpy' (devices are a "
+                             f"torch-engine option), got {device!r}")
+        return NumpyLstmTrainer(lstm, head, optimizer, lr, clip)
+    if engine == "torch":
+        from .torch_lstm import TorchLstmTrainer
+
+        return TorchLstmTrainer(lstm, head, steps, optimizer, lr, clip, device)
+    raise ValueError(f"engine: expected 'numpy' or 'torch', got {engine!r}")

@@ -7,10 +7,10 @@ needs statistics per time step (Cooijmans: separate statistics for every t, gamm
 0.1); the seeds (note 004) describe the simple alternative: one set of statistics over batch x
 time, applied to the input projection W_x x only, because the recurrent W_h h changes with t.
 At quick and full size each image is read as a sequence of pixel rows (8 steps of 8 pixels for
-``digits``, 28 of 28 for MNIST-like data) by the NumPy-engine LSTM of :mod:`normlab.nn.recurrent`,
+``digits``, 28 of 28 for MNIST-like data) by the LSTM of :mod:`normlab.nn.recurrent` (NumPy
+engine) or its torch twin :mod:`normlab.torch.lstm` (``--engine torch``, any ``--device``),
 trained with plain SGD; at paper size as Cooijmans et al. sec. 5.1 read MNIST: pixel by pixel
-(T = 784), 100 units, RMSProp lr 1e-3. There is no torch twin of the normalised LSTMs, so the
-experiment runs on the NumPy engine whatever ``--engine`` says (:mod:`.rnn_train`).
+(T = 784), 100 units, RMSProp lr 1e-3 (:mod:`..runner.rnn_train`).
 
 Two details of Cooijmans et al.'s sequential-MNIST setup (sec. 5.1) are part of the method: the
 global gradient norm is clipped at 1 for every LSTM, and the BN-LSTM starts from a NOISY initial
@@ -118,9 +118,10 @@ class RnnNorm(Experiment):
                  "CPU cores beside the GPU" if st["pixels"] else "The papers read "
                  "pixel-by-pixel MNIST (T = 784) for tens of thousands of steps; --size paper "
                  "does that")
-        return (f"Single-layer LSTM (hidden {hidden}, batch-first, NumPy engine with hand-written "
-                f"BPTT) + Linear({hidden}, {data.n_classes}) on the last hidden state; each image "
-                f"of {data.describe()} is read {sequence_text(data, st['pixels'])}. Norms: "
+        return (f"Single-layer LSTM (hidden {hidden}, batch-first; NumPy engine: hand-written "
+                f"BPTT, torch engine: its autograd twin) + Linear({hidden}, {data.n_classes}) "
+                f"on the last hidden state; each image of {data.describe()} is read "
+                f"{sequence_text(data, st['pixels'])}. Norms: "
                 f"{'; '.join(f'{k}: {v}' for k, v in NORMS.items())}. Identical initial LSTM "
                 f"and head weights (torch's U(-1/sqrt(H), 1/sqrt(H))) and batches for all four; "
                 f"{optimizer} lr {st['lr']:g} with the global gradient norm clipped at {CLIP} "
@@ -130,9 +131,7 @@ class RnnNorm(Experiment):
                 f"give zero-variance W_h h otherwise, and the gradient explodes), the others "
                 f"from zeros; validation accuracy (eval mode: running statistics) at "
                 f"{N_EVALS} points{val_text(data, st['val_limit'])}, test accuracy once at the "
-                f"end. Runs on the NumPy engine "
-                f"only, at every size: there is no torch twin of the normalized LSTMs, so "
-                f"--engine torch (and --device) are noted and ignored here.")
+                f"end.")
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
         st = settings(size)
@@ -145,7 +144,6 @@ class RnnNorm(Experiment):
                 for norm, label in NORMS.items()]
 
     def run(self, ctx: RunContext, cfg: dict) -> dict:
-        ctx.numpy_only("no torch twin of the normalized LSTM")
         return train_lstm(ctx, cfg, derive_seed(ctx.seed, self.name, "batches"))
 
     def statistics(self, runs: list[Run], metrics: Metrics) -> dict[str, float]:

@@ -77,9 +77,9 @@ def _one_thread_children() -> Iterator[None]:
 _WORKER: dict = {}
 
 
-def _init_worker(data: Dataset, messages, engine: str, parent_pid: int) -> None:
+def _init_worker(datasets, messages, engine: str, parent_pid: int) -> None:
     exit_with_parent(parent_pid)   # kill -9 of the CLI alone must not leave workers computing
-    _WORKER.update(data=data, messages=messages)
+    _WORKER.update(data=datasets.get(), messages=messages)
     if engine == "torch":
         import torch
 
@@ -97,12 +97,19 @@ def _work(index: int, unit: Unit, opts: Options) -> tuple[int, tuple[dict, float
 
 def _parallel(units, opts, data, events, warn) -> Done:
     ctx = multiprocessing.get_context("spawn")
-    messages = ctx.Queue()
+    messages, datasets = ctx.Queue(), ctx.Queue()
+    workers = min(opts.jobs, len(units))
+    # The dataset reaches each worker through a queue, whose feeder thread writes it while the
+    # workers start: as an initializer argument it is part of what starting a worker writes
+    # into its pipe, and that write (15 MB for mnist5k) blocks this process until the worker
+    # has started Python and reads it, so the workers would start one after the other.
+    for _ in range(workers):
+        datasets.put(data)
     done = {}
     with _one_thread_children():
-        pool = ProcessPoolExecutor(max_workers=min(opts.jobs, len(units)), mp_context=ctx,
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                    initializer=_init_worker,
-                                   initargs=(data, messages, opts.engine, os.getpid()))
+                                   initargs=(datasets, messages, opts.engine, os.getpid()))
         pending = {pool.submit(_work, i, u, opts) for i, u in enumerate(units)}
     try:
         while pending:

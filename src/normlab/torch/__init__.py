@@ -22,6 +22,7 @@ from .fold_export import fold_bn_export
 from .frozen import FrozenBatchNorm2d, freeze_bn, unfreeze_bn
 from .ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from .health import BNHealthReport, bn_health
+from .lstm import NormLSTM
 from .recalibrate import recalibrate_bn
 from .renorm import BatchRenorm1d, BatchRenorm2d
 from .running import BatchNorm1d, BatchNorm2d, BatchNorm3d, freeze, unfreeze
@@ -31,7 +32,7 @@ from .sync import SyncBatchNorm, convert_sync_batchnorm
 __all__ = [
     "BNHealthReport", "BatchRenorm1d", "BatchRenorm2d", "DistributedTrainer", "FrozenBatchNorm2d",
     "GhostBatchNorm1d", "WorkerError", "deterministic", "distributed_trainer", "resolve_device",
-    "GhostBatchNorm2d", "RecurrentBatchNorm", "SequenceBatchNorm", "SyncBatchNorm",
+    "GhostBatchNorm2d", "NormLSTM", "RecurrentBatchNorm", "SequenceBatchNorm", "SyncBatchNorm",
     "bn_health", "convert_sync_batchnorm", "count_bn_ops", "fold_bn", "fold_bn_export", "freeze_bn",
     "from_torch", "recalibrate_bn",
     "to_torch", "unfreeze_bn",

@@ -13,7 +13,9 @@ What counts as a batch norm (:mod:`normlab.torch._norms`):
   (normlab's / torchvision's FrozenBatchNorm2d): one fixed affine map, folded as a module;
 * a BN SUBCLASS (timm's ``BatchNormAct2d``: normalisation, then drop-path and an activation in
   its own forward): torch.fx traces INTO its forward, so the ``batch_norm`` call is folded and
-  what the subclass adds stays in the graph. ``super().forward(x)`` inside such a forward is
+  what the subclass adds stays in the graph. One whose batch norm cannot fold is kept whole (a
+  call of the module itself), so that it keeps its train/eval mode for ``train()``,
+  ``recalibrate_bn`` and ``bn_health``. ``super().forward(x)`` inside such a forward is
   recorded as the ``F.batch_norm`` call torch's eval forward makes, and timm's frozen
   ``FrozenBatchNormAct2d`` as that call followed by its drop and act. A subclass whose forward
   cannot be traced is kept whole and reported: folding it could drop what it adds; so is any
@@ -22,6 +24,8 @@ What counts as a batch norm (:mod:`normlab.torch._norms`):
 
 A module fx cannot trace because of some submodule is traced around that submodule; one it
 cannot trace at all is left, with its BN children reported, and its other children folded.
+Tracing leaves no state behind (a forward that caches a traced value would hand it to the next
+trace); a graph that still reads another trace's value counts as untraceable.
 A traced module in which nothing folded stays as it was. ``nn.Sequential`` is folded
 structurally (Identity placeholders keep the state-dict keys) when its children are plain.
 A Linear <-> BN fold is exact
@@ -84,6 +88,8 @@ class _Context:
     def __init__(self, report: FoldReport, uses: Counter) -> None:
         self.report, self.uses = report, uses
         self.called: set[str] = set()   # every module a traced forward ran (full names)
+        # BN subclasses kept whole (id -> why their batch norm does not fold)
+        self.kept: dict[int, str] = {}
 
 
 # -- the weight math ---------------------------------------------------------------------------
@@ -224,6 +230,10 @@ def _fold_module(module: nn.Module, prefix: str, ctx: _Context) -> nn.Module:
         return module
     try:
         gm, parts = _trace(module)
+        if any(_norms.is_bn_subclass(m) for m in module.modules()):
+            # the dry run spoils this graph: trace again, the unfolded subclasses kept whole
+            ctx.kept |= _unfolded_subclasses(gm, module, prefix, ctx)
+            gm, parts = _trace(module, set(ctx.kept))
     except Exception as err:  # any tracing failure means "fx cannot see the data flow"
         return _fold_children(module, prefix, ctx, _untraceable(prefix, err))
     done = len(ctx.report.folded)
@@ -232,6 +242,34 @@ def _fold_module(module: nn.Module, prefix: str, ctx: _Context) -> nn.Module:
         _fold_children(part, _join(prefix, name), ctx, _untraceable(_join(prefix, name), err))
     # nothing folded here: the module stays as it was (its class, buffers and keys)
     return module if len(ctx.report.folded) == done else gm
+
+
+def _unfolded_subclasses(gm: fx.GraphModule, root: nn.Module, prefix: str,
+                         ctx: _Context) -> dict[int, str]:
+    """{id: why} of the BN subclasses traced into whose batch norm would not fold (a dry run
+    of the fold on this graph, weights untouched). They are then kept whole, as call_module
+    nodes: traced into, their ``super().forward`` is a ``batch_norm`` call with
+    ``training=False`` fixed in the graph, and the folded model would lose the module itself
+    (``train()``, ``recalibrate_bn`` and ``bn_health`` would no longer see it)."""
+    dry = _Context(FoldReport(), ctx.uses)
+    ops = _fold_graph(gm, root, prefix, dry, dry_run=True)
+    skipped = dict(dry.report.skipped)
+    kept: dict[int, str] = {}
+    for op in ops:
+        if op.node.op != "call_function" or op.name not in skipped:
+            continue
+        m = _submodule(root, op.local)
+        if m is not None and _norms.is_bn_subclass(m):
+            kept.setdefault(id(m), f"{skipped[op.name]}; kept whole, so that it keeps its "
+                                   "train/eval mode")
+    return kept
+
+
+def _submodule(root: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return root.get_submodule(path)
+    except AttributeError:   # a <node> name: no module made the call
+        return None
 
 
 def _untraceable(name: str, err: Exception) -> str:
@@ -339,14 +377,15 @@ class _Tracer(fx.Tracer):
         return _norms.has_bn_buffers(m) or super().is_leaf_module(m, qualname)
 
 
-def _trace(module: nn.Module) -> tuple[fx.GraphModule, dict]:
+def _trace(module: nn.Module, kept: set[int] = frozenset()) -> tuple[fx.GraphModule, dict]:
     """``module`` as a GraphModule, and the parts of it kept whole: {path: (module, the
-    error tracing it raised)}. A BN subclass whose forward fx cannot trace is kept whole; when
+    error tracing it raised)}. A BN subclass whose forward fx cannot trace is kept whole, as are
+    those in ``kept`` (ids); when
     the module still does not trace, so is each smallest submodule that does not (a conv with
     computed 'same' padding, say), and the rest is traced around them."""
     with _bn_forward_as_call(module):
-        opaque = {id(m) for m in module.modules()
-                  if _norms.is_bn_subclass(m) and _trace_error(m, set()) is not None}
+        opaque = set(kept) | {id(m) for m in module.modules() if _norms.is_bn_subclass(m)
+                              and id(m) not in kept and _trace_error(m, set()) is not None}
         try:
             return _graph_module(module, opaque), {}
         except Exception:  # find the parts that fail; the caller handles a second failure
@@ -358,18 +397,54 @@ def _trace(module: nn.Module) -> tuple[fx.GraphModule, dict]:
 
 
 def _graph_module(module: nn.Module, opaque: set[int]) -> fx.GraphModule:
+    """One fresh trace of ``module``; raises (as any trace failure) if the graph reads a node
+    of another graph, which a value cached during an earlier trace would be."""
     tracer = _Tracer(frozenset(opaque))
-    graph = tracer.trace(module)
-    return fx.GraphModule(tracer.root, graph, type(module).__name__)
+    with _no_side_effects(module):
+        graph = tracer.trace(module)
+    graph.lint()
+    gm = fx.GraphModule(tracer.root, graph, type(module).__name__)
+    for m in gm.modules():   # fx's bare holders start in training mode: the module's mode
+        if type(m) is nn.Module:
+            m.training = module.training
+    return gm
 
 
 def _trace_error(m: nn.Module, opaque: set[int]) -> Exception | None:
     """The error tracing ``m`` alone raises, or None."""
     try:
-        _Tracer(frozenset(opaque)).trace(m)
+        with _no_side_effects(m):
+            _Tracer(frozenset(opaque)).trace(m).lint()
     except Exception as err:  # any failure: fx cannot see what its forward does
         return err
     return None
+
+
+_TORCH_STATE = frozenset({"_parameters", "_buffers", "_modules"})
+
+
+@contextmanager
+def _no_side_effects(module: nn.Module):
+    """Each module's attributes, and the contents of its plain dict/list/set attributes, as
+    they were before a trace. A forward that caches what it computes (timm's
+    ``CascadedGroupAttention`` keeps its attention biases in a dict keyed by ``str(device)``)
+    would otherwise keep a Proxy of this trace, hand it to the next trace, whose graph it does
+    not belong to, and leave it in the model."""
+    saved = []
+    for m in module.modules():
+        state = vars(m)
+        contents = {k: copy.copy(v) for k, v in state.items()
+                    if k not in _TORCH_STATE and type(v) in (dict, list, set)}
+        saved.append((state, dict(state), contents))
+    try:
+        yield
+    finally:
+        for state, entries, contents in saved:
+            state.clear()
+            state.update(entries)
+            for k, old in contents.items():
+                entries[k].clear()
+                (entries[k].extend if isinstance(old, list) else entries[k].update)(old)
 
 
 def _untraceable_parts(module: nn.Module, opaque: set[int], prefix: str) -> dict:
@@ -452,21 +527,23 @@ class _Op:
         self.input = node.args[0] if node.args else None
 
     @classmethod
-    def of(cls, gm: fx.GraphModule, root: nn.Module, node: fx.Node):
+    def of(cls, gm: fx.GraphModule, root: nn.Module, node: fx.Node, kept: dict[int, str]):
         """The op ``node`` is, or None. A ``batch_norm`` on weights alone (no graph input)
         comes back as a note: ``norm`` and ``why`` both None."""
         if node.op == "call_module":
-            return cls._of_module(gm.get_submodule(node.target), node)
+            return cls._of_module(gm.get_submodule(node.target), node, kept)
         if node.op == "call_function" and node.target in _BN_ARGS:
             return cls._of_function(gm, root, node)
         return None
 
     @classmethod
-    def _of_module(cls, m: nn.Module, node: fx.Node):
+    def _of_module(cls, m: nn.Module, node: fx.Node, kept: dict[int, str]):
         if _norms.is_plain_bn(m) or _norms.is_frozen_bn(m):
             why = "called with more than its input" if len(node.args) != 1 or node.kwargs \
                 else _why_not_fixed(m)
             return cls(node, node.target, _norms.norm_of(m), _norms.stats_of(m), why)
+        if id(m) in kept:
+            return cls(node, node.target, None, None, kept[id(m)])
         if isinstance(m, _BatchNorm):   # a leaf only because fx cannot trace its forward
             return cls(node, node.target, None, None,
                        f"its forward ({type(m).__name__}) cannot be traced by torch.fx, so "
@@ -571,8 +648,9 @@ def _is_identity(node) -> bool:
 class _Graph:
     """Folding state of one traced module."""
 
-    def __init__(self, gm: fx.GraphModule, prefix: str, ctx: _Context) -> None:
-        self.gm, self.prefix, self.ctx = gm, prefix, ctx
+    def __init__(self, gm: fx.GraphModule, prefix: str, ctx: _Context,
+                 dry_run: bool = False) -> None:
+        self.gm, self.prefix, self.ctx, self.dry_run = gm, prefix, ctx, dry_run
         self.calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
 
     def layer_at(self, node: fx.Node, op_node: fx.Node, *, following: bool):
@@ -621,7 +699,8 @@ class _Graph:
     def fold(self, op: _Op, layer_node: fx.Node, *, following: bool) -> None:
         """Merge ``op`` into the layer, then take the op out of the graph."""
         layer = self.gm.get_submodule(layer_node.target)
-        _fold_pair(layer, op.stats, following=following)
+        if not self.dry_run:
+            _fold_pair(layer, op.stats, following=following)
         graph, replacement = self.gm.graph, op.input
         check = _placeholder(layer, op.norm, op.name)
         if isinstance(check, FoldedLinearCheck):
@@ -641,10 +720,14 @@ class _Graph:
                                    else into)
 
 
-def _fold_graph(gm: fx.GraphModule, root: nn.Module, prefix: str, ctx: _Context):
-    g = _Graph(gm, prefix, ctx)
+def _fold_graph(gm: fx.GraphModule, root: nn.Module, prefix: str, ctx: _Context, *,
+                dry_run: bool = False):
+    """Fold every op of ``gm`` that merges exactly and report each; returns ``gm``. A
+    ``dry_run`` leaves the weights as they are (the graph is spoiled) and returns the ops."""
+    g = _Graph(gm, prefix, ctx, dry_run)
     ctx.called |= _called(gm, prefix)
-    for op in _ops(gm, root, prefix):
+    ops = _ops(gm, root, prefix, ctx.kept)
+    for op in ops:
         if op.is_note:
             ctx.report.add_note(op.name, "a batch_norm call on a weight, not on activations "
                                          "(weight standardisation): no batch norm layer, left "
@@ -662,6 +745,8 @@ def _fold_graph(gm: fx.GraphModule, root: nn.Module, prefix: str, ctx: _Context)
             ctx.report.add_skipped(op.name, f"{why}; {next_why}")
             continue
         g.fold(op, layer_node, following=True)
+    if dry_run:
+        return ops
     _drop_unread_state(gm)
     gm.graph.lint()
     gm.recompile()
@@ -680,12 +765,12 @@ def _called(gm: fx.GraphModule, prefix: str) -> set[str]:
     return called
 
 
-def _ops(gm: fx.GraphModule, root: nn.Module, prefix: str) -> list[_Op]:
+def _ops(gm: fx.GraphModule, root: nn.Module, prefix: str, kept: dict[int, str]) -> list[_Op]:
     """The graph's batch norm ops in order, each named by its module path in the whole model
     (the k-th call of one BN as 'name (call k)')."""
     ops, calls = [], Counter()
     for node in gm.graph.nodes:
-        op = _Op.of(gm, root, node)
+        op = _Op.of(gm, root, node, kept)
         if op is None:
             continue
         calls[op.local] += 1

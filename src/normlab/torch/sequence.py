@@ -24,14 +24,26 @@ class SequenceBatchNorm(CheckedStateMixin, nn.BatchNorm1d):
 
     Every (step, sample) pair is one observation of each of the C features, so the statistics
     are the same for both layouts; ``batch_first`` only fixes which layout is accepted
-    and documented. State dict = ``BatchNorm1d``'s.
+    and documented. ``bias=False`` (with ``affine``): a gain and no shift, for a norm whose
+    beta would duplicate a bias added right after it (an LSTM's gate bias, Cooijmans et al.
+    2016 sec. 3). State dict = ``BatchNorm1d``'s (without ``bias`` then).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True,
-                 batch_first: bool = False, device=None, dtype=None) -> None:
+                 batch_first: bool = False, bias: bool = True, device=None,
+                 dtype=None) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.batch_first = batch_first
+        if affine and not bias:
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            nn.init.ones_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
 
     def _check_sequence(self, x: torch.Tensor) -> None:
         if x.dim() != 3:
@@ -59,13 +71,15 @@ class RecurrentBatchNorm(RunningStats, CheckedStateMixin, nn.Module):
     the last step seen. Steps beyond ``max_steps`` are normalised with batch statistics in
     training but do not update the last slot, which keeps step T_max's own population. Each
     slot takes the running update every BN shares (:mod:`normlab.functional.policy`).
+    ``bias=False`` (with ``affine``): gamma only, beta fixed at 0 (Cooijmans et al. sec. 3 set
+    beta_x = beta_h = 0 "to avoid unnecessary redundancy" with the LSTM's own bias).
     """
 
     _ops = TorchOps
 
     def __init__(self, num_features: int, max_steps: int, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, gamma_init: float = 0.1,
-                 device=None, dtype=None) -> None:
+                 bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.num_features = num_features
@@ -74,7 +88,8 @@ class RecurrentBatchNorm(RunningStats, CheckedStateMixin, nn.Module):
         self.gamma_init = gamma_init
         if affine:
             self.weight = nn.Parameter(torch.full((num_features,), float(gamma_init), **kw))
-            self.bias = nn.Parameter(torch.zeros(num_features, **kw))
+            self.register_parameter("bias", nn.Parameter(torch.zeros(num_features, **kw))
+                                    if bias else None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -118,4 +133,5 @@ class RecurrentBatchNorm(RunningStats, CheckedStateMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, max_steps={self.max_steps}, eps={self.eps}, "
-                f"momentum={self.momentum}, affine={self.affine}, gamma_init={self.gamma_init}")
+                f"momentum={self.momentum}, affine={self.affine}, gamma_init={self.gamma_init}, "
+                f"bias={self.bias is not None}")
