@@ -3,7 +3,8 @@
 :mod:`normlab.fold.declared` bounds the parameters a spec declares; the fold itself makes more:
 the arrays read from the file, the built model, the folded copy and the rebuilt model that
 checks the written spec (:data:`PARAMETER_COPIES`), and two forward passes of the verification
-input (the model's and the folded model's, :data:`FORWARD_COPIES`), each holding every layer's
+input (the model's and the folded model's, :data:`FORWARD_COPIES`; below float64 also the
+float64 rebuild that measures the rounding floor), each holding every layer's
 output and its temporaries -- a convolution's zero-padded input and its im2col patch matrix,
 a pool's windows. A 2.7 KB file declaring ``Conv2d(1, 1, 1, padding=7000)`` on a 1x1 input
 asks for a 14001x14001 padded image, and ``Linear(16000, 16000)`` within the parameter budget
@@ -26,6 +27,10 @@ import numbers
 PARAMETER_COPIES = 5
 # the unfolded and the folded model each run the verification input once
 FORWARD_COPIES = 2
+# below float64, the unfolded model is rebuilt in float64 (its float64 state dict, then the
+# model) and runs the input once more, to measure the float32 rounding floor beside the error
+FLOOR_PARAMETER_COPIES = 2
+FLOOR_FORWARD_COPIES = 1
 # A fold archive describes a flat Sequential of at most this many layers (the largest model
 # here has a few dozen): a million ReLUs took 188 s and 2.6 GB.
 MAX_LAYERS = 4096
@@ -139,8 +144,10 @@ def fold_cost(parameter_values: int, stored_bytes: int, layers: list[tuple[str, 
     """Bytes a fold of these layers allocates at most: the parameters in each of their copies,
     the arrays read from the file, and the verification forward passes."""
     forward = forward_values(layers, shape) if shape is not None else 0
+    floor = 0 if itemsize >= 8 else 8 * (parameter_values * FLOOR_PARAMETER_COPIES
+                                         + forward * FLOOR_FORWARD_COPIES)
     return (stored_bytes + parameter_values * itemsize * PARAMETER_COPIES
-            + forward * itemsize * FORWARD_COPIES)
+            + forward * itemsize * FORWARD_COPIES + floor)
 
 
 def json_depth(obj, limit: int = MAX_DEPTH) -> int:
