@@ -7,6 +7,7 @@ analogue of ``torch.manual_seed``): building the same model twice after the same
 ``manual_seed(s)`` gives bit-identical weights.
 
 Formulas:
+
 - :func:`normal`: N(0, std^2), the textbook's ``weight_init_std`` (Deep Learning from Scratch 6.2).
 - :func:`xavier_uniform` / :func:`xavier_normal`: Glorot & Bengio 2010, Var = 2/(fan_in+fan_out).
 - :func:`kaiming_uniform` / :func:`kaiming_normal`: He et al. 2015, Var = gain^2/fan_in.
@@ -48,7 +49,7 @@ def get_rng(rng: np.random.Generator | int | None = None) -> np.random.Generator
 
 
 def fan_in_out(shape: tuple[int, ...]) -> tuple[int, int]:
-    """(fan_in, fan_out) as torch computes them: (out, in, *kernel) weights."""
+    """(fan_in, fan_out) as torch computes them: ``(out, in, *kernel)`` weights."""
     if len(shape) < 2:
         raise ValueError(f"shape: expected at least 2 dims (out, in, ...), got {shape}")
     receptive = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
