@@ -8,6 +8,9 @@ from .module import Module
 
 
 class Flatten(Module):
+    """Reshape dims ``start_dim``..``end_dim`` into one (torch.nn.Flatten); backward restores the
+    shape."""
+
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)

@@ -58,10 +58,12 @@ class BNHealthReport:
     model_in_train_mode: bool = False
 
     def to_dict(self) -> dict:
+        """The report as plain data (JSON-ready): batches, mode, and each layer's fields."""
         return {"batches": self.batches, "model_in_train_mode": self.model_in_train_mode,
                 "layers": {x.name: asdict(x) for x in self.layers}}
 
     def table(self):
+        """The report as a ``rich`` table: one row per BN, with its suggestions."""
         from rich.table import Table
 
         title = f"BN health ({self.batches} batches)"
