@@ -32,6 +32,8 @@ extensions = [
     "myst_parser",
     "api_pages",
 ]
+# "--arch" stays two hyphens (the CLI page), quotes stay straight.
+smartquotes = False
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "_ext", "tutorials", "**/*.ipynb", "**/*.zip",
                     "**/*.codeobj.json", "**/*.md5"]
@@ -63,6 +65,9 @@ sphinx_gallery_conf = {
     # Run every tutorial on every build, not only those whose source changed: a change in
     # normlab must show (or fail) in the tutorials.
     "run_stale_examples": True,
+    # No sg_execution_times pages: they load jQuery from a CDN, and each tutorial page already
+    # ends with its running time.
+    "write_computation_times": False,
 }
 
 html_theme = "pydata_sphinx_theme"
@@ -75,7 +80,7 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"index": [], "about": []}
+html_sidebars = {"index": [], "about": [], "api/*": []}
 html_show_sourcelink = False
 # Every asset is local: the site opens from site/index.html without a network.
 html_copy_source = False

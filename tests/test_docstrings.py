@@ -36,11 +36,15 @@ def test_every_public_name_has_a_docstring(modname, request):
     assert public_api.undocumented(module) == []
 
 
-def _planted_module() -> types.ModuleType:
-    """A module with one documented and one undocumented function, class and method."""
+def _planted_module(monkeypatch) -> types.ModuleType:
+    """A module with documented and undocumented functions, classes and methods."""
     mod = types.ModuleType("planted_api")
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)    # dataclass looks its module up
     source = '''
-__all__ = ["documented", "bare", "Layer", "Base", "Child"]
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = ["documented", "bare", "Layer", "Base", "Child", "Pair", "Record", "Cache"]
 
 def documented():
     """Has one."""
@@ -67,21 +71,34 @@ class Child(Base):
     """Overrides step without repeating its docstring: inherited, so documented."""
     def step(self):
         pass
+
+class Pair(NamedTuple):      # its generated docstring "Pair(a, b)" documents nothing
+    a: int
+    b: int
+
+@dataclass
+class Record:                # nor does a dataclass's "Record(x: int)"
+    x: int
+
+class Cache(NamedTuple):
+    """Documented."""
+    y: int
 '''
     exec(compile(source, "planted_api", "exec"), mod.__dict__)
     return mod
 
 
 def test_the_check_finds_planted_undocumented_names(monkeypatch):
-    mod = _planted_module()
-    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    mod = _planted_module(monkeypatch)
     assert public_api.undocumented(mod) == [
-        "planted_api.bare", "planted_api.Layer.backward", "planted_api.Layer.size"]
+        "planted_api.bare", "planted_api.Layer.backward", "planted_api.Layer.size",
+        "planted_api.Pair", "planted_api.Record"]
 
 
 def test_without_all_the_public_names_are_the_modules_own(monkeypatch):
-    mod = _planted_module()
+    mod = _planted_module(monkeypatch)
     del mod.__all__
     mod.imported = Path            # imported, not defined here: not part of this API
     mod._private = lambda: None
-    assert public_api.public_names(mod) == ["documented", "bare", "Layer", "Base", "Child"]
+    assert public_api.public_names(mod) == ["documented", "bare", "Layer", "Base", "Child",
+                                            "Pair", "Record", "Cache"]

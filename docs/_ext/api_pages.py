@@ -75,9 +75,26 @@ def _write_if_changed(path: Path, text: str) -> None:
         atomic_write_text(path, text)
 
 
+def index_page() -> str:
+    """reST for api/index: one entry per package page, and the command's page."""
+    lines = [*_title("API reference", "="),
+             "Generated from the docstrings: each page lists every public name of its package "
+             "(its ``__all__``), each with the equation or section it implements.", "",
+             ".. toctree::", "   :maxdepth: 1", "", *(f"   {m}" for m in PACKAGES), "   cli", ""]
+    return "\n".join(lines)
+
+
+def skip_namedtuple_fields(app, what, name, obj, skip, options):
+    """Leave out a NamedTuple's generated field entries ("Alias for field number 0")."""
+    if (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+        return True
+    return None
+
+
 def generate(app) -> None:
     out = Path(app.srcdir) / "api"
     out.mkdir(exist_ok=True)
+    _write_if_changed(out / "index.rst", index_page())
     for modname in PACKAGES:
         _write_if_changed(out / f"{modname}.rst", package_page(modname))
     from normlab.cli import app as cli_app
@@ -86,4 +103,5 @@ def generate(app) -> None:
 
 def setup(app):
     app.connect("builder-inited", generate)
+    app.connect("autodoc-skip-member", skip_namedtuple_fields)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -7,6 +7,7 @@ public class's public API is also its public methods and properties.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from types import ModuleType
@@ -38,6 +39,16 @@ def public_members(cls: type) -> list[str]:
     return out
 
 
+def _own_doc(obj) -> str:
+    """``obj``'s docstring, without the one a NamedTuple or a dataclass writes for itself
+    (its bare signature, which documents nothing)."""
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    if inspect.isclass(obj) and (dataclasses.is_dataclass(obj) or hasattr(obj, "_fields")) \
+            and doc.startswith(f"{obj.__name__}(") and doc.endswith(")"):
+        return ""
+    return doc
+
+
 def undocumented(module: ModuleType) -> list[str]:
     """Every public name (``module.name``, ``module.Class.method``) without a docstring.
 
@@ -47,7 +58,7 @@ def undocumented(module: ModuleType) -> list[str]:
     missing = []
     for name in public_names(module):
         obj = getattr(module, name)
-        if not (getattr(obj, "__doc__", None) or "").strip():
+        if not _own_doc(obj):
             missing.append(f"{module.__name__}.{name}")
         if inspect.isclass(obj):
             for member in public_members(obj):

@@ -4,9 +4,9 @@ Train vs eval: running averages and their pitfalls
 
 In training, BN normalises each batch with that batch's mean and variance (Algorithm 1). At
 inference there may be one sample, so BN uses fixed estimates instead: running averages
-collected during training (Algorithm 2; note 003's "학습 vs 추론"). This tutorial shows the
-two momentum conventions, what goes wrong when a model is evaluated in training mode, and how
-to recalibrate stale running statistics.
+collected during training (Algorithm 2; note 003, "training vs inference"). This tutorial
+shows the two momentum conventions, what goes wrong when a model is evaluated in training
+mode, and how to recalibrate stale running statistics.
 """
 
 # %%

@@ -3,10 +3,10 @@ Convolutions: BN per channel, and folding BN away
 =================================================
 
 Two things change when BN follows a convolution. Its statistics are taken per *channel*,
-over the batch and every spatial position (Ioffe & Szegedy 2015, sec. 3.2; note 000's
-"합성곱 계층은 각 channel 별로 정규화"). And at inference BN is a fixed per-channel
-multiply and add — note 000's "단일 곱, 더하기 연산" — which can be merged into the
-convolution before it, so it costs nothing at all.
+over the batch and every spatial position (Ioffe & Szegedy 2015, sec. 3.2; note 000:
+"convolutional layers are normalised per channel"). And at inference BN is a fixed
+per-channel multiply and add — note 000's "a single multiply and add" — which can be merged
+into the convolution before it, so it costs nothing at all.
 """
 
 # %%

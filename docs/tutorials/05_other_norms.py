@@ -3,7 +3,7 @@ LN, IN, GN and RNNs: which axes, what invariance
 ================================================
 
 Batch norm averages over the batch; its relatives average over parts of *one* sample (note
-004; note 003's "Batch Normalization 변형"). For an (N, C, H, W) input, each norm computes a
+004; note 003's "variants of Batch Normalization"). For an (N, C, H, W) input, each norm computes a
 mean and a variance over one set of values and normalises that set:
 
 * **BatchNorm** (Ioffe & Szegedy 2015): per channel, over N, H, W — across samples;

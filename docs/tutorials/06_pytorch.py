@@ -198,7 +198,7 @@ print(sum(isinstance(m, nt.SyncBatchNorm) for m in synced.modules()), "SyncBatch
 # afterwards) and reports, per BN, what commonly goes wrong. Three mistakes at once: the
 # model is left in training mode, the data at inference are brighter than in training
 # (stale running statistics), and a convolution with a bias feeds a BN (the mean subtraction
-# cancels the bias: note 000's "전결합 계층의 편향을 제거").
+# cancels the bias; note 000: "remove the bias of the fully connected layer").
 sick = small_resnet()
 sick[0] = nn.Conv2d(3, 16, 3, 1, 1, bias=True)
 with torch.no_grad():

@@ -53,6 +53,9 @@ class LayerHealth:
 
 @dataclass
 class BNHealthReport:
+    """What :func:`bn_health` found: one :class:`LayerHealth` per BN (its statistics against the
+    data, and suggestions), the number of batches run, and whether the model was in train mode."""
+
     layers: list[LayerHealth]
     batches: int
     model_in_train_mode: bool = False
