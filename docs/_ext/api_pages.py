@@ -25,7 +25,8 @@ def package_page(modname: str) -> str:
     """reST for one package: its docstring, then one autodoc entry per public name."""
     module = load(modname)
     lines = [*_title(f"``{modname}``", "="), f".. automodule:: {modname}", "   :no-members:", ""]
-    for name in public_names(module):
+    names = public_names(module)
+    for name in names:
         obj = getattr(module, name)
         target = f"{modname}.{name}"
         if inspect.ismodule(obj):
@@ -36,7 +37,31 @@ def package_page(modname: str) -> str:
             lines += [f".. autofunction:: {target}", ""]
         else:
             lines += [f".. autodata:: {target}", "   :no-value:", ""]
+    bases = _shared_bases(module, names)
+    if bases:
+        lines += [*_title("Base classes", "-"),
+                  "Where the public classes above get their shared options and methods.", ""]
+        for base in bases:
+            # no-index: a base may be shown on two pages (RunningOptions: nn and torch)
+            lines += [f".. autoclass:: {base.__module__}.{base.__qualname__}", "   :members:",
+                      "   :show-inheritance:", "   :no-index:", ""]
     return "\n".join(lines)
+
+
+def _shared_bases(module, names: list[str]) -> list[type]:
+    """normlab base classes of the public classes that are not public names themselves (e.g.
+    ``BatchNormBase``, whose docstring holds the options BatchNorm1d/2d/3d share)."""
+    public = {id(getattr(module, n)) for n in names}
+    seen: dict[int, type] = {}
+    for name in names:
+        obj = getattr(module, name)
+        if not inspect.isclass(obj):
+            continue
+        for base in obj.__mro__[1:]:
+            if base.__module__.startswith("normlab.") and not base.__name__.startswith("_") \
+                    and id(base) not in public:
+                seen.setdefault(id(base), base)
+    return list(seen.values())
 
 
 def _cell(text) -> str:
