@@ -20,19 +20,23 @@ import numpy as np
 
 nodes = ["x", "mu = mean(x)", "xc = x - mu", "sq = xc^2", "var = mean(sq)",
          "std = sqrt(var+eps)", "istd = 1/std", "x_hat = xc*istd", "y = gamma*x_hat+beta"]
-fig, ax = plt.subplots(figsize=(9, 2.6))
+fig, ax = plt.subplots(figsize=(11, 3))
+step = 1.65                                  # horizontal distance between nodes
 for i, label in enumerate(nodes):
-    ax.text(i, 0, label.replace(" = ", "\n= "), ha="center", va="center", fontsize=8,
+    ax.text(i * step, 0, label.replace(" = ", "\n= "), ha="center", va="center", fontsize=7.5,
             bbox={"boxstyle": "round", "fc": "#e8eaf6", "ec": "#3f51b5"})
     if i:
-        ax.annotate("", (i - 0.42, 0), (i - 1 + 0.42, 0), arrowprops={"arrowstyle": "->"})
+        ax.annotate("", (i * step - 0.62, 0), ((i - 1) * step + 0.62, 0),
+                    arrowprops={"arrowstyle": "->"})
 # xc feeds both the square and the product; x feeds both the mean and the subtraction.
-ax.annotate("", (7, 0.3), (2, 0.3), arrowprops={"arrowstyle": "->", "color": "tab:red",
-                                                 "connectionstyle": "arc3,rad=-0.25"})
-ax.annotate("", (2, -0.3), (0, -0.3), arrowprops={"arrowstyle": "->", "color": "tab:red",
-                                                  "connectionstyle": "arc3,rad=0.3"})
-ax.set_xlim(-0.6, 8.6)
-ax.set_ylim(-1, 1.2)
+ax.annotate("", (7 * step, 0.3), (2 * step, 0.3),
+            arrowprops={"arrowstyle": "->", "color": "tab:red",
+                        "connectionstyle": "arc3,rad=-0.2"})
+ax.annotate("", (2 * step, -0.3), (0, -0.3),
+            arrowprops={"arrowstyle": "->", "color": "tab:red",
+                        "connectionstyle": "arc3,rad=0.3"})
+ax.set_xlim(-0.8, 8 * step + 0.9)
+ax.set_ylim(-1, 1.3)
 ax.axis("off")
 ax.set_title("BN forward as a computational graph (red: values used by two nodes)")
 fig.tight_layout()

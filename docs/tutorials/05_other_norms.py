@@ -88,7 +88,7 @@ for i in range(len(changes)):
     for j in range(len(norms)):
         ax.text(j, i, "invariant" if invariant[i, j] else f"changes\n(by {effect[i, j]:.2f})",
                 ha="center", va="center", fontsize=8)
-ax.set_xticks(range(len(norms)), list(norms))
+ax.set_xticks(range(len(norms)), [n.replace("Norm", "\nNorm") for n in norms])
 ax.set_yticks(range(len(changes)), list(changes), fontsize=8)
 ax.set_title("Does sample 0's output change?")
 fig.tight_layout()

@@ -167,8 +167,9 @@ print(sum(isinstance(m, nt.SyncBatchNorm) for m in synced.modules()), "SyncBatch
 # Running it on two processes needs a process group. This page shows that part as code rather
 # than running it: the worker function must be importable by the spawned processes (a
 # tutorial script is not), and a documentation build should not open ports or spawn
-# processes. ``tests/test_torch_sync.py`` runs exactly this and checks that two processes give
-# the outputs, gradients and running statistics of one BN over the whole batch.
+# processes. Saved as a file and run, it prints ``0 True`` and ``1 True``;
+# ``tests/test_torch_sync.py`` runs the same and checks that two processes give the outputs,
+# gradients and running statistics of one BN over the whole batch.
 #
 # .. code-block:: python
 #
@@ -182,7 +183,7 @@ print(sum(isinstance(m, nt.SyncBatchNorm) for m in synced.modules()), "SyncBatch
 #         torch.manual_seed(0)
 #         x = torch.randn(16, 4, 8, 8)                 # the same whole batch on every rank
 #         bn = nt.SyncBatchNorm(4)
-#         y = bn(x.chunk(world)[rank])                 # each rank normalises its quarter ...
+#         y = bn(x.chunk(world)[rank])                 # each rank normalises its half ...
 #         whole = torch.nn.functional.batch_norm(x, None, None, training=True)
 #         print(rank, torch.allclose(y, whole.chunk(world)[rank], atol=1e-5))  # ... as the whole
 #         dist.destroy_process_group()
