@@ -124,11 +124,12 @@ ax.invert_yaxis()
 fig.tight_layout()
 
 # %%
-# How much folding saves depends on how much of the forward BN takes. In PyTorch eager on a
-# CPU, eval-mode BN is one cheap pass beside each convolution, so the two times above are
-# close (and on a busy machine the noise can exceed the difference); the larger gain is on
-# hardware and runtimes where every layer launch costs, and a folded model has 9 fewer. The
-# NumPy engine's gain is in tutorial 4.
+# How much folding saves depends on how much of the forward BN takes: in PyTorch eager on a
+# CPU, each eval-mode BN is one pass over its input beside a convolution's arithmetic, and
+# the folded model makes 9 layer calls fewer. The times above were measured while this page
+# was built, on whatever machine built it and under whatever load it had (best of 10 calls,
+# in 3 interleaved rounds); on a busy machine they vary from build to build. The NumPy
+# engine's fold is in tutorial 4.
 #
 # ``fold_bn`` also handles timm's fused norm+activation layers, frozen and synced BNs; BNs it
 # cannot fold (a BN whose input feeds two layers, a BN before a zero-padded conv) are listed
