@@ -1,11 +1,11 @@
-# The README's two commands. Each creates .venv on first use and installs what it needs.
+# The README's commands. Each creates .venv on first use and installs what it needs.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 # torch is pinned: 2.13.0 installs from a local CPU wheel; an unpinned torch pulls GBs of CUDA.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test docs lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,13 @@ $(VENV)/.stamp-run: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.stamp-test: $(VENV)/.stamp-run
+# The docs extra (Sphinx; the tutorials import torch). make test installs it too: the suite
+# builds the site (tests/test_docs_site.py).
+$(VENV)/.stamp-docs: $(VENV)/.stamp-run
+	$(BIN)/pip install --quiet -e '.[docs]' $(TORCH)
+	touch $@
+
+$(VENV)/.stamp-test: $(VENV)/.stamp-docs
 	$(BIN)/pip install --quiet -e '.[test]' $(TORCH)
 	touch $@
 
@@ -23,15 +29,21 @@ demo: $(VENV)/.stamp-run
 	$(BIN)/normlab reproduce --quick --out runs/demo
 
 # Two xdist workers on two cores; each keeps BLAS single-threaded so they do not fight over cores.
+# loadgroup: the tests that share one build of the docs site run on one worker (xdist_group).
 test: $(VENV)/.stamp-test
-	$(BIN)/ruff check src tests benchmarks
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not slow" -q --durations=15
+	$(BIN)/ruff check src tests benchmarks docs
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" -q --durations=15
+
+# The documentation site into site/ (open site/index.html); any warning fails the build.
+docs: $(VENV)/.stamp-docs
+	OPENBLAS_NUM_THREADS=1 $(BIN)/sphinx-build -W --keep-going -b html docs site
 
 lint: $(VENV)/.stamp-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 
 bench: $(VENV)/.stamp-run
 	$(BIN)/normlab bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs .pytest_cache .hypothesis site docs/api docs/auto_tutorials \
+		docs/sg_execution_times.rst

@@ -1,20 +1,26 @@
 """Optimizers with exactly torch.optim's update rules, and learning-rate schedules as functions.
 
-``SGD`` (torch.optim.SGD, default foreach=False semantics):
+``SGD`` (torch.optim.SGD, default foreach=False semantics)::
+
     g <- grad + weight_decay * p
     buf <- g                                   (first step)
     buf <- momentum * buf + (1 - dampening) * g (later steps)
     g <- g + momentum * buf  if nesterov  else  buf
     p <- p - lr * g
-``Adam`` (Kingma & Ba 2015, Alg. 1, in torch's arrangement):
+
+``Adam`` (Kingma & Ba 2015, Alg. 1, in torch's arrangement)::
+
     m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
     p <- p - lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
-``RMSprop`` (Tieleman & Hinton 2012, lecture 6.5, in torch.optim.RMSprop's arrangement):
+
+``RMSprop`` (Tieleman & Hinton 2012, lecture 6.5, in torch.optim.RMSprop's arrangement)::
+
     g <- grad + weight_decay * p
     v <- alpha v + (1-alpha) g^2                (v starts at 0)
     d <- sqrt(v) + eps, or with centered: sqrt(v - a^2) + eps where a <- lerp(a, g, 1-alpha)
     buf <- momentum * buf + g / d; p <- p - lr * buf   if momentum > 0
     p <- p - lr * g / d                                 otherwise
+
 Parameters whose ``grad`` is None are skipped, as torch does. Updates are in place on ``p.data``.
 """
 
@@ -47,6 +53,9 @@ def _check_params(params) -> list[Parameter]:
 
 
 class Optimizer:
+    """The base of the optimizers: a checked list of :class:`normlab.nn.Parameter` and a
+    learning rate; each subclass writes its update rule (this module's docstring) in ``step``."""
+
     def __init__(self, params: Iterable[Parameter], lr: float):
         self.params = _check_params(params)
         self.lr = _check_nonneg("lr", lr)
@@ -60,6 +69,7 @@ class Optimizer:
                 p.grad[...] = 0
 
     def step(self) -> None:
+        """One update of every parameter that has a gradient, in place on ``p.data``."""
         raise NotImplementedError
 
     def _grads(self, weight_decay: float):
@@ -71,13 +81,20 @@ class Optimizer:
 
     # Resumable training needs the optimizer's state as well as the model's.
     def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the per-parameter state (momentum buffers, moment estimates, step counts),
+        keyed ``<name>.<parameter index>``."""
         raise NotImplementedError
 
     def load_state_dict(self, state: dict) -> None:
+        """Replace the state with ``state`` (from :meth:`state_dict`); every key and shape is
+        checked before anything changes."""
         raise NotImplementedError
 
 
 class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov and weight decay: torch.optim.SGD's
+    update (the module docstring's ``SGD`` lines), bit for bit on the same float operations."""
+
     def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
         super().__init__(params, lr)
@@ -157,6 +174,9 @@ def _disjoint(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015, Alg. 1) in torch.optim.Adam's arrangement (the module
+    docstring's ``Adam`` lines), with L2 ``weight_decay`` added to the gradient as torch's."""
+
     def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):

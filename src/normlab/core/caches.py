@@ -16,6 +16,10 @@ from .stats import standardize
 
 
 class BatchNormCache(NamedTuple):
+    """What :func:`normlab.functional.batch_norm_train` keeps for its backward: the normalised
+    input (or the input), 1/sqrt(var + eps), gamma, the batch mean and biased variance
+    (Alg. 1), and m, the number of values per channel."""
+
     saved: np.ndarray           # x_hat (NumPy path), or x itself when saved_is_input (kernels)
     inv_std: np.ndarray         # keepdims per-channel 1/sqrt(var + eps)
     weight: np.ndarray | None   # gamma, or None when affine=False

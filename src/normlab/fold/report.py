@@ -24,12 +24,15 @@ class FoldReport:
     notes: list[tuple[str, str]] = field(default_factory=list)
 
     def add_folded(self, bn: str, into: str) -> None:
+        """Record that batch norm ``bn`` was folded into ``into``."""
         self.folded.append((bn, into))
 
     def add_skipped(self, bn: str, reason: str) -> None:
+        """Record that batch norm ``bn`` was left in place, and why."""
         self.skipped.append((bn, reason))
 
     def add_note(self, name: str, text: str) -> None:
+        """Record why ``name`` is not counted as a batch norm operation."""
         self.notes.append((name, text))
 
     def names(self) -> set[str]:
@@ -44,6 +47,7 @@ class FoldReport:
                f"({len(self.skipped)} still run)"
 
     def lines(self) -> list[str]:
+        """The report as lines: folded, not folded (with reasons), notes, then the summary."""
         out = [f"folded {bn or '<root>'} -> {into}" for bn, into in self.folded]
         out += [f"not folded {bn or '<root>'}: {why}" for bn, why in self.skipped]
         out += [f"not counted {name or '<root>'}: {text}" for name, text in self.notes]

@@ -43,6 +43,8 @@ def check_input(x, num_channels: int | None, num_groups: int, *, min_ndim: int =
 def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None = None,
                        bias: np.ndarray | None = None,
                        eps: float = 1e-5) -> tuple[np.ndarray, GroupNormCache]:
+    """Group normalization forward (Wu & He 2018, eq. 1 with S_i = a sample's group of C/G
+    channels): (y, cache for :func:`group_norm_backward`)."""
     num_groups = check_positive_int("num_groups", num_groups)
     x = check_input(x, None, num_groups)
     for name, p in (("weight", weight), ("bias", bias)):

@@ -28,6 +28,8 @@ def check_input(x, normalized_shape: tuple[int, ...], name: str = "x") -> np.nda
 def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...],
                        weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                        eps: float = 1e-5) -> tuple[np.ndarray, LayerNormCache]:
+    """Layer normalization forward (Ba et al. 2016, eq. 4) over the trailing ``normalized_shape``
+    dims of each sample: (y, cache for :func:`layer_norm_backward`)."""
     normalized_shape = tuple(normalized_shape)
     x = check_input(x, normalized_shape)
     check_param("weight", weight, normalized_shape)

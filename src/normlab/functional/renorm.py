@@ -63,6 +63,7 @@ class RenormSchedule:
 
     @classmethod
     def constant(cls, r_max: float, d_max: float) -> RenormSchedule:
+        """No warm-up: the clips r_max and d_max from the first step on."""
         return cls(r_max=r_max, d_max=d_max, warmup=0, r_max_at=0, d_max_at=0)
 
     def __call__(self, step: int) -> tuple[float, float]:

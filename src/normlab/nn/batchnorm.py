@@ -139,6 +139,8 @@ def freeze(model: Module) -> Module:
 
 
 def unfreeze(model: Module) -> Module:
+    """Undo :func:`freeze` on every batch norm of ``model``: training mode updates the running
+    statistics again."""
     return unfreeze_all(model, BatchNormBase)
 
 

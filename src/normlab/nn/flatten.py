@@ -16,6 +16,9 @@ def _dim(name: str, value) -> int:
 
 
 class Flatten(Module):
+    """Reshape dims ``start_dim``..``end_dim`` into one (torch.nn.Flatten); backward restores the
+    shape."""
+
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()
         self.start_dim, self.end_dim = _dim("start_dim", start_dim), _dim("end_dim", end_dim)

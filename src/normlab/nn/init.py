@@ -7,6 +7,7 @@ analogue of ``torch.manual_seed``): building the same model twice after the same
 ``manual_seed(s)`` gives bit-identical weights.
 
 Formulas:
+
 - :func:`normal`: N(0, std^2), the textbook's ``weight_init_std`` (Deep Learning from Scratch 6.2).
 - :func:`xavier_uniform` / :func:`xavier_normal`: Glorot & Bengio 2010, Var = 2/(fan_in+fan_out).
 - :func:`kaiming_uniform` / :func:`kaiming_normal`: He et al. 2015, Var = gain^2/fan_in.
@@ -48,7 +49,7 @@ def get_rng(rng: np.random.Generator | int | None = None) -> np.random.Generator
 
 
 def fan_in_out(shape: tuple[int, ...]) -> tuple[int, int]:
-    """(fan_in, fan_out) as torch computes them: (out, in, *kernel) weights."""
+    """(fan_in, fan_out) as torch computes them: ``(out, in, *kernel)`` weights."""
     if len(shape) < 2:
         raise ValueError(f"shape: expected at least 2 dims (out, in, ...), got {shape}")
     receptive = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
@@ -65,6 +66,7 @@ def calculate_gain(nonlinearity: str, a: float = 0.0) -> float:
 
 
 def uniform(shape, bound: float, rng=None, dtype=np.float32) -> np.ndarray:
+    """U(-bound, bound)."""
     return get_rng(rng).uniform(-bound, bound, size=shape).astype(dtype)
 
 
@@ -74,17 +76,21 @@ def normal(shape, std: float = 0.01, rng=None, dtype=np.float32) -> np.ndarray:
 
 
 def xavier_uniform(shape, gain: float = 1.0, rng=None, dtype=np.float32) -> np.ndarray:
+    """Glorot & Bengio 2010, eq. 16: U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out))."""
     fan_in, fan_out = fan_in_out(tuple(shape))
     return uniform(shape, gain * math.sqrt(6.0 / (fan_in + fan_out)), rng, dtype)
 
 
 def xavier_normal(shape, gain: float = 1.0, rng=None, dtype=np.float32) -> np.ndarray:
+    """Glorot & Bengio 2010: N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = fan_in_out(tuple(shape))
     return normal(shape, gain * math.sqrt(2.0 / (fan_in + fan_out)), rng, dtype)
 
 
 def kaiming_uniform(shape, a: float = 0.0, nonlinearity: str = "leaky_relu", rng=None,
                     dtype=np.float32) -> np.ndarray:
+    """He et al. 2015, sec. 2.2: U(-b, b) with b = gain * sqrt(3 / fan_in), gain from
+    :func:`calculate_gain`."""
     fan_in, _ = fan_in_out(tuple(shape))
     std = calculate_gain(nonlinearity, a) / math.sqrt(fan_in)
     return uniform(shape, math.sqrt(3.0) * std, rng, dtype)
@@ -92,6 +98,7 @@ def kaiming_uniform(shape, a: float = 0.0, nonlinearity: str = "leaky_relu", rng
 
 def kaiming_normal(shape, a: float = 0.0, nonlinearity: str = "relu", rng=None,
                    dtype=np.float32) -> np.ndarray:
+    """He et al. 2015, eq. 10: N(0, std^2) with std = gain / sqrt(fan_in)."""
     fan_in, _ = fan_in_out(tuple(shape))
     return normal(shape, calculate_gain(nonlinearity, a) / math.sqrt(fan_in), rng, dtype)
 

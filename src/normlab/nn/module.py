@@ -31,10 +31,12 @@ class Parameter:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The shape of ``data``."""
         return self.data.shape
 
     @property
     def dtype(self) -> np.dtype:
+        """The dtype of ``data``."""
         return self.data.dtype
 
     def accumulate(self, g: np.ndarray) -> None:
@@ -103,9 +105,13 @@ class Module:
 
     # -- forward / backward ----------------------------------------------------------------
     def forward(self, x):
+        """The layer's output for ``x``; keeps what :meth:`backward` needs (DLfS ch. 5's
+        ``forward``)."""
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
     def backward(self, dy):
+        """Given dL/d(output) of the last forward, accumulate each parameter's ``grad`` and return
+        dL/d(input) (DLfS ch. 5's ``backward``)."""
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
     def _saved(self, saved):
@@ -132,6 +138,8 @@ class Module:
 
     # -- mode ------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
+        """Set training mode (``mode=True``) or eval mode on this module and every child; returns
+        self."""
         if not isinstance(mode, bool):
             raise TypeError(f"mode: expected a bool, got {type(mode).__name__}")
         for m in self.modules():
@@ -139,35 +147,45 @@ class Module:
         return self
 
     def eval(self) -> Module:
+        """Eval mode: ``train(False)``. BN then uses its running statistics (Ioffe & Szegedy 2015,
+        Alg. 2)."""
         return self.train(False)
 
     # -- traversal -------------------------------------------------------------------------
     def children(self) -> Iterator[Module]:
+        """The direct child modules, in the order they were assigned."""
         yield from self._modules.values()
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """``(name, module)`` for this module (name ``prefix``) and every descendant, depth first,
+        with torch's dotted names."""
         yield prefix, self
         for name, child in self._modules.items():
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def modules(self) -> Iterator[Module]:
+        """This module and every descendant, depth first."""
         for _, m in self.named_modules():
             yield m
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """``(dotted name, Parameter)`` of every parameter, as in the state dict."""
         for mod_prefix, m in self.named_modules(prefix):
             for name, p in m._parameters.items():
                 yield (f"{mod_prefix}.{name}" if mod_prefix else name), p
 
     def parameters(self) -> list[Parameter]:
+        """Every parameter, in ``named_parameters`` order (what an optimizer takes)."""
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """``(dotted name, array)`` of every buffer (running statistics and counters)."""
         for mod_prefix, m in self.named_modules(prefix):
             for name, b in m._buffers.items():
                 yield (f"{mod_prefix}.{name}" if mod_prefix else name), b
 
     def zero_grad(self) -> None:
+        """Forget every parameter's gradient (``grad = None``)."""
         for p in self.parameters():
             p.grad = None
 
@@ -244,6 +262,7 @@ class Module:
 
     # -- printing --------------------------------------------------------------------------
     def extra_repr(self) -> str:
+        """The arguments shown inside this module's ``repr``, torch-style."""
         return ""
 
     def __repr__(self) -> str:
@@ -333,6 +352,7 @@ class Sequential(Module):
         return self._layers[index]
 
     def append(self, layer: Module) -> Sequential:
+        """Add ``layer`` at the end; returns self."""
         if not isinstance(layer, Module):
             raise TypeError(f"layer: expected a normlab.nn.Module, got {type(layer).__name__}")
         setattr(self, str(len(self._layers)), layer)

@@ -1,4 +1,4 @@
-"""PyTorch extras: the normalisation tools torch.nn lacks, as drop-in ``nn.Module``s.
+"""PyTorch extras: the normalisation tools torch.nn lacks, as drop-in ``nn.Module`` subclasses.
 
 Importing this package imports torch (the optional extra ``normlab[torch]``); ``import normlab``
 never does. Every module keeps torch's argument names (``num_features``, ``eps``, ``momentum``,

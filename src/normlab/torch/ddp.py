@@ -251,12 +251,15 @@ class DistributedTrainer:
         return self._on_first("state")
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Load the model and optimizer state from ``arrays`` on every worker."""
         self._all("load_state", arrays)
 
     def set_lr(self, lr: float) -> None:
+        """Set the learning rate on every worker."""
         self._all("set_lr", lr)
 
     def close(self) -> None:
+        """Stop the workers and tear down the process group (also on exit of a ``with`` block)."""
         self._finalizer()
 
     def __enter__(self) -> DistributedTrainer:

@@ -53,15 +53,20 @@ class LayerHealth:
 
 @dataclass
 class BNHealthReport:
+    """What :func:`bn_health` found: one :class:`LayerHealth` per BN (its statistics against the
+    data, and suggestions), the number of batches run, and whether the model was in train mode."""
+
     layers: list[LayerHealth]
     batches: int
     model_in_train_mode: bool = False
 
     def to_dict(self) -> dict:
+        """The report as plain data (JSON-ready): batches, mode, and each layer's fields."""
         return {"batches": self.batches, "model_in_train_mode": self.model_in_train_mode,
                 "layers": {x.name: asdict(x) for x in self.layers}}
 
     def table(self):
+        """The report as a ``rich`` table: one row per BN, with its suggestions."""
         from rich.table import Table
 
         title = f"BN health ({self.batches} batches)"

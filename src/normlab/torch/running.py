@@ -143,4 +143,5 @@ def freeze(model: nn.Module) -> nn.Module:
 
 
 def unfreeze(model: nn.Module) -> nn.Module:
+    """Undo :func:`freeze` on every running-statistics BN in ``model``."""
     return unfreeze_all(model, _RunningStatsMixin)

@@ -100,6 +100,7 @@ class RecurrentBatchNorm(RunningStats, CheckedStateMixin, nn.Module):
         self.register_buffer("steps_seen", torch.tensor(0, dtype=torch.long, device=device))
 
     def reset_running_stats(self) -> None:
+        """Running mean 0, variance 1 and the step counters 0, for every time step."""
         self.running_mean.zero_()
         self.running_var.fill_(1)
         self.num_batches_tracked.zero_()
