@@ -151,8 +151,6 @@ def check_out_dir(out: Path, name: str = "--out") -> None:
     """Create ``out`` and prove it is writable, before any work starts; refuse a folder whose
     normlab files or folders (:func:`own_entries`) are links or special files, which a later
     write would otherwise follow out of ``out``."""
-    if not str(out):
-        raise UsageError(f"{name}: expected a folder, got ''")
     try:
         out.mkdir(parents=True, exist_ok=True)
         # a new, uniquely named file: never an existing file or link (O_EXCL)
