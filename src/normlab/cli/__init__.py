@@ -117,8 +117,19 @@ def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default
 
 
 @app.command("list")
-def list_() -> None:
-    """List the experiments with their sources and claims."""
+def list_(ledger: bool = typer.Option(False, "--ledger", help="Instead: every statement of "
+                                      "the study notes and the experiment part that tests it."),
+          as_json: bool = typer.Option(False, "--json", help="With --ledger: a JSON list.")
+          ) -> None:
+    """List the experiments with their sources and claims (or, --ledger, the notes'
+    statements)."""
+    if as_json and not ledger:
+        from .reproduce_command import _fail
+        _fail("--json: expected together with --ledger, got --json alone")
+    if ledger:
+        from .ledger_command import print_ledger
+        print_ledger(as_json)
+        return
     from .reproduce_command import list_experiments
     list_experiments()
 
