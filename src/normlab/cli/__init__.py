@@ -20,6 +20,7 @@ from pathlib import Path  # noqa: E402
 import typer  # noqa: E402
 
 from .. import __version__  # noqa: E402
+from ..runner.design import FIRST_CONFIRMATORY_SEED  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch Normalization: exact layers, the experiments, the tools.")
@@ -92,7 +93,10 @@ def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default
                                             help="Where the fashion-mnist IDX files are."),
               engine: str = typer.Option("numpy", "--engine", help="numpy | torch"),
               out: Path = typer.Option(Path("runs/latest"), "--out", help="Output folder."),
-              seed: int = typer.Option(0, "--seed", help="First seed of weights and batches."),
+              seed: int = typer.Option(FIRST_CONFIRMATORY_SEED, "--seed",
+                                       help="First seed of weights and batches (default: the "
+                                       "confirmatory block, 1000-1004; seeds 0-9 and pilots "
+                                       "are exploratory)."),
               seeds: int = typer.Option(None, "--seeds", help="How many seeds (seed, seed+1, "
                                         "...): every claim is a 95% interval over them. "
                                         "Default 3 at quick size, else 5."),

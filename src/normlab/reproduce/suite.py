@@ -34,7 +34,8 @@ from .._io import atomic_write_bytes, atomic_write_text
 from ..data import Dataset
 from ..experiments import registry
 from ..runner.base import SIZES, Run, RunContext, size_of
-from ..runner.evidence import METHOD
+from ..runner.design import CONFIRMATORY_RULE
+from ..runner.evidence import COMBINATION_RULE, METHOD
 from ..runner.store import (
     CorruptCheckpoint,
     config_hash,
@@ -367,7 +368,11 @@ def finalize(out: Path, results: dict, keep: dict | None = None) -> Path:
                       "intervals": {k: iv.to_json() for k, iv in summary.intervals.items()},
                       "criteria": [j.to_json() for j in summary.judged],
                       "published": [p.to_json() for p in exp.published],
+                      "pilot_seeds": exp.pilot_seeds, "resolution": exp.resolution,
+                      "design_changes": [d.to_json() for d in exp.design_changes],
                       "figures": figures, "csv": f"{name}/metrics.csv"})
+    results.update({"intervals_method": METHOD, "combination_rule": COMBINATION_RULE,
+                    "confirmatory_rule": CONFIRMATORY_RULE})
     atomic_write_text(out / "results.json", to_json(results))
     return write_report(out, results)
 
