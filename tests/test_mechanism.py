@@ -71,6 +71,7 @@ REMOVED = {
     "batch-size": (_no_bn, {"does not hold"}),
     "conv-bn": (_no_bn, {"does not hold"}),
     "running-stats": (_plain_estimators, {"does not hold"}),
+    "invariances": (_no_bn, {"does not hold"}),
 }
 
 

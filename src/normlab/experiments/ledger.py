@@ -91,6 +91,10 @@ BS_GN = ("batch-size", "(b) GroupNorm beats BN at 2 images")
 BS_LN = ("batch-size", "(b) LayerNorm beats BN at 2 images")
 CONV_SAME = ("conv-bn", "per-channel BN is as accurate as per-activation BN")
 CONV_FEWER = ("conv-bn", "... with far fewer parameters")
+INV_TABLE = ("invariances", "the measured table matches Ba et al.'s Table 1 (18 cells)")
+INV_BN2D = ("invariances", "BatchNorm2d (N, H, W): as its statistics imply")
+INV_LN = ("invariances", "LayerNorm (features): as its statistics imply")
+INV_IN = ("invariances", "InstanceNorm2d (H, W): as its statistics imply")
 
 
 LEDGER: tuple[Statement, ...] = (
@@ -162,8 +166,8 @@ LEDGER: tuple[Statement, ...] = (
     _t("002", "A convolutional BN normalises per feature map (sec. 3.2).", *CONV_SAME),
     _t("002", "BN keeps activations out of saturation, so higher learning rates train "
        "(sec. 3.3).", *LR_MLP),
-    _n("002", "BN is unaffected by the scale of the parameters: BN(aWu) = BN(Wu).",
-       NOT_BUILT.format("invariances")),
+    _t("002", "BN is unaffected by the scale of the parameters: BN(aWu) = BN(Wu).",
+       *INV_TABLE, remark="a demonstration: it follows from the formula"),
     _t("002", "BN regularises: dropout can be removed or weakened (sec. 3.4).", *REG_ALONE),
     # --- 003: a BN wiki page
     _d("003", "Epsilon is usually 1e-5 (PyTorch's default).", number="1e-5"),
@@ -198,7 +202,8 @@ LEDGER: tuple[Statement, ...] = (
        "length here)"),
     _t("003", "LayerNorm normalises each sample over its features, independent of the batch "
        "size.", *BS_LN),
-    _d("003", "InstanceNorm normalises each channel of each sample."),
+    _t("003", "InstanceNorm normalises each channel of each sample.", *INV_IN,
+       remark="a demonstration: the shared-statistics map measures its (H, W) sets"),
     _n("003", "InstanceNorm works well for style transfer.",
        "normlab has no style-transfer task or image-generation model"),
     _t("003", "GroupNorm normalises groups of channels and is stable with small batches.",
@@ -228,13 +233,14 @@ LEDGER: tuple[Statement, ...] = (
     _n("004", "Near 0 the sigmoid is almost linear, so normalising alone removes the "
        "nonlinearity; gamma and beta fix that.", NOT_BUILT.format("affine")),
     _t("004", "BN does not decorrelate features but still speeds up learning.", *FIG1_SOONER),
-    _n("004", "In BN every input of a batch shares one mean per feature (images: per channel "
-       "over 100 x 10 x 10 values).", NOT_BUILT.format("invariances")),
+    _t("004", "In BN every input of a batch shares one mean per feature (images: per channel "
+       "over 100 x 10 x 10 values).", *INV_BN2D,
+       remark="a demonstration: the shared-statistics map shows (N, H, W) per channel"),
     _n("004", "For RNNs BN takes statistics over batch and time of the input-to-hidden "
        "product only, BN(W_x x).",
        "rnn-norm trains this sequence-wise BN but reports it without a bar"),
-    _n("004", "LayerNorm normalises each input over its own vector.",
-       NOT_BUILT.format("invariances")),
+    _t("004", "LayerNorm normalises each input over its own vector.", *INV_LN,
+       remark="a demonstration"),
 )
 
 

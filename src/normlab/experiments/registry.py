@@ -6,6 +6,7 @@ from ..runner.base import Experiment
 from .batch_size import BatchSize
 from .conv_bn import ConvBN
 from .init_scale import InitScale
+from .invariances import Invariances
 from .landscape import Landscape
 from .learning_rate import LearningRate
 from .paper_fig1 import PaperFig1
@@ -23,6 +24,7 @@ EXPERIMENTS[LearningRate.name] = LearningRate()
 EXPERIMENTS[BatchSize.name] = BatchSize()
 EXPERIMENTS[ConvBN.name] = ConvBN()
 EXPERIMENTS[RunningStats.name] = RunningStats()
+EXPERIMENTS[Invariances.name] = Invariances()
 
 
 def get(name: str) -> Experiment:

@@ -1,0 +1,73 @@
+"""The experiments of issue 25 (invariances, bias, affine, ...): end to end through the real
+pipeline at CI size on `digits`, verdicts computed from doctored numbers, and their pieces."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from normlab import data
+from normlab.experiments import get
+from normlab.runner.base import RunContext
+from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
+
+NAMES = ["invariances"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("expC") / "out"
+    return out, run_ci_pipeline(NAMES, out, digits, seeds=2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_end_to_end_with_verdict_and_figures(pipeline, name):
+    out, res = pipeline
+    e = res["experiments"][name]
+    assert e["verdict"] in ("holds", "does not hold", "inconclusive", "demonstrated")
+    assert e["measured"] and e["reason"] and e["thresholds"] and e["setup"]
+    for fig in e["figures"]:
+        assert (out / fig).read_bytes()[:4] == b"\x89PNG"
+    assert e["published"] and get(name).pilot_seeds
+    assert all(s < 1000 for s in e["seeds"])          # CI seeds, never the confirmatory block
+
+
+def test_invariance_table_matches_the_sources(pipeline):
+    e = pipeline[1]["experiments"]["invariances"]
+    assert e["verdict"] == "demonstrated"                # demonstrations never make it "hold"
+    assert {c["role"] for c in e["criteria"]} == {"demonstration"}
+    change = seed_metrics(pipeline[1], "invariances")["table"]["change"]
+    # Ba et al. Table 1, three rows, measured
+    assert change["bn"]["w_scale"] < 1e-3 and change["bn"]["w_center"] > 1e-2
+    assert change["layer"]["w_center"] < 1e-3 and change["layer"]["x_center"] > 1e-2
+    assert change["weight"]["x_scale"] > 1e-2 and change["weight"]["w_vector"] < 1e-3
+    # only the batch's normalisers see the other samples
+    assert change["bn"]["others"] > 1e-2 and change["group"]["others"] < 1e-3
+
+
+def test_invariance_verdict_fails_on_one_wrong_cell(pipeline):
+    m = copy.deepcopy(seed_metrics(pipeline[1], "invariances"))
+    assert verdict("invariances", m) == "demonstrated"
+    m["table"]["change"]["layer"]["w_center"] = 0.5      # LN "not invariant" to re-centering
+    assert verdict("invariances", m) == "does not hold"
+    m["table"]["change"]["layer"]["w_center"] = 5e-3     # ambiguous: disagrees with both
+    assert verdict("invariances", m) == "does not hold"
+
+
+def test_invariance_shared_statistics_are_wu_and_he_fig2(digits):
+    e = get("invariances")
+    m = e.run(RunContext("invariances", "table", digits, "numpy", 5, "t"), {"n": 8})
+    shared = {f: np.asarray(v) for f, v in m["shared"].items()}
+    assert (shared["bn2d"][:, 0] == 1).all() and not shared["bn2d"][:, 1:].any()   # (N, H, W)
+    assert (shared["layer2d"][0] == 1).all() and not shared["layer2d"][1:].any()   # (C, H, W)
+    assert shared["instance"][0, 0] == 1 and shared["instance"].sum() == 1         # (H, W)
+    assert (shared["group"][0, :3] == 1).all() and shared["group"].sum() == 3      # 3 channels
+    assert shared["activation"][:, 0] == pytest.approx(1 / 49)                      # (N) only
+    assert (shared["ghost"][:4, 0] == 1).all() and shared["ghost"].sum() == 4        # 4 samples
