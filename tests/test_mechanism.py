@@ -72,6 +72,7 @@ REMOVED = {
     "conv-bn": (_no_bn, {"does not hold"}),
     "running-stats": (_plain_estimators, {"does not hold"}),
     "invariances": (_no_bn, {"does not hold"}),
+    "bias": (_no_bn, {"does not hold"}),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..runner.base import Experiment
 from .batch_size import BatchSize
+from .bias import Bias
 from .conv_bn import ConvBN
 from .init_scale import InitScale
 from .invariances import Invariances
@@ -25,6 +26,7 @@ EXPERIMENTS[BatchSize.name] = BatchSize()
 EXPERIMENTS[ConvBN.name] = ConvBN()
 EXPERIMENTS[RunningStats.name] = RunningStats()
 EXPERIMENTS[Invariances.name] = Invariances()
+EXPERIMENTS[Bias.name] = Bias()
 
 
 def get(name: str) -> Experiment:
