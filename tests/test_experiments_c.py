@@ -13,7 +13,7 @@ from normlab.experiments import get
 from normlab.runner.base import RunContext
 from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 
-NAMES = ["invariances", "bias"]
+NAMES = ["invariances", "bias", "affine"]
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,38 @@ def test_bias_twin_matches_on_torch(digits, torch):
         assert max(m["grad_ratio"]) < 1e-3 and m["absorbed"] < 1e-3
     assert out["numpy"]["n_saved"] == out["torch"]["n_saved"]
     assert abs(out["numpy"]["test_acc_bias"] - out["torch"]["test_acc_bias"]) <= 0.05
+
+
+def test_affine_forced_is_not_the_claim(digits, tmp_path):
+    """The mechanism removed the other way: both arms hold gamma = 1, beta = 0."""
+    from normlab.experiments import affine
+
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(affine, "learnable", lambda cfg: False)
+        res = run_ci_pipeline(["affine"], tmp_path, digits, seeds=2)
+    finally:
+        mp.undo()
+    e = res["experiments"]["affine"]
+    # (b) is exactly 0 on both seeds: the sign test over 2 seeds cannot call it either way
+    assert e["verdict"] in ("does not hold", "inconclusive"), e["reason"]
+    assert e["intervals"][affine.LEFT]["per_seed"] == [0.0, 0.0]
+
+
+def test_affine_verdict_follows_the_numbers(pipeline):
+    m = copy.deepcopy(seed_metrics(pipeline[1], "affine"))
+    n = len(m["fixed"]["within1"])
+    m["fixed"]["within1"] = [0.65] * n
+    m["affine"]["within1"] = [0.45] * n
+    m["affine"]["test_acc"] = m["fixed"]["test_acc"]
+    assert verdict("affine", m) == "holds"
+    m["affine"]["within1"] = [0.64] * n                 # gamma/beta learned but not used
+    assert verdict("affine", m) == "does not hold"
+
+
+def test_affine_slots_and_normal_shares():
+    from normlab.experiments.affine import NORMAL_SHARES, affine_slots
+
+    assert affine_slots([(3, 4), (3,), (3,), (3,), (2, 3), (2,)]) == [2, 3]
+    assert affine_slots([(3, 4), (3,), (2, 3), (2,)]) == []
+    assert [round(100 * NORMAL_SHARES[k], 1) for k in (1, 2, 3)] == [68.3, 95.4, 99.7]

@@ -73,6 +73,7 @@ REMOVED = {
     "running-stats": (_plain_estimators, {"does not hold"}),
     "invariances": (_no_bn, {"does not hold"}),
     "bias": (_no_bn, {"does not hold"}),
+    "affine": (_no_bn, {"does not hold", "inconclusive"}),   # (a) can hold without BN
 }
 
 

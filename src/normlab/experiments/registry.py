@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..runner.base import Experiment
+from .affine import Affine
 from .batch_size import BatchSize
 from .bias import Bias
 from .conv_bn import ConvBN
@@ -27,6 +28,7 @@ EXPERIMENTS[ConvBN.name] = ConvBN()
 EXPERIMENTS[RunningStats.name] = RunningStats()
 EXPERIMENTS[Invariances.name] = Invariances()
 EXPERIMENTS[Bias.name] = Bias()
+EXPERIMENTS[Affine.name] = Affine()
 
 
 def get(name: str) -> Experiment:
