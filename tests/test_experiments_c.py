@@ -13,7 +13,7 @@ from normlab.experiments import get
 from normlab.runner.base import RunContext
 from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 
-NAMES = ["invariances", "bias", "affine"]
+NAMES = ["invariances", "bias", "affine", "placement"]
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +140,24 @@ def test_affine_slots_and_normal_shares():
     assert affine_slots([(3, 4), (3,), (3,), (3,), (2, 3), (2,)]) == [2, 3]
     assert affine_slots([(3, 4), (3,), (2, 3), (2,)]) == []
     assert [round(100 * NORMAL_SHARES[k], 1) for k in (1, 2, 3)] == [68.3, 95.4, 99.7]
+
+
+def test_placement_specs_and_verdict(pipeline):
+    from normlab.experiments.placement import placement_spec
+
+    before = placement_spec([4, 3, 3, 2], "relu", "before")
+    after = placement_spec([4, 3, 3, 2], "relu", "after")
+    assert [k[0] for k in before] == ["linear", "bn1d", "relu"] * 2 + ["linear"]
+    assert [k[0] for k in after] == ["linear", "relu", "bn1d"] * 2 + ["linear"]
+    assert "bn1d" not in [k[0] for k in placement_spec([4, 3, 2], "sigmoid", "none")]
+    with pytest.raises(ValueError, match="order"):
+        placement_spec([4, 3, 2], "relu", "between")
+    m = copy.deepcopy(seed_metrics(pipeline[1], "placement"))
+    for act in ("relu", "sigmoid"):
+        m[f"{act}-after"]["test_acc"] = m[f"{act}-before"]["test_acc"] = 0.9
+    m["sigmoid-none"]["test_acc"] = 0.5
+    assert verdict("placement", m) == "holds"           # equal orders, BN matters
+    m["sigmoid-after"]["test_acc"] = 0.95                # after 5 points better
+    assert verdict("placement", m) == "does not hold"
+    m["sigmoid-none"]["test_acc"] = 0.9                  # BN does nothing here: untestable
+    assert verdict("placement", m) == "inconclusive"

@@ -12,6 +12,7 @@ from .invariances import Invariances
 from .landscape import Landscape
 from .learning_rate import LearningRate
 from .paper_fig1 import PaperFig1
+from .placement import Placement
 from .regularization import Regularization
 from .rnn_norm import RnnNorm
 from .running_stats import RunningStats
@@ -29,6 +30,7 @@ EXPERIMENTS[RunningStats.name] = RunningStats()
 EXPERIMENTS[Invariances.name] = Invariances()
 EXPERIMENTS[Bias.name] = Bias()
 EXPERIMENTS[Affine.name] = Affine()
+EXPERIMENTS[Placement.name] = Placement()
 
 
 def get(name: str) -> Experiment:
