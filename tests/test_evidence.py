@@ -207,3 +207,12 @@ def test_a_censored_seed_enters_as_its_range():
     assert Criterion("p", "s", 100.0, log=True).judge(exact) == "does not hold"
     assert ratio(Bound(4.0, math.inf), 2.0) == Bound(2.0, math.inf)
     assert ratio(4.0, Bound(2.0, 8.0)) == Bound(0.5, 2.0) and ratio(4.0, 2.0) == 2.0
+
+
+def test_huge_degrees_of_freedom_and_rounding_noise_give_sane_intervals():
+    # seeds equal up to rounding, the test set's noise alone: a normal interval, not 1e15
+    iv = interval([0.001, 0.0010000000000000009, 0.0009999999999998899],
+                  test=(0.001 + np.random.default_rng(0).normal(0, 0.002, (300, 1))).tolist())
+    assert iv.low_est.df == math.inf and -0.01 < iv.lo < 0.001 < iv.hi < 0.01
+    assert t_ppf(0.975, 4.6e53) == pytest.approx(1.959964, abs=1e-6)
+    assert interval([0.09, 0.09000000000000001, 0.09]).text() == "0.09 on every seed"

@@ -156,12 +156,20 @@ def _test_variance(reps: np.ndarray, n: int) -> float:
     return max(0.0, (n * v_mean - v_one) / (n - 1))
 
 
+def _equal(values) -> bool:
+    """Equal on every seed, up to float rounding (0.09 and 0.09000000000000001 are one value)."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(v)):
+        return bool(np.all(v == v[0]))
+    return bool(np.all(np.abs(v - v[0]) <= 1e-12 * max(1.0, float(np.abs(v).max()))))
+
+
 def _estimate(v: np.ndarray, reps: np.ndarray | None) -> Estimate:
     """Mean, combined standard error and degrees of freedom of one series (judged scale)."""
     n = v.size
     with np.errstate(invalid="ignore", over="ignore"):
         m = float(v.mean())
-        v_seed = float(v.var(ddof=1)) / n if n > 1 else 0.0
+        v_seed = 0.0 if n < 2 or _equal(v) else float(v.var(ddof=1)) / n
     if math.isinf(m) or math.isnan(m):
         return Estimate(m, 0.0 if math.isinf(m) else math.nan, math.inf, n)
     v_test = 0.0
@@ -191,8 +199,8 @@ class Interval:
 
     @property
     def constant(self) -> bool:
-        return (self.upper is None and len(self.per_seed) > 1
-                and len(set(self.per_seed)) == 1 and self.lo == self.hi)
+        return self.upper is None and len(self.per_seed) > 1 and _equal(self.per_seed) \
+            and self.lo == self.hi
 
     def to_json(self) -> dict:
         out = {"per_seed": list(self.per_seed), "mean": self.mean, "ci95": [self.lo, self.hi],

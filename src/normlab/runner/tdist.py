@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 _EPS, _TINY, _MAX_ITER = 1e-14, 1e-300, 500
+NORMAL_DF = 1e7    # above this many degrees of freedom, the normal distribution
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -51,7 +52,7 @@ def t_sf(t: float, df: float) -> float:
         raise ValueError(f"df: expected > 0 degrees of freedom, got {df}")
     if math.isnan(t):
         return math.nan
-    if math.isinf(df):
+    if df > NORMAL_DF:     # the continued fraction loses precision; t is normal to 1e-7 here
         return 0.5 * math.erfc(t / math.sqrt(2.0))
     if math.isinf(t):
         return 0.0 if t > 0 else 1.0
