@@ -13,7 +13,7 @@ from normlab.experiments import get
 from normlab.runner.base import RunContext
 from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 
-NAMES = ["invariances", "bias", "affine", "placement"]
+NAMES = ["invariances", "bias", "affine", "placement", "depth"]
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +161,18 @@ def test_placement_specs_and_verdict(pipeline):
     assert verdict("placement", m) == "does not hold"
     m["sigmoid-none"]["test_acc"] = 0.9                  # BN does nothing here: untestable
     assert verdict("placement", m) == "inconclusive"
+
+
+def test_depth_verdict_reads_the_slope(pipeline):
+    from normlab.experiments.depth import DEPTHS
+
+    m = copy.deepcopy(seed_metrics(pipeline[1], "depth"))
+    n = len(m["d20-plain"]["train_loss"])
+    for i, d in enumerate(DEPTHS):          # BN 0.9 everywhere; plain falls with depth
+        m[f"d{d:02d}-bn"]["test_acc"] = 0.9
+        m[f"d{d:02d}-plain"]["test_acc"] = 0.88 - 0.25 * i
+    m["d20-plain"]["train_loss"] = [2.3] * n
+    assert verdict("depth", m) == "holds"
+    for d in DEPTHS:                         # the same gap at every depth: no slope
+        m[f"d{d:02d}-plain"]["test_acc"] = 0.7
+    assert verdict("depth", m) == "does not hold"

@@ -76,6 +76,7 @@ REMOVED = {
     "affine": (_no_bn, {"does not hold", "inconclusive"}),   # (a) can hold without BN
     # an equivalence is met trivially without BN; its precondition (BN matters) is not
     "placement": (_no_bn, {"inconclusive"}),
+    "depth": (_no_bn, {"does not hold"}),
 }
 
 

@@ -7,6 +7,7 @@ from .affine import Affine
 from .batch_size import BatchSize
 from .bias import Bias
 from .conv_bn import ConvBN
+from .depth import Depth
 from .init_scale import InitScale
 from .invariances import Invariances
 from .landscape import Landscape
@@ -31,6 +32,7 @@ EXPERIMENTS[Invariances.name] = Invariances()
 EXPERIMENTS[Bias.name] = Bias()
 EXPERIMENTS[Affine.name] = Affine()
 EXPERIMENTS[Placement.name] = Placement()
+EXPERIMENTS[Depth.name] = Depth()
 
 
 def get(name: str) -> Experiment:
