@@ -13,7 +13,7 @@ from normlab.experiments import get
 from normlab.runner.base import RunContext
 from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 
-NAMES = ["invariances", "bias", "affine", "placement", "depth"]
+NAMES = ["invariances", "bias", "affine", "placement", "depth", "dropout-bn"]
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +176,41 @@ def test_depth_verdict_reads_the_slope(pipeline):
     for d in DEPTHS:                         # the same gap at every depth: no slope
         m[f"d{d:02d}-plain"]["test_acc"] = 0.7
     assert verdict("depth", m) == "does not hold"
+
+
+def test_dropout_bn_shift_and_recalibration(digits):
+    """The shift ratio is about 1 - p right after a dropout -> Linear; recalibration sets the
+    shifted BN's statistics to what it sees with dropout off, so its ratio becomes 1."""
+    from normlab.engines import make_trainer
+    from normlab.experiments.dropout_bn import SHIFTED, dropout_spec, recalibrate_from_eval
+    from normlab.runner.holdout import parts
+    from normlab.runner.train import evaluate
+
+    spec = dropout_spec([64, 32, 32, 10], "before", 0.5)
+    assert spec[SHIFTED][0] == "bn1d" and spec[SHIFTED - 2][0] == "dropout"
+    assert [k[0] for k in dropout_spec([64, 32, 32, 10], "after", 0.5)][-2] == "dropout"
+    with pytest.raises(ValueError, match="where"):
+        dropout_spec([64, 32, 32, 10], "inside", 0.5)
+    t = make_trainer("numpy", spec, "he", np.random.default_rng(0), 0.1)
+    x, y = parts(digits).train.flat()
+    for s in range(0, 600, 60):
+        t.train_step(x[s:s + 60], y[s:s + 60])
+
+    def ratio():
+        seen = evaluate(t, x, y, SHIFTED)[1].astype(np.float64)
+        return float(np.median(seen.var(axis=0) / t.bn_buffers()[1]["running_var"]))
+
+    assert ratio() < 0.8
+    weights = [a.copy() for a in t.parameter_arrays()]
+    recalibrate_from_eval(t, x, SHIFTED)
+    assert ratio() == pytest.approx(1.0, abs=0.01)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, t.parameter_arrays(), strict=True))
+
+
+def test_dropout_bn_verdict(pipeline):
+    m = copy.deepcopy(seed_metrics(pipeline[1], "dropout-bn"))
+    m["before-p0.5"].update(shift_ratio=0.5, test_acc=0.90, recal_acc=0.92)
+    m["after-p0.5"]["test_acc"] = 0.93
+    assert verdict("dropout-bn", m) == "holds"
+    m["before-p0.5"]["shift_ratio"] = 1.0                # no variance shift
+    assert verdict("dropout-bn", m) == "does not hold"

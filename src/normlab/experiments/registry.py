@@ -8,6 +8,7 @@ from .batch_size import BatchSize
 from .bias import Bias
 from .conv_bn import ConvBN
 from .depth import Depth
+from .dropout_bn import DropoutBN
 from .init_scale import InitScale
 from .invariances import Invariances
 from .landscape import Landscape
@@ -33,6 +34,7 @@ EXPERIMENTS[Bias.name] = Bias()
 EXPERIMENTS[Affine.name] = Affine()
 EXPERIMENTS[Placement.name] = Placement()
 EXPERIMENTS[Depth.name] = Depth()
+EXPERIMENTS[DropoutBN.name] = DropoutBN()
 
 
 def get(name: str) -> Experiment:
