@@ -105,3 +105,23 @@ def test_cli_json_and_table():
     assert table.returncode == 0 and f"statements: {len(LEDGER)}" in table.stdout
     bad = normlab("list", "--json")
     assert bad.returncode == 2 and "--json" in bad.stderr
+
+
+def test_report_and_markdown_carry_the_ledger(tmp_path):
+    from normlab import data
+    from normlab.report.markdown import render
+    from normlab.reproduce.ledger import NOT_RUN
+    from tests.pipeline import run_ci_pipeline
+
+    results = run_ci_pipeline(["invariances"], tmp_path, data.load("digits"), seeds=2)
+    rows = results["ledger"]["rows"]
+    assert results["ledger"]["counts"] == counts() and len(rows) == len(LEDGER)
+    mine = [r for r in rows if r["experiment"] == "invariances"]
+    assert mine and all(r["verdict"] == "shown (claim: demonstrated)" for r in mine)
+    assert all(r["measured"].endswith("vs <= 0") for r in mine)
+    others = [r for r in rows if r["status"] == "tested" and r["experiment"] != "invariances"]
+    assert others and all(r["verdict"] == NOT_RUN for r in others)
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="ledger"' in page and "BN(aWu) = BN(Wu)" in page
+    md = render(results)
+    assert "The notes' statements" in md and md.count("\n| 00") == len(LEDGER)

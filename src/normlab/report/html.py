@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .._io import atomic_write_text
 from ..runner.base import size_of
+from .ledger import ledger_html
 
 CSS = """
 :root { --fg:#1b1f23; --muted:#57606a; --line:#d0d7de; --bg:#ffffff; --card:#f6f8fa; }
@@ -186,6 +187,7 @@ def render(out: Path, results: dict) -> str:
                   design_html(e),
                   f'<p class="meta">Per-step numbers: {_e(e["csv"])}; compute time '
                   f'{_e(timing)} s, CPU {_e(cpu)} s (all runs and seeds).</p></section>']
+    parts.append(ledger_html(results))
     env = results["environment"]
     parts.append(f'<p class="meta">Data source: {_e(data["source"])}. Environment: '
                  + ", ".join(f"{_e(k)} {_e(v)}" for k, v in env.items())

@@ -6,6 +6,7 @@ never hand-copied: ``normlab report DIR --markdown FILE``.
 from __future__ import annotations
 
 from ..runner.base import size_of
+from .ledger import ledger_markdown
 
 
 def _cell(text) -> str:
@@ -65,7 +66,7 @@ def render(results: dict) -> str:
               f"Rule: {_cell(results.get('combination_rule', ''))}", "",
               f"Seeds: {_cell(results.get('confirmatory_rule', ''))}", "",
               "Pilot seeds and design changes after seeing a result:", ""]
-    return "\n".join(lines) + "\n" + design_changes(results)
+    return "\n".join(lines) + "\n" + design_changes(results) + ledger_markdown(results)
 
 
 def design_changes(results: dict) -> str:

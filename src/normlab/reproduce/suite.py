@@ -43,6 +43,7 @@ from ..runner.store import (
     to_json,
     write_checkpoint,
 )
+from .ledger import ledger_rows
 
 CI_SCALE_ENV = "NORMLAB_CI_SCALE"
 DEFAULT_SEEDS = {"quick": 3, "full": 5, "paper": 5}
@@ -372,7 +373,7 @@ def finalize(out: Path, results: dict, keep: dict | None = None) -> Path:
                       "design_changes": [d.to_json() for d in exp.design_changes],
                       "figures": figures, "csv": f"{name}/metrics.csv"})
     results.update({"intervals_method": METHOD, "combination_rule": COMBINATION_RULE,
-                    "confirmatory_rule": CONFIRMATORY_RULE})
+                    "confirmatory_rule": CONFIRMATORY_RULE, "ledger": ledger_rows(results)})
     atomic_write_text(out / "results.json", to_json(results))
     return write_report(out, results)
 
