@@ -214,3 +214,16 @@ def test_dropout_bn_verdict(pipeline):
     assert verdict("dropout-bn", m) == "holds"
     m["before-p0.5"]["shift_ratio"] = 1.0                # no variance shift
     assert verdict("dropout-bn", m) == "does not hold"
+
+
+@pytest.mark.parametrize("name", ["affine", "placement", "depth", "dropout-bn"])
+def test_torch_twin_runs_the_same_runs(name, digits, torch):
+    """Each run trains on the torch engine from the same initial weights as on NumPy: the same
+    metrics, and at CI size (a few dozen steps) nearly the same curve."""
+    e = get(name)
+    run = e.runs(digits, 0.02, "quick")[-1]
+    out = {engine: e.run(RunContext(name, run.key, digits, engine, 7, "t"), run.config)
+           for engine in ("numpy", "torch")}
+    assert set(out["numpy"]) == set(out["torch"])
+    assert out["numpy"]["val_acc"][0] == pytest.approx(out["torch"]["val_acc"][0], abs=0.02)
+    assert abs(out["numpy"]["test_acc"] - out["torch"]["test_acc"]) <= 0.1
