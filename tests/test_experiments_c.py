@@ -13,7 +13,7 @@ from normlab.experiments import get
 from normlab.runner.base import RunContext
 from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 
-NAMES = ["invariances", "bias", "affine", "placement", "depth", "dropout-bn"]
+NAMES = ["invariances", "bias", "affine", "placement", "depth", "dropout-bn", "cost"]
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +227,16 @@ def test_torch_twin_runs_the_same_runs(name, digits, torch):
     assert set(out["numpy"]) == set(out["torch"])
     assert out["numpy"]["val_acc"][0] == pytest.approx(out["torch"]["val_acc"][0], abs=0.02)
     assert abs(out["numpy"]["test_acc"] - out["torch"]["test_acc"]) <= 0.1
+
+
+def test_cost_verdict_and_measurements(pipeline):
+    m = copy.deepcopy(seed_metrics(pipeline[1], "cost"))
+    inf = m["infer"]
+    assert inf["fold_max_abs_error"] < 1e-4 and inf["bn_layers"] == 3
+    assert inf["kept_per_layer"] >= inf["activation_bytes"]     # x_hat, batch x features
+    n = len(inf["eval_ms"]["plain"])
+    m["train"]["step_ms"] = {"True": [1.2] * n, "False": [1.0] * n}
+    inf["eval_ms"] = {"bn": [1.3] * n, "folded": [1.01] * n, "plain": [1.0] * n}
+    assert verdict("cost", m) == "holds"
+    inf["eval_ms"]["folded"] = [1.3] * n                          # folding saved nothing
+    assert verdict("cost", m) == "does not hold"

@@ -78,6 +78,7 @@ REMOVED = {
     "placement": (_no_bn, {"inconclusive"}),
     "depth": (_no_bn, {"does not hold"}),
     "dropout-bn": (_no_bn, {"does not hold", "inconclusive"}),   # no running variance: NaN
+    "cost": (_no_bn, {"does not hold"}),                        # nothing kept for backward
 }
 
 

@@ -7,6 +7,7 @@ from .affine import Affine
 from .batch_size import BatchSize
 from .bias import Bias
 from .conv_bn import ConvBN
+from .cost import Cost
 from .depth import Depth
 from .dropout_bn import DropoutBN
 from .init_scale import InitScale
@@ -35,6 +36,7 @@ EXPERIMENTS[Affine.name] = Affine()
 EXPERIMENTS[Placement.name] = Placement()
 EXPERIMENTS[Depth.name] = Depth()
 EXPERIMENTS[DropoutBN.name] = DropoutBN()
+EXPERIMENTS[Cost.name] = Cost()
 
 
 def get(name: str) -> Experiment:
