@@ -64,3 +64,27 @@ def test_markdown_tables_come_from_results_json(digits_run, tmp_path):  # noqa: 
             assert c["part"] in md
     assert "Published beside measured" in md and md.count("| `paper-fig1` |") == 1 + len(
         res["experiments"]["paper-fig1"]["published"])
+
+
+def test_report_keeps_demonstrations_apart_and_states_the_design_history(digits_run, tmp_path):  # noqa: F811,E501
+    import json
+    import shutil
+
+    from tests.test_reproduce import normlab
+
+    html = (digits_run / "report.html").read_text()
+    res = json.loads((digits_run / "results.json").read_text())
+    init = res["experiments"]["init-scale"]
+    demos = [c for c in init["criteria"] if c["role"] == "demonstration"]
+    assert len(demos) == 2 and all(c["verdict"] in ("shown", "not shown") for c in demos)
+    assert html.count("<h3>Demonstrations (cannot fail by construction") == 1   # init-scale only
+    assert "paired bootstrap of the test examples" in res["intervals_method"]
+    assert "Holm" in res["combination_rule"] and "1000-1004" in res["confirmatory_rule"]
+    assert init["pilot_seeds"] and init["design_changes"][0]["what"].startswith("BN eps 1e-5")
+    assert "BN eps 1e-5 -&gt; 1e-6" in html and "Piloted on:" in html
+    out = tmp_path / "copy"
+    shutil.copytree(digits_run, out)
+    assert normlab("report", out, "--markdown", out / "R.md").returncode == 0
+    md = (out / "R.md").read_text()
+    assert "| demonstrations (cannot fail; never make a claim hold) |" in md
+    assert "- **`init-scale`**, piloted on:" in md and "BN eps 1e-5 -> 1e-6" in md

@@ -51,7 +51,8 @@ def test_results_schema_and_files(digits_run):
     assert set(res) >= {"normlab", "config", "data", "environment", "experiments", "timing"}
     assert res["config"] == {"experiments": ["paper-fig1", "init-scale"], "quick": True,
                              "size": "quick",
-                             "data": "digits", "engine": "numpy", "seed": 0, "seeds": [0, 1],
+                             "data": "digits", "engine": "numpy", "seed": 1000,
+                             "seeds": [1000, 1001],
                              "jobs": 2, "steps_scale": 0.02}
     assert res["environment"]["numpy"] == np.__version__
     fig1 = res["experiments"]["paper-fig1"]
@@ -59,15 +60,16 @@ def test_results_schema_and_files(digits_run):
                 "thresholds", "figures", "csv", "seeds", "intervals", "criteria", "published"):
         assert key in fig1, key
     assert fig1["verdict"] in ("holds", "does not hold", "inconclusive")
-    assert set(fig1["runs"]) == {"plain", "bn"} and fig1["seeds"] == [0, 1]
-    assert set(fig1["runs"]["bn"]["metrics"]) == {"0", "1"}
+    assert set(fig1["runs"]) == {"plain", "bn"} and fig1["seeds"] == [1000, 1001]
+    assert set(fig1["runs"]["bn"]["metrics"]) == {"1000", "1001"}
     for m in fig1["runs"]["bn"]["metrics"].values():
-        # quick (0.1) x CI (0.02) of 50,000 steps = 100 steps, evaluated every 2
-        assert m["step"][-1] == 100 and len(m["val_acc"]) == 50 == len(m["p50"])
+        # quick (0.1) x CI (0.02) of 50,000 steps = 100 steps, evaluated at 0 and every 2
+        assert m["step"][-1] == 100 and len(m["val_acc"]) == 51 == len(m["p50"])
+        assert m["step"][0] == 0 and m["train_loss"][0] is None
         assert all(0 <= a <= 1 for a in m["val_acc"]) and 0 <= m["test_acc"] <= 1
         assert all(lo <= mid <= hi for lo, mid, hi in zip(m["p15"], m["p50"], m["p85"],
                                                           strict=True))
-    seed0, seed1 = (fig1["runs"]["bn"]["metrics"][s]["val_acc"] for s in ("0", "1"))
+    seed0, seed1 = (fig1["runs"]["bn"]["metrics"][s]["val_acc"] for s in ("1000", "1001"))
     assert seed0 != seed1     # seeds draw other weights and batches
     for c in fig1["criteria"]:
         iv = fig1["intervals"][c["statistic"]]
@@ -86,7 +88,7 @@ def test_verdict_is_computed_from_the_numbers(digits_run):
     """Changing the measured numbers changes the verdict (nothing is hard-coded)."""
     from tests.pipeline import verdict
 
-    metrics = {k: v["0"] for k, v in run_metrics(digits_run)["paper-fig1"].items()}
+    metrics = {k: v["1000"] for k, v in run_metrics(digits_run)["paper-fig1"].items()}
     steps = metrics["bn"]["step"]
     fast = [min(0.9, 0.3 + s / steps[-1]) if s > 10 else 0.9 for s in steps]
     slow = [0.1 + 0.8 * s / steps[-1] for s in steps]
@@ -107,7 +109,7 @@ def test_workers_give_the_results_of_one_process(digits_run, tmp_path):
 
 
 def test_rerun_skips_finished_runs_keeps_other_experiments_and_report_rebuild(digits_run):
-    done = digits_run / "checkpoints" / "init-scale" / "seed1" / "std00-bn.done"
+    done = digits_run / "checkpoints" / "init-scale" / "seed1001" / "std00-bn.done"
     before = done.stat().st_mtime_ns
     results_before = run_metrics(digits_run)
     cost_before = {k: json.loads((digits_run / "results.json").read_text())[k]["init-scale"]
@@ -205,23 +207,24 @@ def test_corrupt_checkpoint_is_redone_and_seeds_live_side_by_side(digits_run, tm
 
     out = tmp_path / "copy"
     shutil.copytree(digits_run, out)
-    done = out / "checkpoints" / "paper-fig1" / "seed0" / "bn.done"
+    done = out / "checkpoints" / "paper-fig1" / "seed1000" / "bn.done"
     blob = bytearray(done.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     done.write_bytes(bytes(blob))
     proc = normlab("reproduce", "paper-fig1", *QUICK, "--out", out)
     assert proc.returncode == 0, proc.stderr
-    assert "checksum" in proc.stderr and "redoing run paper-fig1/seed0/bn" in proc.stderr
+    assert "checksum" in proc.stderr and "redoing run paper-fig1/seed1000/bn" in proc.stderr
     first = run_metrics(digits_run)["paper-fig1"]
     assert run_metrics(out)["paper-fig1"] == first
-    # seeds 1 and 2: seed 1 is the finished one of the first run, seed 2 is new
-    stamp = (out / "checkpoints" / "paper-fig1" / "seed1" / "bn.done").stat().st_mtime_ns
-    proc = normlab("reproduce", "paper-fig1", *QUICK, "--seed", "1", "--out", out)
+    # seeds 1001 and 1002: 1001 is the finished one of the first run, 1002 is new
+    stamp = (out / "checkpoints" / "paper-fig1" / "seed1001" / "bn.done").stat().st_mtime_ns
+    proc = normlab("reproduce", "paper-fig1", *QUICK, "--seed", "1001", "--out", out)
     assert proc.returncode == 0, proc.stderr
     second = run_metrics(out)["paper-fig1"]
-    assert (out / "checkpoints" / "paper-fig1" / "seed1" / "bn.done").stat().st_mtime_ns == stamp
-    assert second["bn"]["1"] == first["bn"]["1"] and second["bn"]["2"] != first["bn"]["1"]
-    assert (out / "checkpoints" / "paper-fig1" / "seed0" / "bn.done").is_file()
+    assert (out / "checkpoints" / "paper-fig1" / "seed1001" / "bn.done").stat().st_mtime_ns == stamp
+    assert second["bn"]["1001"] == first["bn"]["1001"] and \
+        second["bn"]["1002"] != first["bn"]["1001"]
+    assert (out / "checkpoints" / "paper-fig1" / "seed1000" / "bn.done").is_file()
 
 
 def test_a_second_run_into_the_same_out_is_refused(tmp_path):
@@ -286,8 +289,8 @@ def test_torch_engine_matches_numpy_engine(torch, tmp_path, digits_run):
     t, n = run_metrics(tmp_path)["paper-fig1"], run_metrics(digits_run)["paper-fig1"]
     for key in ("plain", "bn"):
         # same data, seeds and initial weights; float32 rounding differences only
-        t0, n0 = t[key]["0"], n[key]["0"]
-        assert np.allclose(t0["train_loss"], n0["train_loss"], rtol=1e-3, atol=1e-4)
+        t0, n0 = t[key]["1000"], n[key]["1000"]
+        assert np.allclose(t0["train_loss"][1:], n0["train_loss"][1:], rtol=1e-3, atol=1e-4)
         assert np.abs(np.subtract(t0["val_acc"], n0["val_acc"])).max() <= 0.01
 
 

@@ -20,6 +20,7 @@ from pathlib import Path  # noqa: E402
 import typer  # noqa: E402
 
 from .. import __version__  # noqa: E402
+from ..runner.design import FIRST_CONFIRMATORY_SEED  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch Normalization: exact layers, the experiments, the tools.")
@@ -95,7 +96,10 @@ def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default
                                             help="Where the fashion-mnist IDX files are."),
               engine: str = typer.Option("numpy", "--engine", help="numpy | torch"),
               out: str = typer.Option("runs/latest", "--out", help="Output folder."),
-              seed: int = typer.Option(0, "--seed", help="First seed of weights and batches."),
+              seed: int = typer.Option(FIRST_CONFIRMATORY_SEED, "--seed",
+                                       help="First seed of weights and batches (default: the "
+                                       "confirmatory block, 1000-1004; seeds 0-9 and pilots "
+                                       "are exploratory)."),
               seeds: int = typer.Option(None, "--seeds", help="How many seeds (seed, seed+1, "
                                         "...): every claim is a 95% interval over them. "
                                         "Default 3 at quick size, else 5."),
@@ -120,8 +124,19 @@ def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default
 
 
 @app.command("list")
-def list_() -> None:
-    """List the experiments with their sources and claims."""
+def list_(ledger: bool = typer.Option(False, "--ledger", help="Instead: every statement of "
+                                      "the study notes and the experiment part that tests it."),
+          as_json: bool = typer.Option(False, "--json", help="With --ledger: a JSON list.")
+          ) -> None:
+    """List the experiments with their sources and claims (or, --ledger, the notes'
+    statements)."""
+    if as_json and not ledger:
+        from .reproduce_command import _fail
+        _fail("--json: expected together with --ledger, got --json alone")
+    if ledger:
+        from .ledger_command import print_ledger
+        print_ledger(as_json)
+        return
     from .reproduce_command import list_experiments
     list_experiments()
 

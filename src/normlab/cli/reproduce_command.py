@@ -256,13 +256,15 @@ def _reproduce(opts: Options, data, console: Console) -> None:
 
 
 def _print_summary(results: dict, console: Console) -> None:
-    table = Table(title="Published claims vs measured (95% intervals over seeds)",
+    table = Table(title="Published claims vs measured (95% intervals over seeds and the test "
+                  "set; Holm over each claim's evidence parts)",
                   show_lines=True)
     table.add_column("experiment", no_wrap=True)
     table.add_column("claim")
     table.add_column("verdict", no_wrap=True)
     table.add_column("measured")
-    colours = {"holds": "green", "does not hold": "red", "inconclusive": "yellow"}
+    colours = {"holds": "green", "does not hold": "red", "inconclusive": "yellow",
+               "demonstrated": "cyan"}
     for name, e in results["experiments"].items():
         colour = colours.get(e["verdict"], "white")
         table.add_row(escape(name), escape(e["claim"]),

@@ -24,7 +24,15 @@ from ..engines.spec import mlp_spec
 from ..runner import resnet
 from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
 from ..runner.cnn import as_images, cnn_spec, image_shape
-from ..runner.curve import eval_steps, final_accuracy, speedup, steps_to, train_curve
+from ..runner.curve import (
+    eval_steps,
+    final_accuracy,
+    resolution_text,
+    speedup,
+    steps_to,
+    train_curve,
+)
+from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band
@@ -64,6 +72,11 @@ def fewer_steps(model: str) -> str:
     return f"{model}: steps to the plain net's best accuracy, plain / BN (each at its best rate)"
 
 
+def same_rate(model: str) -> str:
+    return (f"{model}: steps to the plain net's best accuracy, plain / BN (both at the plain "
+            f"net's best rate)")
+
+
 class LearningRate(Experiment):
     name = "learning-rate"
     title = "BN trains at learning rates where the plain net diverges or stalls (BN paper 3.3)"
@@ -71,8 +84,9 @@ class LearningRate(Experiment):
               "rates\", sec. 4.2.1 and Fig. 3")
     claim = ("With BN, much higher learning rates can be used without divergence or stalling, "
              "and the BN net reaches the plain net's best accuracy in far fewer steps (Fig. 3, "
-             "steps to 72.2% top-1: Inception 31.0M, BN-Baseline 13.3M, BN-x5 2.1M -- 14x "
-             "fewer -- and BN-x30 2.7M).")
+             "steps to 72.2% top-1: Inception 31.0M; BN-Baseline, BN alone at Inception's "
+             "rate, 13.3M, 2.3x fewer; BN-x5, BN with a 5x rate and other changes, 2.1M, "
+             "14.8x fewer; BN-x30 2.7M).")
     quick_scale = 0.1
     criteria = tuple(c for m in MODELS for c in (
         Criterion(f"(a) {m}: BN trains at a higher rate", higher(m), 3.0, log=True),
@@ -80,21 +94,56 @@ class LearningRate(Experiment):
                   log=True)))
     published = (
         Published("Ioffe & Szegedy 2015", "Fig. 3 / sec. 4.2.2",
-                  "steps to 72.2% top-1, Inception / BN-Baseline / BN-x5 / BN-x30",
-                  "31.0M / 13.3M / 2.1M / 2.7M (Inception / BN-x5: 14.8x)", PAPER_SETUP,
-                  fewer_steps("cnn")),
+                  "steps to 72.2% top-1, Inception / BN-Baseline (BN alone, same rate)",
+                  "31.0M / 13.3M = 2.3x", PAPER_SETUP, same_rate("cnn"),
+                  comparable="BN alone at one rate: ours runs both nets at the plain net's "
+                             "best rate; a 2-conv CNN on 14x14 images for hundreds of steps, "
+                             "not Inception for millions"),
+        Published("Ioffe & Szegedy 2015", "Fig. 3 / sec. 4.2.2",
+                  "steps to 72.2% top-1, Inception / BN-x5",
+                  "31.0M / 2.1M = 14.8x (BN-x5 bundles BN with a 5x rate, less L2 and "
+                  "dropout, faster decay, no LRN, fewer distortions)", PAPER_SETUP,
+                  fewer_steps("cnn"),
+                  comparable="ours also raises the rate (each net at its best rate) but "
+                             "changes nothing else, so it should fall short of 14.8x"),
         Published("Ioffe & Szegedy 2015", "sec. 4.2.1-4.2.2",
-                  "learning rate usable with BN", "BN-x30: 30x the baseline rate trains "
-                  "(74.8% max accuracy vs Inception's 72.2%)", PAPER_SETUP, higher("cnn")),
+                  "learning rates used with BN", "BN-x5 and BN-x30 train at 5x and 30x "
+                  "Inception's initial rate (BN-x30 to 74.8%); the highest usable rate of "
+                  "either net was not measured, so there is no published ratio",
+                  PAPER_SETUP, higher("cnn"), qualitative=True,
+                  comparable="ours is a measured ratio of highest trainable rates on a grid "
+                             "of factor ~3; the paper's 30x is a rate it used, not a limit"),
         Published("Ioffe & Szegedy 2015", "sec. 4.2.2",
                   "sigmoid Inception without BN", "never better than 1/1000 accuracy; with "
                   "BN (BN-x5-Sigmoid) 69.8%", PAPER_SETUP, higher("mlp")),
     )
     definitions = (f"'Trains' = final validation accuracy (mean of the last 20% of "
                    f"evaluations) >= {TRAINS} without a non-finite loss; a net that trains at "
-                   f"no rate counts as training at a third of the lowest. Steps to the target "
-                   f"are interpolated between evaluations; never reaching it counts as 2x the "
-                   f"budget.")
+                   f"no rate counts as training at a third of the lowest; the ratio moves in "
+                   f"grid steps (3.33x or 3x), so it is often equal on every seed and then "
+                   f"judged by the sign test. Steps to the target are interpolated between "
+                   f"evaluations; a net that never reaches it is censored.")
+    resolution = ("MLP: " + resolution_text(MODELS["mlp"][1], N_EVALS) + " CNN: "
+                  + resolution_text(MODELS["cnn"][1], N_EVALS))
+    pilot_seeds = ("seed 0 (mnist5k and Fashion-MNIST, full size, 2026-11-24: the old design); "
+                   "seeds 0-4 (2026-11-28/29); paper size: seed 0, mnist5k, 300 steps (the "
+                   "ResNet's rates)")
+    design_changes = (
+        DesignChange("one-seed thresholds became per-net criteria over seeds: (a) the highest "
+                     "trainable rate ratio >= 3, (b) steps to the plain net's best accuracy, "
+                     "each net at its best rate, >= 1.5x; 'trains' judged on validation "
+                     "accuracy; 40 evaluations instead of 20, interpolated",
+                     "2026-11-28, 88499b8, after the one-seed verdict (inconclusive on both)",
+                     "evidence round 1 (issue 15); the old rule compared fixed rates"),
+        DesignChange("paper size: the ResNet's rates 0.01..1",
+                     "2026-11-29, 0a3711f, after a pilot at seed 0 (300 steps)",
+                     "the plain ResNet diverged at 0.3 and 1"),
+        DesignChange("10 extra evaluations in the first interval; a net that never reaches "
+                     "the target is censored; the BN-alone (same-rate) ratio reported for the "
+                     "2.3x comparison",
+                     "2026-12-07, issue 24, after seeds 0-4 (does not hold on both)",
+                     "the grid floored the fastest net's steps; 2x the budget was invented"),
+    )
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
         ms = models(size)
@@ -181,6 +230,13 @@ class LearningRate(Experiment):
 
             out[higher(model)] = top(True) / top(False)
             out[fewer_steps(model)] = speedup(fastest(False), fastest(True), budget)
+            plain_at = {lr: steps_to(by[(lr, False)]["step"], by[(lr, False)]["val_acc"],
+                                     target) for lr in lrs}
+            reached = [lr for lr in lrs if plain_at[lr] is not None]
+            best = min(reached, key=lambda lr: plain_at[lr]) if reached else lrs[0]
+            out[same_rate(model)] = speedup(
+                plain_at[best], steps_to(by[(best, True)]["step"], by[(best, True)]["val_acc"],
+                                         target), budget)
             out[f"{model}: plain net's best validation accuracy (the target)"] = target
             out[f"{model}: best final test accuracy, plain"] = max(by[(lr, False)]["test_acc"]
                                                                    for lr in lrs)

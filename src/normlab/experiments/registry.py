@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from ..runner.base import Experiment
+from .affine import Affine
 from .batch_size import BatchSize
+from .bias import Bias
 from .conv_bn import ConvBN
+from .cost import Cost
+from .depth import Depth
+from .dropout_bn import DropoutBN
 from .init_scale import InitScale
+from .invariances import Invariances
 from .landscape import Landscape
 from .learning_rate import LearningRate
 from .paper_fig1 import PaperFig1
+from .placement import Placement
 from .regularization import Regularization
 from .rnn_norm import RnnNorm
 from .running_stats import RunningStats
@@ -23,6 +30,13 @@ EXPERIMENTS[LearningRate.name] = LearningRate()
 EXPERIMENTS[BatchSize.name] = BatchSize()
 EXPERIMENTS[ConvBN.name] = ConvBN()
 EXPERIMENTS[RunningStats.name] = RunningStats()
+EXPERIMENTS[Invariances.name] = Invariances()
+EXPERIMENTS[Bias.name] = Bias()
+EXPERIMENTS[Affine.name] = Affine()
+EXPERIMENTS[Placement.name] = Placement()
+EXPERIMENTS[Depth.name] = Depth()
+EXPERIMENTS[DropoutBN.name] = DropoutBN()
+EXPERIMENTS[Cost.name] = Cost()
 
 
 def get(name: str) -> Experiment:

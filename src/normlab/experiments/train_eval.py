@@ -12,21 +12,34 @@ trained MLP (Linear -> BN -> ReLU hidden layers):
 (b) the running-average momentum sets how many batches the estimates need before eval accuracy
     is right (about 1/momentum; ``momentum=None``, the cumulative average, is exact soonest);
 (c) after the input distribution shifts, the running statistics are stale; re-estimating them
-    (forward passes in training mode with ``momentum=None``, no weight change) restores accuracy.
+    (forward passes in training mode with ``momentum=None``, no weight change) restores accuracy;
+(d) the same for a realistic, non-affine shift -- Gaussian pixel noise clipped to [0, 1], a
+    common corruption (Schneider et al. 2020 re-estimate BN statistics on ImageNet-C) -- where
+    recalibration cannot undo the shift exactly and may recover much or little.
+
+Which parts are evidence: (a)'s largest-batch match and (d). The rest cannot fail by
+construction and are demonstrations (:mod:`normlab.runner.evidence`): BatchNorm1d over 2 images
+maps every unit to +-gamma; eval mode is a fixed function of each input; the number of batches a
+moving average of momentum m needs is set by (1 - m)^k, so the two momentum ratios are arithmetic;
+and x -> 0.5 x + 0.3 is affine, so the first BN layer's recalibrated statistics undo it exactly.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ..data import Dataset
 from ..engines.spec import mlp_spec
 from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
-from ..runner.batchnorm import recalibrate, train_mode_accuracy
-from ..runner.evidence import Criterion, Published
+from ..runner.batchnorm import recalibrate, train_mode_correct
+from ..runner.design import DesignChange
+from ..runner.evidence import Bound, Criterion, Published, ratio
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, bars
-from ..runner.train import epoch_batch, evaluate
+from ..runner.testnoise import record, unpacked
+from ..runner.train import epoch_batch, evaluate, evaluate_correct
 
 STEPS = 2000
 BATCH = 60
@@ -37,6 +50,8 @@ MOMENTA = (0.01, 0.1, 0.5, None)
 REESTIMATE_BATCHES = 400           # (b): batches fed to a freshly reset estimator
 CONTRAST, BRIGHTNESS = 0.5, 0.3    # (c): x -> CONTRAST * x + BRIGHTNESS
 RECAL_BATCHES = (1, 5, 20, 100)    # (c): recalibration lengths
+NOISE = 0.3                        # (d): x -> clip(x + N(0, NOISE^2), 0, 1), fresh noise per use
+NOISE_RECAL = 100                  # (d): recalibration batches of noisy training images
 
 CLOSE = 0.01              # (b) "right": within 1 point of the exact-statistics accuracy
 
@@ -47,6 +62,8 @@ SLOW_MOMENTUM = "(b) batches needed, momentum 0.01 / momentum 0.1"
 CUMULATIVE = "(b) batches needed, momentum 0.1 / cumulative (momentum=None)"
 SHIFT_COST = "(c) clean accuracy - shifted accuracy with stale statistics"
 RECAL_LEFT = "(c) clean accuracy - shifted accuracy after recalibration"
+NOISE_COST = "(d) clean accuracy - noisy accuracy with the clean statistics"
+NOISE_RECOVERED = "(d) share of the noise's accuracy loss recovered by recalibration"
 
 
 def _log_grid(n: int) -> list[int]:
@@ -61,23 +78,32 @@ class TrainEval(Experiment):
     source = ("Ioffe & Szegedy 2015, sec. 3.1 and Alg. 2 (population statistics for inference); "
               "PyTorch BatchNorm momentum semantics; the seeds' train()/eval() notes")
     claim = ("(a) In training mode a prediction depends on its batch and degrades at small "
-             "batches (batch 1 is impossible); eval mode is batch-independent. (b) The smaller "
-             "the running-average momentum, the more batches the running estimates need before "
-             "eval accuracy is right; the cumulative average (momentum=None) is fastest. (c) "
-             "After an input shift the running statistics are stale; recalibrating them (no "
-             "weight change) restores accuracy.")
+             "batches (batch 1 is impossible), while a large batch matches eval mode; eval mode "
+             "is batch-independent. (b) The smaller the running-average momentum, the more "
+             "batches the running estimates need before eval accuracy is right; the cumulative "
+             "average (momentum=None) is fastest. (c) After an input shift the running "
+             "statistics are stale; recalibrating them (no weight change) restores accuracy. "
+             "(d) Recalibrating on noisy images recovers a real share of what noise costs.")
     quick_scale = 0.25
     same_at_paper = ("its claims are about BN's train/eval semantics (Alg. 2), which the full "
                      "setting already shows at every batch size and momentum it tests.")
     criteria = (
-        Criterion("(a) small batches degrade in training mode", SMALL_DROP, 0.05),
+        Criterion("(a) small batches degrade in training mode", SMALL_DROP, 0.05,
+                  role="demonstration"),
         Criterion("(a) the largest batch matches eval mode", LARGE_GAP, 0.02, "<="),
-        Criterion("(a) eval mode does not depend on the batch", EVAL_DEPENDENCE, 1e-3, "<="),
-        Criterion("(b) a smaller momentum needs more batches", SLOW_MOMENTUM, 2.0, log=True),
-        Criterion("(b) the cumulative average is at least as fast", CUMULATIVE, 1.0, log=True),
-        Criterion("(c) the shift makes the statistics stale", SHIFT_COST, 0.05,
+        Criterion("(a) eval mode does not depend on the batch", EVAL_DEPENDENCE, 1e-3, "<=",
+                  role="demonstration"),
+        Criterion("(b) a smaller momentum needs more batches", SLOW_MOMENTUM, 2.0, log=True,
+                  role="demonstration"),
+        Criterion("(b) the cumulative average is at least as fast", CUMULATIVE, 1.0, log=True,
+                  role="demonstration"),
+        Criterion("(c) the affine shift makes the statistics stale", SHIFT_COST, 0.05,
+                  role="demonstration"),
+        Criterion("(c) recalibration undoes the affine shift", RECAL_LEFT, 0.01, "<=",
+                  role="demonstration"),
+        Criterion("(d) precondition: noise costs accuracy", NOISE_COST, 0.05,
                   precondition=True),
-        Criterion("(c) recalibration restores the accuracy", RECAL_LEFT, 0.01, "<="),
+        Criterion("(d) recalibration recovers a quarter of it", NOISE_RECOVERED, 0.25),
     )
     published = (
         Published("Ioffe & Szegedy 2015", "sec. 3.1, Alg. 2",
@@ -88,13 +114,39 @@ class TrainEval(Experiment):
                   "running estimates: running = (1 - momentum) running + momentum batch; "
                   "momentum=None is a cumulative average", "qualitative (semantics)", "-",
                   SLOW_MOMENTUM, qualitative=True),
+        Published("Schneider et al. 2020", "abstract, sec. 4",
+                  "ImageNet-C mean corruption error, ResNet-50, BN statistics of the corrupted "
+                  "images vs of the training set", "62.2% vs 76.7% mCE (14.5 points)",
+                  "ResNet-50 on ImageNet-C (15 corruptions x 5 severities)", NOISE_RECOVERED,
+                  comparable="ours is one corruption (Gaussian noise) on an MLP, as a share of "
+                             "the loss recovered; theirs an error averaged over corruptions"),
     )
     definitions = (f"(a) on the test set, training mode normalises each batch with its own "
                    f"statistics (running statistics restored afterwards). (b) 'batches needed' "
                    f"= first count on a log grid at which eval accuracy is within {CLOSE} of the "
                    f"accuracy with exact statistics (a cumulative average over one epoch); a "
-                   f"momentum that never gets there counts as 2x the grid's end. (c) the "
-                   f"recalibration is the longest one ({RECAL_BATCHES[-1]} batches).")
+                   f"momentum that never gets there is censored (more than the grid's end). (c) "
+                   f"the recalibration is the longest one ({RECAL_BATCHES[-1]} batches). (d) "
+                   f"share recovered = "
+                   f"(recalibrated noisy accuracy - noisy accuracy) / (clean accuracy - noisy "
+                   f"accuracy), recalibrated on {NOISE_RECAL} noisy training batches.")
+    pilot_seeds = ("seed 0 (mnist5k and Fashion-MNIST, full size, 2026-11-24); seeds 0-4 "
+                   "(2026-11-28/29); part (d): seeds 100-101, mnist5k, full size (2026-12-07)")
+    design_changes = (
+        DesignChange("the rule became intervals over seeds with fixed bars (the parts unchanged)",
+                     "2026-11-28, be3efed/88499b8, after the one-seed verdicts (holds on both "
+                     "data sets)", "evidence round 1 (issue 15): verdicts over seeds"),
+        DesignChange("(a) batch-2 drop, eval determinism, (b) both momentum ratios and (c) the "
+                     "affine shift became demonstrations; (d) Gaussian noise sigma 0.3 with "
+                     "recalibration (evidence) added; training-mode accuracy now covers the "
+                     "remainder batch too",
+                     "2026-12-07, issue 24, after seeds 0-4 read 'holds' on both data sets",
+                     "the old parts cannot fail by construction, so 'holds' proved nothing. "
+                     "Noise pilot, seeds 100-101, mnist5k, full size: sigma 0.3 cost 22/16 "
+                     "points and recalibration recovered 53%/40% of it; sigma 0.5 cost 50/43 "
+                     "points and recovered 35%/19%; sigma 0.3 (a moderate corruption) was "
+                     "chosen, with the bar of 25% fixed before the pilot"),
+    )
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
         steps = scaled(STEPS, scale, 50)
@@ -111,8 +163,11 @@ class TrainEval(Experiment):
                 f"accuracy vs batches seen; reference: statistics from a cumulative average "
                 f"over one epoch; (c) inputs shifted to {CONTRAST} x + {BRIGHTNESS} (contrast and "
                 f"brightness); accuracy with the stale statistics and after recalibrating on "
-                f"{RECAL_BATCHES} shifted training batches (momentum=None, no weight change). "
-                f"Scaled down from ImageNet-size nets to an MLP; the method is unchanged.")
+                f"{RECAL_BATCHES} shifted training batches (momentum=None, no weight change); "
+                f"(d) test inputs with Gaussian pixel noise (std {NOISE}, clipped to [0, 1]): "
+                f"accuracy with the clean statistics and after recalibrating on {NOISE_RECAL} "
+                f"noisy training batches (fresh noise). Scaled down from ImageNet-size nets to "
+                f"an MLP; the method is unchanged.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
         return (f"784-100-100-100-10 ReLU MLP, {scaled(STEPS, scale, 50):,} steps of {BATCH}, "
@@ -128,7 +183,9 @@ class TrainEval(Experiment):
                     "(b) running-average momentum"),
                 Run("shift", {**base, "part": "c", "recal": list(RECAL_BATCHES),
                               "contrast": CONTRAST, "brightness": BRIGHTNESS},
-                    "(c) stale statistics")]
+                    "(c) stale statistics"),
+                Run("noise", {**base, "part": "d", "noise": NOISE, "recal": NOISE_RECAL},
+                    "(d) Gaussian noise, recalibrated")]
 
     def trained(self, ctx: RunContext, cfg: dict):
         """The BN net every part measures: same seed, weights and batches in every run."""
@@ -146,19 +203,21 @@ class TrainEval(Experiment):
 
     def run(self, ctx: RunContext, cfg: dict) -> dict:
         trainer, loss = self.trained(ctx, cfg)
-        part = {"a": self._batch_size, "b": self._momentum, "c": self._shift}[cfg["part"]]
+        part = {"a": self._batch_size, "b": self._momentum, "c": self._shift,
+                "d": self._noise}[cfg["part"]]
         out = {"final_train_loss": loss, **part(ctx, cfg, trainer)}
         ctx.report(cfg["steps"] + 1, cfg["steps"] + 1)
         return out
 
     def _batch_size(self, ctx: RunContext, cfg: dict, trainer) -> dict:
         x, y = parts(ctx.data).test.flat()
-        train_acc, eval_acc, errors = [], [], {}
-        for b in cfg["batch_sizes"]:
+        train_acc, eval_acc, errors, out = [], [], {}, {}
+        for i, b in enumerate(cfg["batch_sizes"]):
             n = len(x) // b * b
             eval_acc.append(evaluate(trainer, x[:n], y[:n])[0] if n else None)
             try:
-                train_acc.append(train_mode_accuracy(trainer, x, y, b) if n else None)
+                train_acc.append(record(out, f"train_mode_acc.{i}",
+                                        train_mode_correct(trainer, x, y, b)))
             except ValueError as exc:   # batch 1: BN cannot normalise a single value
                 train_acc.append(None)
                 errors[str(b)] = str(exc)
@@ -166,8 +225,9 @@ class TrainEval(Experiment):
         m = min(len(x), 200)
         together = trainer.forward_eval(x[:m])[0]
         alone = np.concatenate([trainer.forward_eval(x[i:i + 1])[0] for i in range(m)])
-        return {"batch_sizes": cfg["batch_sizes"], "train_mode_acc": train_acc,
-                "eval_mode_acc": eval_acc, "eval_acc_full": evaluate(trainer, x, y)[0],
+        return {**out, "batch_sizes": cfg["batch_sizes"], "train_mode_acc": train_acc,
+                "eval_mode_acc": eval_acc,
+                "eval_acc_full": record(out, "eval_acc_full", evaluate_correct(trainer, x, y)),
                 "errors": errors,
                 "eval_batch_dependence": float(np.abs(together - alone).max())}
 
@@ -216,8 +276,30 @@ class TrainEval(Experiment):
         return {"clean_acc": clean, "stale_acc": stale, "recal_batches": cfg["recal"],
                 "recal_acc": recal}
 
+    def _noise(self, ctx: RunContext, cfg: dict, trainer) -> dict:
+        p = parts(ctx.data)
+        (x_tr, _), (x_te, y_te) = p.train.flat(), p.test.flat()
+        rng = ctx.rng("noise")
+
+        def noisy(x):
+            return np.clip(x + rng.normal(0.0, cfg["noise"], x.shape), 0.0, 1.0).astype(np.float32)
+
+        out: dict = {}
+        x_noisy = noisy(x_te)     # one noisy test set, read with both statistics
+        record(out, "clean_acc", evaluate_correct(trainer, x_te, y_te))
+        record(out, "noisy_acc", evaluate_correct(trainer, x_noisy, y_te))
+        stream = derive_seed(ctx.seed, self.name, "recalibrate-noise")
+        recalibrate(trainer, (noisy(x_tr[epoch_batch(stream, len(x_tr), cfg["batch"], s)])
+                              for s in range(cfg["recal"])))
+        record(out, "recal_acc", evaluate_correct(trainer, x_noisy, y_te))
+        return {**out, "clean_acc": float(np.mean(unpacked(out, "clean_acc"))),
+                "noisy_acc": float(np.mean(unpacked(out, "noisy_acc"))),
+                "recal_acc": float(np.mean(unpacked(out, "recal_acc")))}
+
     def statistics(self, runs: list[Run], metrics: Metrics) -> dict[str, float]:
         a, b, c = metrics["batch-size"], metrics["momentum"], metrics["shift"]
+        d = metrics["noise"]
+        lost = d["clean_acc"] - d["noisy_acc"]
         pairs = [(bs, t) for bs, t in zip(a["batch_sizes"], a["train_mode_acc"], strict=True)
                  if t is not None]
         eval_acc = a["eval_acc_full"]
@@ -225,16 +307,19 @@ class TrainEval(Experiment):
 
         def needed(m):
             hit = [k for k, v in zip(grid, b["acc"][m], strict=True) if v >= ref - CLOSE]
-            return hit[0] if hit else 2 * grid[-1]
+            return hit[0] if hit else Bound(grid[-1], math.inf)   # censored
 
         return {
             SMALL_DROP: eval_acc - pairs[0][1],
             LARGE_GAP: abs(eval_acc - pairs[-1][1]),
             EVAL_DEPENDENCE: a["eval_batch_dependence"],
-            SLOW_MOMENTUM: needed("0.01") / needed("0.1"),
-            CUMULATIVE: needed("0.1") / needed("None"),
+            SLOW_MOMENTUM: ratio(needed("0.01"), needed("0.1")),
+            CUMULATIVE: ratio(needed("0.1"), needed("None")),
             SHIFT_COST: c["clean_acc"] - c["stale_acc"],
             RECAL_LEFT: c["clean_acc"] - c["recal_acc"][-1],
+            NOISE_COST: lost,
+            NOISE_RECOVERED: (d["recal_acc"] - d["noisy_acc"]) / lost if lost > 0
+            else float("nan"),
             "eval-mode test accuracy": eval_acc,
             **{f"(b) batches needed, momentum {m}": needed(m) for m in b["acc"]},
         }
@@ -283,10 +368,14 @@ class TrainEval(Experiment):
                ylim=(0, 1), title="(b) running-average momentum")
         ax.legend(loc="lower right", fontsize="small")
         ax = axes[2]
-        labels = ["clean", "shifted,\nstale"] + [f"recal.\n{k}" for k in c0["recal_batches"]]
+        labels = (["clean", "affine,\nstale"] + [f"recal.\n{k}" for k in c0["recal_batches"]]
+                  + ["noisy,\nstale", "noisy,\nrecal."])
         bars(ax, [[by_seed[s]["shift"]["clean_acc"], by_seed[s]["shift"]["stale_acc"],
-                   *by_seed[s]["shift"]["recal_acc"]] for s in seeds],
-             ["tab:green", "tab:red"] + ["tab:blue"] * len(c0["recal_acc"]), labels)
-        ax.set(ylabel="test accuracy", ylim=(0, 1), title="(c) stale statistics, recalibration")
+                   *by_seed[s]["shift"]["recal_acc"], by_seed[s]["noise"]["noisy_acc"],
+                   by_seed[s]["noise"]["recal_acc"]] for s in seeds],
+             ["tab:green", "tab:red"] + ["tab:blue"] * len(c0["recal_acc"])
+             + ["tab:orange", "tab:purple"], labels)
+        ax.set(ylabel="test accuracy", ylim=(0, 1),
+               title="(c) affine and (d) noise shifts, recalibration")
         fig.suptitle(BAND_NOTE + "; bars: mean, whiskers min-max", fontsize="small")
         return {"train_eval": fig}

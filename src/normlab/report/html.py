@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .._io import atomic_write_text
 from ..runner.base import size_of
+from .ledger import ledger_html
 
 CSS = """
 :root { --fg:#1b1f23; --muted:#57606a; --line:#d0d7de; --bg:#ffffff; --card:#f6f8fa; }
@@ -33,6 +34,8 @@ figure { margin: .8rem 0; } figure img { max-width: 100%; height: auto; display:
 .v-holds { background: #dafbe1; color: #116329; }
 .v-does-not-hold { background: #ffebe9; color: #a40e26; }
 .v-inconclusive { background: #fff8c5; color: #7d4e00; }
+.v-demonstrated, .v-shown { background: #ddf4ff; color: #0a3069; }
+.v-not-shown { background: #ffebe9; color: #a40e26; }
 @media (max-width: 600px) { body { padding: .5rem; font-size: 15px; } th, td { padding: .25rem; } }
 """
 
@@ -54,9 +57,11 @@ def _num(v) -> str:
 
 
 def _ci(iv: dict | None) -> str:
-    """``mean [lo, hi]`` of a results.json interval."""
+    """``mean [lo, hi]`` of a results.json interval ("x on every seed", censoring included)."""
     if not iv:
         return "-"
+    if iv.get("text"):
+        return iv["text"]
     lo, hi = iv["ci95"]
     if len(iv["per_seed"]) == 1:
         return f"{_num(iv['mean'])} (1 seed)"
@@ -84,12 +89,54 @@ def published_rows(name: str, e: dict, data: dict) -> list[list[str]]:
                      f"{_e(ours)}" + (f"<br><small>{_e(p['ours'])}</small>" if p.get("ours")
                                       else ""),
                      f"{_e(data['name'])}, {len(e.get('seeds', []))} seeds; "
-                     f"{_e(e.get('scale_note', ''))}"])
+                     f"{_e(e.get('scale_note', ''))}"
+                     + (f"<br><strong>Comparable:</strong> {_e(p['comparable'])}"
+                        if p.get("comparable") else "")])
     return rows
 
 
 PUBLISHED_HEAD = ["Experiment", "Source", "Quantity", "Published", "Source's setup",
-                  "Ours: mean [95% interval]", "Our scale"]
+                  "Ours: mean [95% interval]", "Our scale; what is comparable"]
+
+
+def _p(v) -> str:
+    return "-" if v is None else f"{v:.2g}"
+
+
+def criteria_tables(e: dict) -> list[str]:
+    """The evidence parts (with Holm-adjusted p-values) and, under their own heading, the
+    demonstrations, each with its numbers (escaped HTML)."""
+    crit = e.get("criteria", [])
+    evidence = [c for c in crit if c.get("role", "evidence") == "evidence"]
+    demos = [c for c in crit if c.get("role") == "demonstration"]
+    out = ["<h3>Evidence</h3>", _table(
+        ["Criterion", "Statistic", "Bar", "Mean [95% interval]", "Per seed", "Censored",
+         "Holm p: holds / does not hold", "Verdict"],
+        [[_e(c["part"]) + (" <em>(precondition)</em>" if c["precondition"] else ""),
+          _e(c["statistic"]), _e(f"{c['direction']} {c['bar']:g}"), _e(_ci(c["interval"])),
+          _e(", ".join(_num(v) for v in c["interval"]["per_seed"])),
+          _e(c["interval"].get("censored", "-")),
+          _e(f"{_p(c.get('p_holds_holm'))} / {_p(c.get('p_fails_holm'))}"),
+          _badge(c["verdict"])] for c in evidence])]
+    if demos:
+        out += ["<h3>Demonstrations (cannot fail by construction; never make the claim "
+                "hold)</h3>", _table(
+                    ["Part", "Statistic", "Bar", "Value", "Per seed", "Shown on every seed"],
+                    [[_e(c["part"]), _e(c["statistic"]), _e(f"{c['direction']} {c['bar']:g}"),
+                      _e(_ci(c["interval"])),
+                      _e(", ".join(_num(v) for v in c["interval"]["per_seed"])),
+                      _badge(c["verdict"])] for c in demos])]
+    return out
+
+
+def design_html(e: dict) -> str:
+    """Pilot seeds and the design changes made after seeing a result (escaped HTML)."""
+    changes = e.get("design_changes", [])
+    items = "".join(f"<li><strong>{_e(d['what'])}</strong> ({_e(d['when'])}): {_e(d['why'])}"
+                    f"</li>" for d in changes)
+    return (f'<p class="meta"><strong>Design.</strong> Piloted on: '
+            f'{_e(e.get("pilot_seeds") or "not recorded")}. Changed after seeing a result:'
+            f'</p><ul class="meta">{items or "<li>none recorded</li>"}</ul>')
 
 
 def render(out: Path, results: dict) -> str:
@@ -105,10 +152,12 @@ def render(out: Path, results: dict) -> str:
              f'{_e(", ".join(map(str, seeds)))} &middot; {_e(size_of(cfg))} '
              f'size{" (steps x" + _e(cfg["steps_scale"]) + ")" if cfg["steps_scale"] != 1 else ""}'
              f"</p>",
-             f'<p class="meta">Every claim is judged on statistics with a 95% interval over '
-             f'the seeds ({_e(results.get("intervals_method", ""))}): <em>holds</em> when the '
-             f"whole interval clears the bar fixed before the run, <em>does not hold</em> when "
-             f"it lies wholly on the other side, <em>inconclusive</em> otherwise.</p>",
+             f'<p class="meta"><strong>Intervals.</strong> '
+             f'{_e(results.get("intervals_method", ""))}.</p>',
+             f'<p class="meta"><strong>Rule.</strong> '
+             f'{_e(results.get("combination_rule", ""))}</p>',
+             f'<p class="meta"><strong>Seeds.</strong> '
+             f'{_e(results.get("confirmatory_rule", ""))}</p>',
              '<h2 id="overview">Overview</h2>',
              _table(["Experiment", "Claim", "Verdict"],
                     [[f'<a href="#{_e(n)}">{_e(n)}</a>', _e(e["claim"]), _badge(e["verdict"])]
@@ -127,12 +176,7 @@ def render(out: Path, results: dict) -> str:
             parts.append(f'<figure><img alt="{_e(rel)}" src="data:image/png;base64,{b64}">'
                          f"<figcaption class=\"meta\">{_e(rel)} (also as SVG)</figcaption>"
                          "</figure>")
-        parts.append(_table(
-            ["Criterion", "Statistic", "Bar", "Mean [95% interval]", "Per seed", "Verdict"],
-            [[_e(c["part"]) + (" <em>(precondition)</em>" if c["precondition"] else ""),
-              _e(c["statistic"]), _e(f"{c['direction']} {c['bar']:g}"), _e(_ci(c["interval"])),
-              _e(", ".join(_num(v) for v in c["interval"]["per_seed"])), _badge(c["verdict"])]
-             for c in e.get("criteria", [])]))
+        parts += criteria_tables(e)
         parts.append(_table(["Measured", "Mean [95% interval] or value"],
                             [[_e(k), _e(v)] for k, v in e["measured"].items()]))
         timing = results.get("timing", {}).get(name, "?")
@@ -140,8 +184,10 @@ def render(out: Path, results: dict) -> str:
         parts += [f'<p><strong>Verdict:</strong> {_badge(e["verdict"])} &mdash; '
                   f'{_e(e["reason"])}</p>',
                   f'<p class="meta"><strong>Rule.</strong> {_e(e["thresholds"])}</p>',
+                  design_html(e),
                   f'<p class="meta">Per-step numbers: {_e(e["csv"])}; compute time '
                   f'{_e(timing)} s, CPU {_e(cpu)} s (all runs and seeds).</p></section>']
+    parts.append(ledger_html(results))
     env = results["environment"]
     parts.append(f'<p class="meta">Data source: {_e(data["source"])}. Environment: '
                  + ", ".join(f"{_e(k)} {_e(v)}" for k, v in env.items())

@@ -45,7 +45,8 @@ from .._io import (
 from ..data import Dataset
 from ..experiments import registry
 from ..runner.base import SIZES, Run, RunContext, size_of
-from ..runner.evidence import METHOD
+from ..runner.design import CONFIRMATORY_RULE
+from ..runner.evidence import COMBINATION_RULE, METHOD
 from ..runner.store import (
     CorruptCheckpoint,
     config_hash,
@@ -53,6 +54,7 @@ from ..runner.store import (
     to_json,
     write_checkpoint,
 )
+from .ledger import ledger_rows
 
 CI_SCALE_ENV = "NORMLAB_CI_SCALE"
 DEFAULT_SEEDS = {"quick": 3, "full": 5, "paper": 5}
@@ -455,7 +457,11 @@ def finalize(out: Path, results: dict, keep: dict | None = None) -> Path:
                       "intervals": {k: iv.to_json() for k, iv in summary.intervals.items()},
                       "criteria": [j.to_json() for j in summary.judged],
                       "published": [p.to_json() for p in exp.published],
+                      "pilot_seeds": exp.pilot_seeds, "resolution": exp.resolution,
+                      "design_changes": [d.to_json() for d in exp.design_changes],
                       "figures": figures, "csv": f"{name}/metrics.csv"})
+    results.update({"intervals_method": METHOD, "combination_rule": COMBINATION_RULE,
+                    "confirmatory_rule": CONFIRMATORY_RULE, "ledger": ledger_rows(results)})
     text = to_json(results)
     for (folder, file), data in files.items():
         atomic_write_bytes(safe_dir(out, folder) / file, data, "--out")

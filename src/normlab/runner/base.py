@@ -29,6 +29,7 @@ from .._io import is_regular
 from ..data import Dataset
 from ..engines import make_trainer
 from ..engines.spec import Spec
+from .design import CONFIRMATORY_RULE, DesignChange
 from .evidence import (
     COMBINATION_RULE,
     METHOD,
@@ -39,8 +40,10 @@ from .evidence import (
     Published,
     combine,
     interval,
+    judge,
 )
 from .store import CorruptCheckpoint, read_checkpoint, write_checkpoint
+from .testnoise import replicates
 
 SIZES = ("quick", "full", "paper")
 
@@ -92,6 +95,9 @@ class Experiment:
     published: tuple[Published, ...] = ()    # what the sources report
     definitions: str = ""     # what the statistics mean, for the report's rule paragraph
     same_at_paper: str = ""   # why --size paper runs the full setting unchanged (if it does)
+    pilot_seeds: str = ""     # the seeds (and data, size) the design was piloted on
+    design_changes: tuple[DesignChange, ...] = ()   # changes made after seeing a result
+    resolution: str = ""      # how often the curves are evaluated, where steps are read off
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
         """The exact setup as prose for the report (architecture, optimizer, steps, init)."""
@@ -137,25 +143,34 @@ class Experiment:
             raise ValueError(f"{self.name}: expected the metrics of at least one seed, got none")
         seeds = sorted(by_seed)
         stats = {s: self.statistics(runs, by_seed[s]) for s in seeds}
+        reps = replicates({s: by_seed[s] for s in seeds}, lambda m: self.statistics(runs, m))
         log = {c.statistic for c in self.criteria if c.log}
-        intervals = {k: interval([stats[s][k] for s in seeds], log=k in log)
-                     for k in stats[seeds[0]]}
+        intervals = {}
+        for k in stats[seeds[0]]:
+            values = [stats[s][k] for s in seeds]
+            test = None if reps is None else [[r[s][k] for s in seeds] for r in reps]
+            if test is not None and all(row == values for row in test):
+                test = None    # this statistic does not read test accuracy
+            intervals[k] = interval(values, log=k in log, test=test)
         missing = [c.statistic for c in self.criteria if c.statistic not in intervals]
         if missing:
             raise ValueError(f"{self.name}: criteria read statistics {missing} that "
                              f"statistics() does not return")
-        judged = [Judged(c, intervals[c.statistic], c.judge(intervals[c.statistic]))
-                  for c in self.criteria]
+        judged = judge(self.criteria, [intervals[c.statistic] for c in self.criteria])
         verdict = combine(judged)
         measured = {k: iv.text() for k, iv in intervals.items()}
         measured.update(self.describe(runs, by_seed))
         thresholds = " ".join(filter(None, [
-            self.definitions, "Bars, fixed before any run: "
+            self.definitions, self.resolution, "Bars, fixed before any run: "
             + "; ".join(c.rule() for c in self.criteria) + ".", COMBINATION_RULE,
-            f"Intervals: {METHOD}."]))
+            f"Intervals: {METHOD}.", CONFIRMATORY_RULE]))
         rows = [{"seed": s, **r} for s in seeds for r in self.rows(runs, by_seed[s])]
-        return Summary(measured, verdict, "; ".join(j.text() for j in judged), thresholds, rows,
-                       intervals, judged)
+        evidence = [j.text() for j in judged if j.criterion.role == "evidence"]
+        shown = [j.text() for j in judged if j.criterion.role == "demonstration"]
+        reason = "; ".join(evidence) + (
+            ("; " if evidence else "") + "demonstrations (cannot fail by construction, never "
+            "make the claim hold): " + "; ".join(shown) if shown else "")
+        return Summary(measured, verdict, reason, thresholds, rows, intervals, judged)
 
 
 def scaled(n: int, scale: float, minimum: int = 1) -> int:

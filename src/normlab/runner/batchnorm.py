@@ -11,6 +11,25 @@ from __future__ import annotations
 import numpy as np
 
 
+def train_mode_correct(trainer, x: np.ndarray, y: np.ndarray, batch: int) -> np.ndarray:
+    """Which examples are right when every batch of ``batch`` examples (and the remainder, if it
+    holds at least 2) is normalised with its own statistics; the remainder's single example, if
+    any, counts as wrong (one value per channel has no variance). Running statistics restored.
+    """
+    saved = trainer.state()
+    out = []
+    try:
+        for s in range(0, len(x), batch):
+            xb = x[s:s + batch]
+            if len(xb) < 2 <= batch:   # a 1-image remainder (batch 1 itself raises below)
+                out.append(np.zeros(len(xb), dtype=bool))
+                continue
+            out.append(trainer.forward_train(xb).argmax(1) == y[s:s + batch])
+    finally:
+        trainer.load_state(saved)
+    return np.concatenate(out)
+
+
 def train_mode_accuracy(trainer, x: np.ndarray, y: np.ndarray, batch: int) -> float:
     """Accuracy when every batch of ``batch`` examples is normalised with its own statistics.
 

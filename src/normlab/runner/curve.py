@@ -2,9 +2,16 @@
 
 Shared by the experiments that train a classifier and watch it learn: shuffled-epoch
 mini-batches, an optional learning-rate schedule, evaluation on the validation part at fixed
-steps (step 0 included, so the first rise is seen), mid-run checkpoints, one test evaluation at
-the end, and a stop at the first non-finite loss (a diverged run keeps the accuracy of its NaN
-weights for the remaining evaluation points, so every curve has the same steps).
+steps (step 0 included, and ten times as often over the first evaluation interval, so the
+fastest net's step count is not floored by the grid: :func:`eval_steps`), mid-run checkpoints,
+one test evaluation at the end (with the per-example correctness kept for the test-set bootstrap
+of :mod:`.testnoise`), and a stop at the first non-finite loss (a diverged run keeps the
+accuracy of its NaN weights for the remaining evaluation points, so every curve has the same
+steps).
+
+A run that never reaches a target within its budget is *censored*: its step count is only known
+to exceed the budget, and :func:`speedup` returns the range of the ratio
+(:class:`normlab.runner.evidence.Bound`) instead of inventing a number for it.
 """
 
 from __future__ import annotations
@@ -14,16 +21,33 @@ from collections.abc import Callable
 import numpy as np
 
 from .base import RunContext
-from .train import epoch_batch, evaluate
+from .evidence import Bound
+from .testnoise import record
+from .train import epoch_batch, evaluate, evaluate_correct
 
 N_CHECKPOINTS = 5
+EARLY = 10     # the first evaluation interval is split this many times
 
 
-def eval_steps(steps: int, n_evals: int) -> list[int]:
-    """Step 0 and ``n_evals`` evenly spaced steps ending at ``steps``; tiny (CI-size) runs get one
-    evaluation per 5 steps at most, so evaluating does not dominate them."""
+def eval_steps(steps: int, n_evals: int, early: int = EARLY) -> list[int]:
+    """Step 0, ``n_evals`` evenly spaced steps ending at ``steps``, and ``early`` evenly spaced
+    steps inside the first interval (so a net that learns within it is not floored at its end);
+    tiny (CI-size) runs get one evaluation per 5 steps at most."""
     n_evals = max(2, min(n_evals, steps // 5))
-    return sorted({0} | {max(1, round(steps * (i + 1) / n_evals)) for i in range(n_evals)})
+    regular = {max(1, round(steps * (i + 1) / n_evals)) for i in range(n_evals)}
+    first = min(regular)
+    dense = {round(first * j / early) for j in range(1, early)} if first >= 2 * early else set()
+    return sorted({0} | regular | dense)
+
+
+def resolution_text(steps: int, n_evals: int, early: int = EARLY) -> str:
+    """The evaluation grid of :func:`eval_steps` in words, for the report."""
+    grid = eval_steps(steps, n_evals, early)
+    regular = grid[-1] - grid[-2]
+    first = [g for g in grid if g > 0][0]
+    return (f"Validation accuracy at step 0, every {first} steps up to step {regular} and "
+            f"every {regular} steps after that (full size), so steps to a target are read to "
+            f"within {first} steps early on.")
 
 
 def train_curve(ctx: RunContext, trainer, train: tuple[np.ndarray, np.ndarray],
@@ -72,8 +96,10 @@ def train_curve(ctx: RunContext, trainer, train: tuple[np.ndarray, np.ndarray],
             for s in evals[len(hist["step"]):]:
                 _record(hist, s, acc, None)
             ctx.report(steps, steps)
-        test_acc = evaluate(trainer, *test)[0]
-    return {**hist, "diverged_at": diverged, "test_acc": test_acc}
+        correct = evaluate_correct(trainer, *test)
+    out = {**hist, "diverged_at": diverged}
+    out["test_acc"] = record(out, "test_acc", correct)
+    return out
 
 
 def _record(hist: dict, step: int, acc: float, loss: float | None) -> None:
@@ -105,13 +131,20 @@ def final_accuracy(acc: list[float]) -> float:
     return float(np.mean(acc[-tail:]))
 
 
-def speedup(steps_slow: float | None, steps_fast: float | None, budget: int) -> float:
+def speedup(steps_slow: float | None, steps_fast: float | None,
+            budget: int) -> float | Bound:
     """How many times fewer steps the second run needs to reach a level than the first.
 
-    A run that never reaches the level within ``budget`` steps counts as needing 2 x budget:
-    a conservative bound that keeps the ratio finite (and positive) for a log-scale interval.
+    A run that never reaches the level within ``budget`` steps is censored: it needs more than
+    ``budget`` steps, how many more is unknown. The ratio is then a :class:`Bound` -- slow
+    censored: [budget / fast, inf); fast censored: [0, slow / budget]; both: [0, inf) -- and the
+    interval treats it as such (never a fixed multiple of the budget). A step count below 1
+    (the target met at step 0) counts as 1.
     """
-    censored = 2.0 * budget
-    slow = censored if steps_slow is None else max(steps_slow, 1.0)
-    fast = censored if steps_fast is None else max(steps_fast, 1.0)
-    return slow / fast
+    slow = None if steps_slow is None else max(steps_slow, 1.0)
+    fast = None if steps_fast is None else max(steps_fast, 1.0)
+    if slow is not None and fast is not None:
+        return slow / fast
+    lo = 0.0 if fast is None else budget / fast
+    hi = float("inf") if slow is None else slow / budget
+    return Bound(lo, max(lo, hi))

@@ -47,6 +47,14 @@ def replacement_batch(seed_seq: np.random.SeedSequence, n: int, batch: int,
     return np.random.default_rng(np.random.SeedSequence(words)).choice(n, batch)
 
 
+def evaluate_correct(trainer, x: np.ndarray, y: np.ndarray, chunk: int = 2000) -> np.ndarray:
+    """Which examples of ``x`` the trainer classifies correctly (eval mode), as booleans: what
+    the test-set bootstrap of :mod:`normlab.runner.testnoise` resamples."""
+    out = [trainer.forward_eval(x[s:s + chunk])[0].argmax(axis=1) == y[s:s + chunk]
+           for s in range(0, len(x), chunk)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=bool)
+
+
 def evaluate(trainer, x: np.ndarray, y: np.ndarray, tap: int | None = None,
              chunk: int = 2000) -> tuple[float, np.ndarray | None]:
     """(accuracy, tapped layer input over all of x) in eval mode, in chunks to bound memory."""

@@ -1,0 +1,214 @@
+"""What BN costs, and what folding saves (notes 000 and 003).
+
+Note 003: "BN adds computation at training and at inference"; note 000: memory limits make BN
+hard to apply to large networks, and "at inference normalisation and scale/shift merge into one
+multiply and one add". Measured on one MLP (784-256-256-256-10, ReLU, batch 128) with and without
+BN: the time of a training step (on the engine asked for), the time of an eval forward of 1,000
+test images with BN, with BN folded into the Linear layers (:func:`normlab.fold.fold_bn`) and
+without BN (NumPy engine), and the bytes a BN layer keeps from its forward for its backward
+(NumPy engine, ``tracemalloc``). Timings are medians over interleaved repeats, one median per
+seed; the interval is over seeds. They are machine- and load-dependent: the machine, its core
+count and its load average are recorded with each run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+import tracemalloc
+
+import numpy as np
+
+from ..data import Dataset
+from ..engines import make_trainer
+from ..engines.spec import mlp_spec
+from ..fold import fold_bn
+from ..runner.base import Experiment, Metrics, Run, RunContext, scaled
+from ..runner.evidence import Criterion, Published
+from ..runner.holdout import parts
+
+HIDDEN = (256, 256, 256)
+BATCH = 128
+REPEATS = 60
+EVAL_IMAGES = 1000
+WARMUP = 3
+
+TRAIN = "training step time, BN / no BN"
+EVAL = "eval forward time, BN / no BN"
+FOLDED = "eval forward time, BN folded / no BN"
+KEPT = "bytes a BN layer keeps for backward / (batch x features x 4)"
+
+
+class Cost(Experiment):
+    name = "cost"
+    title = "What BN costs at training and inference, and what folding saves"
+    source = ("notes 000 and 003 (BN adds computation at training and inference; at "
+              "inference it merges into one multiply-add); Ioffe & Szegedy 2015 Alg. 2 "
+              "(inference BN is a fixed affine map)")
+    claim = ("BN makes a training step and an eval forward slower than the same network "
+             "without it, keeps an activation-sized array per layer for its backward, and "
+             "folding it into the neighbouring Linear layers removes its inference cost to "
+             "within 5%.")
+    quick_scale = 0.25
+    same_at_paper = "a cost measurement on one network; the size of the network is the setting."
+    criteria = (
+        Criterion("(a) BN slows a training step", TRAIN, 1.02, log=True),
+        Criterion("(b) BN slows an eval forward", EVAL, 1.02, log=True),
+        Criterion("(c) folded, it costs at most 5% more than no BN", FOLDED, 1.05, "<=",
+                  log=True),
+        Criterion("(d) BN keeps an activation-sized array per layer", KEPT, 1.0,
+                  role="demonstration"),
+    )
+    published = (
+        Published("Ioffe & Szegedy 2015", "Alg. 2, line 11; sec. 3.1",
+                  "inference BN", "\"since the means and variances are fixed during "
+                  "inference, the normalization is simply a linear transform applied to each "
+                  "activation\" (no timing)", "no measurement", FOLDED, qualitative=True,
+                  comparable="our (c): the folded network's eval time against no BN"),
+        Published("note 003 (shared/seeds)", "\"단점: 추가 계산\" (drawbacks: extra computation)",
+                  "BN's extra cost", "BN adds computation at training and at inference (no "
+                  "number)", "a statement (no experiment)", TRAIN, qualitative=True),
+    )
+    definitions = (f"Per seed: the median over {REPEATS} interleaved repeats (quick: fewer) of "
+                   f"each timing, after {WARMUP} warm-up calls; the ratios of those medians; "
+                   f"the interval is over seeds, so it holds the machine's noise between seeds "
+                   f"but not a different machine. Kept bytes: traced memory still held after a "
+                   f"training-mode forward, BN net minus the same net without BN, per BN layer, "
+                   f"over batch x features x 4 bytes. Not measured: SyncBatchNorm's extra time "
+                   f"per step over two processes (not built).")
+    pilot_seeds = "seeds 100-102 (mnist5k, quick size, 2026-12-07, the 2-core VM under load)"
+    design_changes = ()
+
+    def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
+        return (f"{data.n_features}-{'-'.join(map(str, HIDDEN))}-{data.n_classes} ReLU MLP, "
+                f"Linear -> BatchNorm1d -> ReLU or Linear -> ReLU, He-normal weights; a "
+                f"training step (SGD, batch {BATCH}) on the engine asked for; an eval forward of "
+                f"{EVAL_IMAGES} test images of {data.describe()} with BN, folded and without, "
+                f"on the NumPy engine; {scaled(REPEATS, scale, 5)} repeats of each, "
+                f"interleaved. One BLAS thread.")
+
+    def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
+        return f"one MLP (3 x 256), {scaled(REPEATS, scale, 5)} timing repeats"
+
+    def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
+        base = {"repeats": scaled(REPEATS, scale, 5), "batch": BATCH,
+                "sizes": [data.n_features, *HIDDEN, data.n_classes]}
+        return [Run("train", {**base, "part": "train"}, "training step time"),
+                Run("infer", {**base, "part": "infer"}, "eval time, BN folded, kept bytes")]
+
+    def run(self, ctx: RunContext, cfg: dict) -> dict:
+        machine = {"machine": platform.machine(), "processor": platform.processor(),
+                   "cpus": os.cpu_count(), "load_average": list(os.getloadavg())}
+        if cfg["part"] == "train":
+            return {**machine, **self._train(ctx, cfg)}
+        return {**machine, **self._infer(ctx, cfg)}
+
+    def _train(self, ctx: RunContext, cfg: dict) -> dict:
+        x, y = parts(ctx.data).train.flat()
+        xb, yb = x[:cfg["batch"]], y[:cfg["batch"]]
+        trainers = {bn: ctx.trainer(mlp_spec(cfg["sizes"], "relu", bn), "he", ctx.rng("init"),
+                                    0.01, distributed=False) for bn in (True, False)}
+        times = _interleaved({k: (lambda t=t: t.train_step(xb, yb)) for k, t in trainers.items()},
+                             cfg["repeats"], ctx)
+        return {"step_ms": {str(k): v for k, v in times.items()}}
+
+    def _infer(self, ctx: RunContext, cfg: dict) -> dict:
+        ctx.numpy_only("folding and tracemalloc measure NumPy-engine models")
+        p = parts(ctx.data)
+        x, y = p.train.flat()
+        x_te = p.test.flat()[0][:EVAL_IMAGES]
+        nets = {bn: make_trainer("numpy", mlp_spec(cfg["sizes"], "relu", bn), "he",
+                                 ctx.rng("init"), 0.01) for bn in (True, False)}
+        stop = min(20 * cfg["batch"], len(x) - cfg["batch"] + 1)
+        for s in range(0, stop, cfg["batch"]):                # running statistics of real data
+            nets[True].train_step(x[s:s + cfg["batch"]], y[s:s + cfg["batch"]])
+        model = nets[True].model
+        model.eval()
+        folded = fold_bn(model).model
+        calls = {"bn": lambda: nets[True].forward_eval(x_te),
+                 "folded": lambda: folded(x_te),
+                 "plain": lambda: nets[False].forward_eval(x_te)}
+        times = _interleaved(calls, cfg["repeats"], ctx)
+        err = float(np.max(np.abs(folded(x_te) - nets[True].forward_eval(x_te)[0])))
+        kept = {bn: _kept_bytes(nets[bn], x[:cfg["batch"]]) for bn in (True, False)}
+        n_bn = len(nets[True].bn_layers())
+        per_layer = (kept[True] - kept[False]) / max(n_bn, 1)
+        return {"eval_ms": times, "fold_max_abs_error": err, "kept_bytes_bn": kept[True],
+                "kept_bytes_plain": kept[False], "bn_layers": n_bn,
+                "kept_per_layer": per_layer,
+                "activation_bytes": cfg["batch"] * HIDDEN[0] * 4}
+
+    def statistics(self, runs: list[Run], metrics: Metrics) -> dict[str, float]:
+        step = metrics["train"]["step_ms"]
+        ev = metrics["infer"]["eval_ms"]
+        med = {k: float(np.median(v)) for k, v in ev.items()}
+        inf = metrics["infer"]
+        return {TRAIN: float(np.median(step["True"])) / float(np.median(step["False"])),
+                EVAL: med["bn"] / med["plain"], FOLDED: med["folded"] / med["plain"],
+                KEPT: inf["kept_per_layer"] / inf["activation_bytes"],
+                "training step ms, BN (machine-dependent)": float(np.median(step["True"])),
+                "training step ms, no BN (machine-dependent)": float(np.median(step["False"])),
+                **{f"eval forward ms, {k} (machine-dependent)": v for k, v in med.items()},
+                "folded vs unfolded: max |logit difference|": inf["fold_max_abs_error"],
+                "load average during the run (1 min)": metrics["train"]["load_average"][0]}
+
+    def describe(self, runs, by_seed) -> dict:
+        m = by_seed[min(by_seed)]["train"]
+        return {"machine (first seed)": f"{m['machine']} {m['processor'] or ''}, {m['cpus']} "
+                                        f"cores, load average {m['load_average'][0]:.1f}"}
+
+    def rows(self, runs: list[Run], metrics: Metrics) -> list[dict]:
+        out = [{"what": f"train_step_bn={k}", "ms": v} for k, vals in
+               metrics["train"]["step_ms"].items() for v in vals]
+        out += [{"what": f"eval_{k}", "ms": v} for k, vals in
+                metrics["infer"]["eval_ms"].items() for v in vals]
+        return out
+
+    def figures(self, runs, by_seed, summary) -> dict:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+        seeds = sorted(by_seed)
+        train = {k: [t for s in seeds for t in by_seed[s]["train"]["step_ms"][k]]
+                 for k in ("True", "False")}
+        axes[0].boxplot([train["True"], train["False"]], tick_labels=["BN", "no BN"])
+        axes[0].set(ylabel="ms per training step", title="Training step (all repeats, seeds)")
+        ev = {k: [t for s in seeds for t in by_seed[s]["infer"]["eval_ms"][k]]
+              for k in ("bn", "folded", "plain")}
+        axes[1].boxplot(list(ev.values()), tick_labels=["BN", "BN folded", "no BN"])
+        axes[1].set(ylabel=f"ms per eval forward of {EVAL_IMAGES} images",
+                    title="Inference (NumPy engine)")
+        fig.suptitle("machine- and load-dependent; the verdict reads the ratios of medians",
+                     fontsize="small")
+        return {"cost": fig}
+
+
+def _interleaved(calls: dict, repeats: int, ctx: RunContext) -> dict[str, list[float]]:
+    """ms per call of each of ``calls``, called in turn ``repeats`` times after a warm-up, so
+    the machine's load hits every variant alike."""
+    for _ in range(WARMUP):
+        for f in calls.values():
+            f()
+    times = {k: [] for k in calls}
+    for i in range(repeats):
+        for k, f in calls.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(1e3 * (time.perf_counter() - t0))
+        ctx.report(i + 1, repeats)
+    return times
+
+
+def _kept_bytes(trainer, x: np.ndarray) -> int:
+    """Bytes still traced after a training-mode forward (what the layers keep for backward)."""
+    trainer.forward_train(x[:2])               # allocate lazily created state first
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        out = trainer.forward_train(x)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del out
+    return int(after - before)
