@@ -169,7 +169,7 @@ FS_CASES = [
            with_setup(link("checkpoints", "TMP/victim"), REPRODUCE),
            ("--out:", "checkpoints", "a symbolic link")),
     FsCase("reproduce-checkpoint-file-link",
-           with_setup(link("checkpoints/init-scale/seed0/bn.done", "TMP/victim/v.txt"),
+           with_setup(link("checkpoints/init-scale/seed1000/bn.done", "TMP/victim/v.txt"),
                       REPRODUCE),
            ("--out:", "bn.done", "a symbolic link")),
     FsCase("report-results-json-link-out-of-dir",   # reading does not follow links either
@@ -292,13 +292,15 @@ def _ignore_sigxfsz_and_limit(limit: int):
 
 
 def _fill(folder: Path) -> None:
-    with open(folder / ".filler", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    # unbuffered, block by block down to single bytes: a buffered file would raise ENOSPC
+    # again when it is closed, whatever the loop caught
+    with open(folder / ".filler", "wb", buffering=0) as f:
+        for block in (65536, 4096, 1):
+            try:
+                while f.write(b"\0" * block) == block:
+                    pass
+            except OSError:
+                pass
 
 
 @pytest.fixture

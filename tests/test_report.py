@@ -87,4 +87,4 @@ def test_report_keeps_demonstrations_apart_and_states_the_design_history(digits_
     assert normlab("report", out, "--markdown", out / "R.md").returncode == 0
     md = (out / "R.md").read_text()
     assert "| demonstrations (cannot fail; never make a claim hold) |" in md
-    assert "- **`init-scale`**, piloted on:" in md and "BN eps 1e-5 -> 1e-6" in md
+    assert "- **`init-scale`**, piloted on:" in md and "BN eps 1e-5 -&gt; 1e-6" in md
