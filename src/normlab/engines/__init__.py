@@ -1,9 +1,10 @@
 """The experiments' engines: one model spec (:mod:`.spec`), built and trained in normlab.nn
 (:mod:`.numpy`) or torch.nn (:mod:`.torch`, imported only when asked for).
 
-:func:`make_trainer` is the one place an engine is chosen by name. Both engines draw the
-initial weights the same way (the NumPy builder draws them; the torch twin copies them), so
-every claim can be cross-checked.
+:func:`make_trainer` (spec models) and :func:`make_lstm_trainer` (rnn-norm's LSTM classifier,
+:mod:`.numpy_lstm` / :mod:`.torch_lstm`) are the places an engine is chosen by name. Both engines
+draw the initial weights the same way (the NumPy builder draws them; the torch twin copies
+them), so every claim can be cross-checked.
 """
 
 from __future__ import annotations

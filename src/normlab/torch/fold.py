@@ -380,9 +380,9 @@ class _Tracer(fx.Tracer):
 def _trace(module: nn.Module, kept: set[int] = frozenset()) -> tuple[fx.GraphModule, dict]:
     """``module`` as a GraphModule, and the parts of it kept whole: {path: (module, the
     error tracing it raised)}. A BN subclass whose forward fx cannot trace is kept whole, as are
-    those in ``kept`` (ids); when
-    the module still does not trace, so is each smallest submodule that does not (a conv with
-    computed 'same' padding, say), and the rest is traced around them."""
+    those in ``kept`` (ids); when the module still does not trace, so is each smallest
+    submodule that does not (a conv with computed 'same' padding, say), and the rest is traced
+    around them."""
     with _bn_forward_as_call(module):
         opaque = set(kept) | {id(m) for m in module.modules() if _norms.is_bn_subclass(m)
                               and id(m) not in kept and _trace_error(m, set()) is not None}

@@ -10,7 +10,8 @@ each (1, N, H). With pre = a_x + a_h + b, b = bias_ih_l0 + bias_hh_l0::
 
 ``norm=``:
 
-* ``"none"``: a_x = W_x x_t, a_h = W_h h_{t-1} (torch's nn.LSTM);
+* ``"none"``: a_x = W_x x_t, a_h = W_h h_{t-1}: torch's nn.LSTM, and computed by its fused
+  kernel (cuDNN on a GPU), whose time loop is one call;
 * ``"layer"``: Ba et al. 2016 sec. 3.1 / eqs. 20-22: ``nn.LayerNorm`` of W_x x_t and of
   W_h h_{t-1} over the 4H pre-activations (gain only) and of c_t (gain and bias);
 * ``"recurrent_batch"``: Cooijmans et al. 2016 eqs. 6-8: :class:`~.sequence.RecurrentBatchNorm`
@@ -102,6 +103,11 @@ class NormLSTM(nn.Module):
             h = c = x.new_zeros(n, self.hidden_size)
         else:
             h, c = (v.reshape(n, self.hidden_size) for v in hx)
+        if self.norm == "none":   # the kernel nn.LSTM calls: same equations, one call
+            out, h_n, c_n = torch.lstm(x, (h[None], c[None]), [
+                self.weight_ih_l0, self.weight_hh_l0, self.bias_ih_l0, self.bias_hh_l0],
+                True, 1, 0.0, self.training, False, True)
+            return out, (h_n, c_n)
         a_x = x.transpose(0, 1) @ self.weight_ih_l0.T      # (T, N, 4H), time-major
         if self._per_step():
             a_x = torch.stack([self.norm_ih(a_x[t], t) for t in range(steps)])
