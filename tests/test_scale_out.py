@@ -36,7 +36,7 @@ def test_scale_out_options_are_checked_first(torch, args, words, tmp_path):
 
 def _metrics(out):
     res = json.loads((out / "results.json").read_text())
-    return {k: r["metrics"]["0"] for k, r in res["experiments"]["batch-size"]["runs"].items()}
+    return {k: r["metrics"]["1000"] for k, r in res["experiments"]["batch-size"]["runs"].items()}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_kill_9_under_two_workers_resumes_exactly(torch, two_workers, tmp_path):
     proc = subprocess.Popen([*NORMLAB, *ARGS, "--workers", "2", "--out", str(out)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    partial = out / "checkpoints" / "batch-size" / "seed0" / "batch-g16.partial"
+    partial = out / "checkpoints" / "batch-size" / "seed1000" / "batch-g16.partial"
     deadline = time.monotonic() + 120
     while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)

@@ -13,6 +13,7 @@ from normlab.cli.reproduce_command import _check
 from normlab.experiments import EXPERIMENTS, get
 from normlab.reproduce import Options, UsageError, resolve_size
 from normlab.runner.base import RunContext
+from normlab.runner.evidence import VERDICTS
 from normlab.runner.store import read_checkpoint
 from tests.test_reproduce import ENV, normlab
 
@@ -141,16 +142,15 @@ def test_every_experiment_runs_end_to_end_at_paper_size(paper_run, name):
     out, res = paper_run
     assert res["config"]["size"] == "paper" and res["config"]["quick"] is False
     e = res["experiments"][name]
-    assert e["size"] == "paper" and e["verdict"] in ("holds", "does not hold", "inconclusive",
-                                                   "demonstrated")
+    assert e["size"] == "paper" and e["verdict"] in VERDICTS
     assert e["setup"] == get(name).setup_text(data.load("digits"), e["scale"], "paper")
     assert e["scale_note"] == get(name).scale_note(data.load("digits"), e["scale"], "paper")
-    assert e["seeds"] == [0] and e["figures"] and e["runs"]
+    assert e["seeds"] == [1000] and e["figures"] and e["runs"]   # the confirmatory block
     for fig in e["figures"]:
         assert (out / fig).read_bytes()[:4] == b"\x89PNG"
     for c in e["criteria"]:
         assert len(e["intervals"][c["statistic"]]["per_seed"]) == 1
-    done = list((out / "checkpoints" / name / "seed0").glob("*.done"))
+    done = list((out / "checkpoints" / name / "seed1000").glob("*.done"))
     assert len(done) == len(e["runs"])
     assert all(read_checkpoint(d)[0]["identity"]["size"] == "paper" for d in done)
 
