@@ -233,6 +233,15 @@ class RunContext:
         return self.owned(make_trainer(self.engine, spec, init_std, rng, lr, device=self.device,
                                        **options))
 
+    def numpy_only(self, why: str) -> None:
+        """Note that this run measures NumPy-engine layers whatever ``--engine`` says (``why``:
+        what has no torch twin, e.g. a table of normlab's own layers that trains nothing)."""
+        # the one comparison with the engine's name outside make_trainer: a run that builds no
+        # trainer cannot let the trainer stand for the engine
+        if self.engine != "numpy" and self.warn:
+            self.warn(f"{self.experiment}/{self.key}: runs on the NumPy engine ({why}); "
+                      f"--engine {self.engine} ignored")
+
     def rng(self, *names) -> np.random.Generator:
         """A Generator determined by the seed, the experiment and ``names`` only."""
         return np.random.default_rng(derive_seed(self.seed, self.experiment, *names))
