@@ -39,6 +39,7 @@ class SequenceBatchNorm(CheckedStateMixin, nn.BatchNorm1d):
             self.register_parameter("bias", None)
 
     def reset_parameters(self) -> None:
+        """Running statistics to (0, 1); gamma to 1 and beta (when there is one) to 0."""
         self.reset_running_stats()
         if self.affine:
             nn.init.ones_(self.weight)
