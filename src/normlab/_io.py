@@ -63,16 +63,18 @@ def check_target(path: str | os.PathLike, name: str = "path",
     except OSError as exc:   # ENOTDIR, EACCES: the folder itself is the problem
         raise UnsafePath(f"{name}: expected a path in a folder normlab can write, got "
                          f"{str(path)!r} ({exc.strerror or exc})") from None
+    # an input first, however it is reached (the same inode through a hard link, the same place
+    # through a symbolic link, or not made yet): the more telling of the two refusals
+    for other, what in protect:
+        if _same_file(path, other) or os.path.realpath(path) == os.path.realpath(other):
+            raise UnsafePath(f"{name}: expected a file other than {what} (normlab never "
+                             f"overwrites its input), got {str(path)!r}")
     if mode is not None and stat.S_ISLNK(mode):
         raise UnsafePath(f"{name}: expected a path that is not a symbolic link (normlab never "
                          f"writes through a link), got {str(path)!r}")
     if mode is not None and not stat.S_ISREG(mode):
         raise UnsafePath(f"{name}: expected a regular file or a new file name, got "
                          f"{str(path)!r}, which is {kind(mode)}")
-    for other, what in protect:   # the same inode, or (not made yet) the same place
-        if _same_file(path, other) or os.path.realpath(path) == os.path.realpath(other):
-            raise UnsafePath(f"{name}: expected a file other than {what} (normlab never "
-                             f"overwrites its input), got {str(path)!r}")
     return path
 
 

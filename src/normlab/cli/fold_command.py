@@ -17,7 +17,6 @@ near that floor is rounding, one far above it a wrong fold.
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -169,14 +168,6 @@ def _fold_pt2(src: Path, out: Path, shape: tuple[int, ...], seed: int, arch=None
     return report, err, ref, rounding_floor(program.module(), x, want)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether writing ``b`` would replace ``a`` (same path, symlink or hard link)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:   # either does not exist (yet)
-        return False
-
-
 def _check_paths(model: Path, out: Path, arch: str | None) -> str:
     """MODEL's suffix, after checking MODEL, --out and --arch fit together."""
     suffix = model.suffix.lower()
@@ -187,10 +178,8 @@ def _check_paths(model: Path, out: Path, arch: str | None) -> str:
         raise ValueError(f"--out: expected a {suffix} file like MODEL, got {str(out)!r}")
     if not out.parent.is_dir() or out.is_dir():
         raise ValueError(f"--out: expected a file in an existing directory, got {str(out)!r}")
-    if _same_file(model, out):
-        raise ValueError(f"--out: expected a file other than MODEL (fold never overwrites its "
-                         f"input), got {str(out)!r}")
-    check_target(out, "--out", protect=[(model, "MODEL")])   # no link, device or FIFO
+    # not MODEL (however linked), no link, device or FIFO
+    check_target(out, "--out", protect=[(model, "MODEL")])
     if arch is not None and suffix not in (".pt", ".pth"):
         raise ValueError(f"--arch: expected only with a .pt/.pth torch state dict, got "
                          f"MODEL {str(model)!r}")
