@@ -19,7 +19,7 @@ of the medians. ``layer_shares`` times every layer's forward and backward of the
 (perf_counter around each call) and reports the share of the step per layer type.
 
     OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/bench_models.py \
-        [--steps 40] [--rounds 5] [--json PATH]
+        [--steps 40] [--rounds 5] [--clock wall|cpu] [--json PATH]
 
 ``normlab bench`` runs this file in a subprocess with those variables set (OpenBLAS reads its
 thread count when NumPy loads), so both engines get the one thread a reproduce worker has.
@@ -151,16 +151,21 @@ def make_step(model: str, engine: str) -> tuple[Step, object]:
     return _numpy_lstm_step(norm) if engine == "numpy" else _torch_lstm_step(norm)
 
 
-def _rate(step: Step, steps: int, start: int = 0) -> float:
-    t0 = time.perf_counter()
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _rate(step: Step, steps: int, start: int = 0, clock=time.perf_counter) -> float:
+    t0 = clock()
     for i in range(start, start + steps):
         step(i)
-    return steps / (time.perf_counter() - t0)
+    return steps / (clock() - t0)
 
 
-def steps_per_second(model: str, steps: int, rounds: int, engines=("numpy", "torch")
-                     ) -> dict[str, list[float]]:
-    """Training steps/s of every round per engine, the engines alternating round by round."""
+def steps_per_second(model: str, steps: int, rounds: int, engines=("numpy", "torch"),
+                     clock: str = "wall") -> dict[str, list[float]]:
+    """Training steps/s of every round per engine, the engines alternating round by round;
+    ``clock="cpu"`` divides by the process's CPU time instead of wall time (both engines run one
+    thread, so on a machine shared with other jobs it counts only this process's work)."""
     _one_thread()
     steppers = {e: make_step(model, e)[0] for e in engines}
     for step in steppers.values():   # warm-up: numba compile or cache load, allocator
@@ -169,7 +174,7 @@ def steps_per_second(model: str, steps: int, rounds: int, engines=("numpy", "tor
     rates: dict[str, list[float]] = {e: [] for e in engines}
     for r in range(rounds):
         for e in engines:
-            rates[e].append(_rate(steppers[e], steps, 3 + r * steps))
+            rates[e].append(_rate(steppers[e], steps, 3 + r * steps, CLOCKS[clock]))
     return rates
 
 
@@ -227,15 +232,16 @@ def layer_shares(model: str, steps: int) -> dict[str, float]:
     return shares
 
 
-def model_rows(steps: int, rounds: int, models=MODELS) -> list[dict]:
+def model_rows(steps: int, rounds: int, models=MODELS, clock: str = "wall") -> list[dict]:
     """One dict per model: steps/s per round for both engines, medians, ratio, shares."""
     rows = []
     for model in models:
         lstm = model not in CNNS
         n = max(1, steps // 4) if lstm else steps   # an LSTM step costs ~4 CNN steps
-        rates = steps_per_second(model, n, rounds)
+        rates = steps_per_second(model, n, rounds, clock=clock)
         medians = {e: statistics.median(v) for e, v in rates.items()}
-        rows.append({"model": model, "steps": n, "rounds": rounds, "steps_per_s": rates,
+        rows.append({"model": model, "steps": n, "rounds": rounds, "clock": clock,
+                     "steps_per_s": rates,
                      "numpy_steps_per_s": medians["numpy"],
                      "torch_steps_per_s": medians["torch"],
                      "ratio": medians["numpy"] / medians["torch"],
@@ -248,9 +254,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="time steps by wall clock or by this process's CPU time")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
-    rows = model_rows(args.steps, args.rounds, args.models)
+    rows = model_rows(args.steps, args.rounds, args.models, args.clock)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     for row in rows:
