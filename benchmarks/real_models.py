@@ -43,7 +43,11 @@ TIMM = ["resnet18", "resnet50", "efficientnet_b0", "tf_efficientnet_b0", "mobile
         "mobilenetv3_small_100", "mobilenetv3_large_100", "regnety_002", "regnetx_002",
         "mnasnet_100", "densenet121", "dpn68", "inception_v3", "cspresnet50", "repvgg_a0",
         "darknet53", "ghostnet_100", "rexnet_100", "nf_resnet26", "seresnext26d_32x4d",
-        "mixnet_s", "hrnet_w18_small", "vgg11_bn", "dla34", "levit_128s"]
+        "mixnet_s", "hrnet_w18_small", "vgg11_bn", "dla34", "levit_128s",
+        # issue 27: efficientvit_m0 crashed fold_bn, resnetv2_18 and dpn48b lost BN modes
+        "efficientvit_m0", "resnetv2_18", "dpn48b", "efficientnet_lite0", "mobilevit_xxs",
+        "ese_vovnet19b_dw", "lcnet_050", "res2net50_14w_8s", "selecsls42b", "resnest14d",
+        "mobileone_s0", "fastvit_t8", "repghostnet_050", "gernet_s"]
 TORCHVISION = ["tv:resnet18", "tv:mobilenet_v3_small", "tv:shufflenet_v2_x0_5",
                "tv:densenet121", "tv:regnet_y_400mf"]
 VARIANTS = ["resnet18+sync", "tv:resnet18+tvfrozen", "efficientnet_b0+tvfrozen"]
