@@ -144,3 +144,34 @@ def test_a_folded_model_folds_again(torch, preact):
     again, second = checked_fold(torch, folded, x)
     assert not second.folded and [n for n, _ in second.skipped] == kept, str(second)
     torch.testing.assert_close(again(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_untraced_parent_still_reads_its_folded_childs_attributes(torch):
+    """timm's LocalWindowAttention cannot be traced (it branches on the input's size) and reads
+    ``self.attn.resolution``; its child folded into a GraphModule had lost that plain
+    attribute, so the folded model raised AttributeError when run."""
+    from tests.torch_replicas import randomize_bn
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4)
+            self.resolution = 5
+
+        def forward(self, x):
+            return self.bn(self.conv(x))
+
+    class Window(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = Attn()
+
+        def forward(self, x):
+            if x.shape[-1] == self.attn.resolution:   # fx cannot trace this branch
+                return self.attn(x)
+            return x
+
+    model = randomize_bn(Window())
+    folded, report = checked_fold(torch, model, torch.randn(2, 4, 5, 5))
+    assert dict(report.folded) == {"attn.bn": "attn.conv"}, str(report)
+    assert folded.attn.resolution == 5
