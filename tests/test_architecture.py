@@ -59,7 +59,7 @@ ALLOWED = {
     "report": {"runner", "_io", "_escape"},
     "reproduce": {"", "data", "torch", "runner", "experiments", "report", "_io", "_escape",
                   "_orphans"},
-    "bench": {"functional", "kernels", "_io", "_escape"},
+    "bench": {"core", "functional", "kernels", "_io", "_escape"},
     # the top: every command may use any part below it
     "cli": set(ORDER[:ORDER.index("cli")]),
     # ``python -m normlab``

@@ -15,6 +15,8 @@ from .module import Module, Parameter
 from .norm_base import accumulate, check_flag
 from .saved import Saved
 
+__all__ = ["GroupNorm", "LayerNorm"]
+
 
 class LayerNorm(Module):
     """Layer normalization (Ba et al. 2016) over the trailing ``normalized_shape`` dims."""
