@@ -104,6 +104,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("group", "group", "group_norm_forward", "group_norm_backward", modules=(
         Module("GroupNorm", ("num_groups", "num_channels"), ("eps", "affine"), "channels"),),
         groups=32, bench=(BenchCase("GroupNorm(32)", (16, 256, 28, 28), (2, 32, 2, 2)),)),
+    # Zhang & Sennrich 2019: LayerNorm without re-centering or bias; no kernel (the bench
+    # rows of the NumPy reference against torch decide whether one is worth writing)
+    Family("rms", None, "rms_norm_forward", "rms_norm_backward", modules=(
+        Module("RMSNorm", ("normalized_shape",), ("eps", "elementwise_affine"), "trailing"),),
+        param="trailing", bias=False,
+        bench=(BenchCase("RMSNorm", (16, 512, 768), (2, 4, 8), note="LayerNorm's shape"),)),
 )}
 
 

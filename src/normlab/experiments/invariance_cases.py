@@ -53,6 +53,10 @@ EXPECTED = {
     # Ba et al. Table 1: Invariant Invariant No Invariant No Invariant; per case: a shift of
     # all its summed inputs is removed with their mean; no batch statistics
     "layer": ("LayerNorm (features)", "fc", (_T, _T, _F, _T, _F, _T, _T, _T)),
+    # RMSNorm (Zhang & Sennrich 2019 sec. 4: re-scaling invariance without re-centering): per
+    # case, one root mean square over the units: every per-case re-scaling cancels; a shift,
+    # per case or per unit, and a per-unit scale do not
+    "rms": ("RMSNorm (features)", "fc", (_T, _F, _F, _T, _F, _T, _F, _T)),
     # the conv panels (Wu & He Fig. 2): BN2d shares (N, H, W) per channel -- as BN above
     "bn2d": ("BatchNorm2d (N, H, W)", "conv", (_T, _F, _T, _T, _T, _F, _F, _F)),
     # per (channel, position) over N: as BN (every transform here is uniform over positions)
@@ -170,6 +174,8 @@ class Block:
             return nn.BatchRenorm1d(UNITS, eps=eps, momentum=0.0, r_max=1e6, d_max=1e6)
         if family == "layer":
             return nn.LayerNorm(UNITS, eps=eps)
+        if family == "rms":
+            return nn.RMSNorm(UNITS, eps=eps)
         if family == "bn2d":
             return nn.BatchNorm2d(UNITS, eps=eps)
         if family == "activation":

@@ -9,8 +9,9 @@ measured; below :data:`INVARIANT` counts as invariant, above :data:`CHANGED` as 
 the two: ambiguous, which disagrees with any table). Two framings:
 
 * a fully connected layer (16 input features, 6 units): BN, BN in eval mode, ghost BN (groups
-  of 4), Batch Renorm with r and d unclipped, weight normalisation and LayerNorm -- the columns
-  of Ba et al.'s Table 1 and normlab's BatchNorm relatives;
+  of 4), Batch Renorm with r and d unclipped, weight normalisation, LayerNorm and RMSNorm --
+  the columns of Ba et al.'s Table 1, normlab's BatchNorm relatives and LayerNorm's
+  re-scaling-only simplification (Zhang & Sennrich 2019);
 * a 1x1 convolution (4 input channels, 6 channels, 7 x 7 positions): BatchNorm2d, the
   textbook's per-activation BN, InstanceNorm, GroupNorm (2 groups of 3 channels, as Wu & He's
   figure) and LayerNorm over (C, H, W) -- the panels of Wu & He's Fig. 2.
@@ -136,6 +137,11 @@ class Invariances(Experiment):
                      "in a convolution, re-centering the weight matrix adds v.x(h, w), which "
                      "differs between positions; LN over (C, H, W) removes one mean per "
                      "sample, so it is not invariant there, though Ba et al.'s LN is"),
+        DesignChange("RMSNorm row added (fully connected framing)",
+                     "2026-12-07, with the layer (issue 28), before any run of the row",
+                     "the family registry's first new family; its expected row follows from "
+                     "its one statistic (Zhang & Sennrich 2019 sec. 4), as the other derived "
+                     "rows do"),
     )
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
