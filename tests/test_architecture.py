@@ -159,7 +159,7 @@ def test_fold_engine_uses_no_private_nn_name():
     ("nn/module.py", "import normlab.torch\n"),
     ("nn/renorm.py", "from .batchnorm import _RECORD_DEPTH\n"),
     ("torch/running.py", "from ..nn.batchnorm import _RECORD_DEPTH\n"),
-    ("torch/fold.py", "def late():\n    from ..engines.spec import mlp_spec\n"),
+    ("torch/fold/modules.py", "def late():\n    from ...engines.spec import mlp_spec\n"),
     ("torch/ddp.py", "from ..experiments import get\n"),
     ("fold/engine.py", "def late():\n    from ..torch.fold import fold_bn\n"),
     ("fold/archive.py", "from ..runner.cnn import cnn_spec\n"),
