@@ -1,4 +1,4 @@
-"""The DDP trainer on 2 gloo processes (normlab.torch.ddp) against one process.
+"""The DDP trainer on 2 gloo processes (normlab.engines.torch.ddp) against one process.
 
 * per-worker BN, P = 2, batch B = 8 == ghost BN with groups of N = 4 in one process (the GN
   paper's per-GPU statistics): losses, weights, running statistics, eval logits;
@@ -117,7 +117,7 @@ def test_state_round_trip_mid_run_continues_exactly(torch, per_worker):
 
 
 def test_sync_bn_equals_whole_batch_bn_and_a_worker_error_stops_all(torch):
-    from normlab.torch.ddp import WorkerError
+    from normlab.engines.torch.ddp import WorkerError
 
     x, y = data()
     plain = make_trainer("torch", spec(), INIT_STD, np.random.default_rng(SEED), LR)

@@ -124,7 +124,7 @@ def test_trainer_refuses_cuda_without_a_gpu(torch, no_gpu):
 
 
 def test_more_cuda_workers_than_gpus_is_refused_before_starting(torch, fake_gpu):
-    from normlab.torch.ddp import DistributedTrainer
+    from normlab.engines.torch.ddp import DistributedTrainer
 
     with pytest.raises(ValueError, match=r"workers: expected at most 1 on CUDA .* got 2"):
         DistributedTrainer(lambda: None, 0.1, 2, device="cuda")
@@ -141,7 +141,7 @@ def test_numpy_engine_refuses_torch_only_options():
 
 
 def test_bad_worker_counts_and_batches(torch, monkeypatch):
-    from normlab.torch.ddp import distributed_trainer, shards
+    from normlab.engines.torch.ddp import distributed_trainer, shards
 
     with pytest.raises(ValueError, match="workers: expected a positive integer, got 0"):
         make_trainer("torch", SPEC, 0.1, np.random.default_rng(0), 0.1, workers=0)

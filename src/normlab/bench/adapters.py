@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import functional as F
+from ..core.families import FAMILIES
 from .cases import Case
 from .textbook import TextbookBatchNorm
 
@@ -27,23 +28,19 @@ def normlab_impl(case: Case, x: np.ndarray, dy: np.ndarray, backend: str
 
         def evaluate():
             return F.batch_norm_eval(x, running_mean, running_var, w, b)
-    elif case.family == "layer":
-        d = x.shape[-1:]
-        w, b = np.ones(d, np.float32), np.zeros(d, np.float32)
-
-        def train():
-            y, cache = F.layer_norm_forward(x, d, w, b)
-            return F.layer_norm_backward(dy, cache)
-
-        def evaluate():
-            return F.layer_norm_forward(x, d, w, b)[0]
     else:
+        family = FAMILIES[case.family]
+        forward, backward = getattr(F, family.forward), getattr(F, family.backward)
+        shape = x.shape[-1:] if family.param == "trailing" else (c,)
+        w, b = np.ones(shape, np.float32), np.zeros(shape, np.float32)
+        args = (x, family.groups or shape, w, *((b,) if family.bias else ()))
+
         def train():
-            y, cache = F.group_norm_forward(x, 32, w, b)
-            return F.group_norm_backward(dy, cache)
+            y, cache = forward(*args)
+            return backward(dy, cache)
 
         def evaluate():
-            return F.group_norm_forward(x, 32, w, b)[0]
+            return forward(*args)[0]
     return {"train": _with_backend(train, backend), "eval": _with_backend(evaluate, backend)}
 
 
@@ -77,12 +74,12 @@ def torch_impl(case: Case, x: np.ndarray, dy: np.ndarray) -> dict[str, Callable[
     import torch
 
     c = x.shape[1]
+    family = FAMILIES[case.family]
     if case.family == "batch":
         layer = (torch.nn.BatchNorm1d if x.ndim == 2 else torch.nn.BatchNorm2d)(c)
-    elif case.family == "layer":
-        layer = torch.nn.LayerNorm(x.shape[-1])
-    else:
-        layer = torch.nn.GroupNorm(32, c)
+    else:   # the family's torch twin: (normalized_shape) or (groups, channels)
+        twin = getattr(torch.nn, next(m.name for m in family.modules if m.torch))
+        layer = twin(x.shape[-1]) if family.param == "trailing" else twin(family.groups, c)
     tx = torch.from_numpy(x).requires_grad_(True)   # keeps x's strides: NHWC stays NHWC
     tdy = torch.from_numpy(dy)
 

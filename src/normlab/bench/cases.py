@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.families import FAMILIES
+
 TRAIN_BYTES, EVAL_BYTES = 5, 2   # multiples of the input size: the byte model of .suite
 # (mode, closure it times, bytes per input byte, label, timing method)
 MODES = (("train", "train", TRAIN_BYTES, "fwd+bwd", "interleaved"),
@@ -17,31 +19,17 @@ LABELS = {mode: label for mode, _, _, label, _ in MODES}
 @dataclass(frozen=True)
 class Case:
     name: str
-    family: str                    # "batch", "layer" or "group"
+    family: str                    # a key of normlab.core.families.FAMILIES
     shape: tuple[int, ...]
     channels_last: bool = False
     note: str = ""
 
 
-FULL_CASES = (
-    Case("BN1d", "batch", (256, 1024)),
-    Case("BN1d", "batch", (60, 100)),
-    Case("BN2d", "batch", (32, 64, 56, 56)),
-    Case("BN2d", "batch", (8, 256, 28, 28)),
-    Case("BN2d NHWC", "batch", (32, 64, 56, 56), channels_last=True,
-         note="(N,C,H,W) view of a contiguous (32,56,56,64) array"),
-    Case("LayerNorm", "layer", (16, 512, 768),
-         note="shrunk from (64,512,768) to 16 sequences: 4 arrays of 400 MB would not fit "
-              "beside the other jobs on this machine"),
-    Case("GroupNorm(32)", "group", (16, 256, 28, 28)),
-)
-TINY_CASES = (
-    Case("BN1d", "batch", (16, 8)),
-    Case("BN2d", "batch", (4, 3, 5, 5)),
-    Case("BN2d NHWC", "batch", (4, 3, 5, 5), channels_last=True),
-    Case("LayerNorm", "layer", (2, 4, 8)),
-    Case("GroupNorm(32)", "group", (2, 32, 2, 2)),
-)
+# every family's declared bench shapes, in declaration order (normlab.core.families)
+FULL_CASES = tuple(Case(c.label, f.name, c.shape, c.channels_last, c.note)
+                   for f in FAMILIES.values() for c in f.bench)
+TINY_CASES = tuple(Case(c.label, f.name, c.tiny, c.channels_last)
+                   for f in FAMILIES.values() for c in f.bench if c.tiny)
 
 
 def make_input(case: Case, rng: np.random.Generator) -> np.ndarray:

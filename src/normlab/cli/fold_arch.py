@@ -19,6 +19,8 @@ from collections.abc import Callable
 from functools import reduce
 from pathlib import Path
 
+from .torch_load import load_weights_only
+
 MNIST = (28, 28)
 DIGITS = (8, 8)
 
@@ -99,8 +101,6 @@ def build_module(arch: str):
 def load_with_arch(src: Path, arch: str):
     """The module ``arch`` builds with the state dict in ``src`` loaded (strict=True)."""
     import torch
-
-    from .fold_files import load_weights_only
 
     try:  # weights_only: a state dict is plain tensors, so nothing from the file runs
         state = load_weights_only(torch, src)

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import pickle
 import re
-import warnings
 import zipfile
 from pathlib import Path
+
+from .torch_load import load_weights_only
 
 TRUST_HINT = ("pass --trust-model only if you trust the file (loading it can run code stored "
               "in it), or save the model's state_dict() and pass --arch")
@@ -53,14 +54,6 @@ def first_line(exc: BaseException) -> str:
     kind = type(exc).__name__
     line = lines[0] if lines else ""
     return line if line.startswith(f"{kind}: ") else f"{kind}: {line}"
-
-
-def load_weights_only(torch, src: Path):
-    """``torch.load(src, weights_only=True)``, quietly: torch warns on stderr when handed a
-    TorchScript archive, which would break fold's one-line errors."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.load(src, weights_only=True, map_location="cpu")
 
 
 def _is_torchscript(src: Path) -> bool:

@@ -1,6 +1,7 @@
 """NumPy-engine modules of the CNN spec layers, and the norm layer chosen by name.
 
-``get_norm(name, channels, spatial)`` is a timm-style registry (``layers/create_norm.py``) so the
+``get_norm(name, channels, spatial)`` builds from the one map both engines share,
+:data:`.spec.NORM_LAYERS` (timm-style, ``layers/create_norm.py``), so the
 experiments swap "batch" | "group" | "layer" | "instance" | "renorm" | "activation" without
 copying model code; ``virtual`` (a group size) makes "batch" and "renorm" normalise each group
 of that many images on its own (ghost BN: the GN paper's per-GPU statistics with the gradient
@@ -9,10 +10,12 @@ over the whole batch).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from .. import nn
-from .spec import NORMS, conv_args, group_count, norm_args, renorm_schedule, unknown
+from .spec import build_norm, conv_args, norm_args, unknown
 
 
 class ActivationBatchNorm(nn.BatchNorm1d):
@@ -35,31 +38,18 @@ class ActivationBatchNorm(nn.BatchNorm1d):
         return super().backward(dy.reshape(len(dy), -1)).reshape(self._in_shape)
 
 
+# the classes spec.NORM_LAYERS builds the NumPy engine's norms from
+LAYERS = SimpleNamespace(
+    BatchNorm1d=nn.BatchNorm1d, BatchNorm2d=nn.BatchNorm2d, GroupNorm=nn.GroupNorm,
+    InstanceNorm2d=nn.InstanceNorm2d, BatchRenorm1d=nn.BatchRenorm1d,
+    BatchRenorm2d=nn.BatchRenorm2d, ActivationBatchNorm=ActivationBatchNorm)
+
+
 def get_norm(name: str, channels: int, spatial: tuple[int, int] | None = (1, 1),
              schedule: tuple | None = None, virtual: int | None = None) -> nn.Module:
-    """The norm layer ``name`` for ``channels`` feature maps of size ``spatial``
-    (``spatial=None``: a (N, C) feature vector).
-
-    "layer" is GroupNorm with one group (LayerNorm over (C, H, W) with per-channel gamma and
-    beta, as the GN paper compares it); "instance" is InstanceNorm2d with affine parameters.
-    """
-    flat = spatial is None
-    if name == "batch":
-        return (nn.BatchNorm1d if flat else nn.BatchNorm2d)(channels, virtual_batch_size=virtual)
-    if name == "group":
-        return nn.GroupNorm(group_count(channels), channels)
-    if name == "layer":
-        return nn.GroupNorm(1, channels)
-    if name == "instance" and not flat:
-        return nn.InstanceNorm2d(channels, affine=True)
-    if name == "renorm":
-        return (nn.BatchRenorm1d if flat else nn.BatchRenorm2d)(
-            channels, schedule=renorm_schedule(schedule), virtual_batch_size=virtual)
-    if name == "activation" and not flat:
-        return ActivationBatchNorm(channels, *spatial)
-    raise ValueError(f"norm: expected one of {NORMS[:-1]}"
-                     f"{' (instance/activation need feature maps)' if flat else ''}, "
-                     f"got {name!r}")
+    """The NumPy-engine norm layer ``name`` (:data:`.spec.NORM_LAYERS`) for ``channels``
+    feature maps of size ``spatial`` (``spatial=None``: a (N, C) feature vector)."""
+    return build_norm(LAYERS, name, channels, spatial, schedule, virtual)
 
 
 def cnn_layer(layer: tuple, rng: np.random.Generator) -> nn.Module:

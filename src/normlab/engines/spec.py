@@ -64,6 +64,40 @@ def renorm_schedule(schedule: tuple | None) -> RenormSchedule | None:
                           d_max_at=int(d_at))
 
 
+def _dims(spatial) -> str:
+    return "1d" if spatial is None else "2d"
+
+
+# name -> how to build it from an engine's layer classes (``lib``: the namespace of
+# numpy_layers.LAYERS or torch_layers.LAYERS, the same class names on both engines), for
+# ``channels`` feature maps of size ``spatial`` (None: an (N, C) feature vector)
+NORM_LAYERS = {
+    "batch": lambda lib, c, spatial, schedule, virtual: getattr(
+        lib, f"BatchNorm{_dims(spatial)}")(c, virtual_batch_size=virtual),
+    "group": lambda lib, c, *_: lib.GroupNorm(group_count(c), c),
+    # GroupNorm with one group: LayerNorm over (C, H, W) with per-channel gamma and beta, as
+    # the GN paper compares it
+    "layer": lambda lib, c, *_: lib.GroupNorm(1, c),
+    "instance": lambda lib, c, *_: lib.InstanceNorm2d(c, affine=True),
+    "renorm": lambda lib, c, spatial, schedule, virtual: getattr(
+        lib, f"BatchRenorm{_dims(spatial)}")(c, schedule=renorm_schedule(schedule),
+                                             virtual_batch_size=virtual),
+    "activation": lambda lib, c, spatial, *_: lib.ActivationBatchNorm(c, *spatial),
+}
+MAPS_ONLY = ("instance", "activation")   # need feature maps
+
+
+def build_norm(lib, name: str, channels: int, spatial: tuple[int, int] | None = (1, 1),
+               schedule: tuple | None = None, virtual: int | None = None):
+    """The norm layer ``name`` of :data:`NORM_LAYERS`, built from ``lib``'s classes."""
+    flat = spatial is None
+    if name not in NORM_LAYERS or (flat and name in MAPS_ONLY):
+        raise ValueError(f"norm: expected one of {NORMS[:-1]}"
+                         f"{' (instance/activation need feature maps)' if flat else ''}, "
+                         f"got {name!r}")
+    return NORM_LAYERS[name](lib, channels, spatial, schedule, virtual)
+
+
 def conv_args(layer: tuple) -> tuple[int, int, int, int, int]:
     """(c_in, c_out, kernel, padding, stride) of a ("conv", c_in, c_out, k, pad[, stride])
     spec layer; the stride is optional so the specs (and run identities) written before the

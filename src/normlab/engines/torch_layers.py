@@ -6,12 +6,14 @@ where torch has none.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
 from .. import torch as nt
 from ..nn.dropout import dropout_mask
-from .spec import NORMS, conv_args, group_count, norm_args, renorm_schedule, unknown
+from .spec import build_norm, conv_args, norm_args, unknown
 
 
 class TorchActivationBatchNorm(torch.nn.BatchNorm1d):
@@ -46,26 +48,26 @@ class SeededDropout(torch.nn.Module):
         return f"p={self.p}"
 
 
+def _batch_norm(ghost, plain):
+    """torch's BN, or normlab's ghost BN when a virtual batch size is given."""
+    def build(c, virtual_batch_size=None):
+        return ghost(c, virtual_batch_size) if virtual_batch_size else plain(c)
+    return build
+
+
+# the classes spec.NORM_LAYERS builds the torch engine's norms from (numpy_layers.LAYERS' twins)
+LAYERS = SimpleNamespace(
+    BatchNorm1d=_batch_norm(nt.GhostBatchNorm1d, torch.nn.BatchNorm1d),
+    BatchNorm2d=_batch_norm(nt.GhostBatchNorm2d, torch.nn.BatchNorm2d),
+    GroupNorm=torch.nn.GroupNorm, InstanceNorm2d=torch.nn.InstanceNorm2d,
+    BatchRenorm1d=nt.BatchRenorm1d, BatchRenorm2d=nt.BatchRenorm2d,
+    ActivationBatchNorm=lambda c, h, w: TorchActivationBatchNorm(c * h * w))
+
+
 def torch_norm(name: str, channels: int, spatial: tuple[int, int] | None = (1, 1),
                schedule: tuple | None = None, virtual: int | None = None) -> torch.nn.Module:
     """torch twin of :func:`.numpy_layers.get_norm`."""
-    flat = spatial is None
-    if name == "batch" and virtual:
-        return (nt.GhostBatchNorm1d if flat else nt.GhostBatchNorm2d)(channels, virtual)
-    if name == "batch":
-        return (torch.nn.BatchNorm1d if flat else torch.nn.BatchNorm2d)(channels)
-    if name == "group":
-        return torch.nn.GroupNorm(group_count(channels), channels)
-    if name == "layer":
-        return torch.nn.GroupNorm(1, channels)
-    if name == "instance" and not flat:
-        return torch.nn.InstanceNorm2d(channels, affine=True)
-    if name == "renorm":
-        return (nt.BatchRenorm1d if flat else nt.BatchRenorm2d)(
-            channels, schedule=renorm_schedule(schedule), virtual_batch_size=virtual)
-    if name == "activation" and not flat:
-        return TorchActivationBatchNorm(channels * spatial[0] * spatial[1])
-    raise ValueError(f"norm: expected one of {NORMS[:-1]}, got {name!r}")
+    return build_norm(LAYERS, name, channels, spatial, schedule, virtual)
 
 
 def cnn_layer(layer: tuple) -> torch.nn.Module:

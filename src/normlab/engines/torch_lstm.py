@@ -14,7 +14,7 @@ import torch
 
 from ..torch import device as devices
 from ..torch.lstm import NormLSTM
-from ..torch.training import to_device
+from .torch.training import to_device
 
 
 class TorchLstmTrainer:

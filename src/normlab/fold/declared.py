@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..core.families import modules as norm_modules
+
 Shapes = dict[str, tuple[int, ...]]
 
 # A NumPy-engine model fold reads may declare at most this many bytes of parameters and
@@ -66,11 +68,11 @@ def _batch_norm(where: str, a: dict) -> Shapes:
     return shapes
 
 
-def _layer_norm(where: str, a: dict) -> Shapes:
+def _trailing_norm(where: str, a: dict) -> Shapes:
     shape = _sizes(where, "normalized_shape", a["normalized_shape"])
     if not a["elementwise_affine"]:
         return {}
-    return {"weight": shape, **({"bias": shape} if a["bias"] else {})}
+    return {"weight": shape, **({"bias": shape} if a.get("bias") else {})}
 
 
 def _group_norm(where: str, a: dict) -> Shapes:
@@ -92,11 +94,11 @@ def _affine(where: str, a: dict) -> Shapes:
     return {"scale": c, "shift": c}
 
 
-_NORMS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d",
-          "InstanceNorm3d", "BatchRenorm1d", "BatchRenorm2d")
+# the shape rules of normlab.core.families.SHAPE_RULES, which each norm module names
+_RULES = {"batch": _batch_norm, "channels": _group_norm, "trailing": _trailing_norm}
 SHAPES: dict[str, Callable[[str, dict], Shapes]] = {
-    "Linear": _linear, "Conv2d": _conv2d, "LayerNorm": _layer_norm, "GroupNorm": _group_norm,
-    "LSTM": _lstm, "Affine": _affine, **dict.fromkeys(_NORMS, _batch_norm)}
+    "Linear": _linear, "Conv2d": _conv2d, "LSTM": _lstm, "Affine": _affine,
+    **{name: _RULES[m.shapes] for name, (_, m) in norm_modules().items()}}
 # Layers that allocate nothing sized by their arguments.
 NO_PARAMETERS = ("Module", "ReLU", "Sigmoid", "Tanh", "Dropout", "Flatten", "MaxPool2d",
                  "AvgPool2d", "CrossEntropyLoss", "MSELoss", "FoldedLinearCheck")

@@ -29,7 +29,7 @@ from .group import (
     instance_norm_forward,
     instance_running_update,
 )
-from .layer import layer_norm_backward, layer_norm_forward
+from .layer import layer_norm_backward, layer_norm_forward, rms_norm_backward, rms_norm_forward
 from .renorm import RenormSchedule, batch_renorm_backward, batch_renorm_train
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "batch_norm_train", "eval_scale_shift", "update_running_stats", "group_norm_backward",
     "group_norm_forward", "instance_norm_backward", "instance_norm_forward",
     "instance_running_update", "layer_norm_backward", "layer_norm_forward", "moments",
+    "rms_norm_backward", "rms_norm_forward",
     "normalize", "normalize_backward",
     "ghost_batch_norm_backward", "ghost_batch_norm_train", "ghost_running_update",
     "virtual_splits", "RenormSchedule", "batch_renorm_backward", "batch_renorm_train",

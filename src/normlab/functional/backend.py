@@ -8,19 +8,34 @@ free of numba: the kernel modules are imported on first use.
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 import numpy as np
 
 from .. import kernels
-from ..reference import batch, group, layer
+from ..core.families import FAMILIES
 
-_REFERENCE = {"batch": batch, "layer": layer, "group": group}
+
+def reference(family: str) -> ModuleType:
+    """The NumPy reference of ``family``: :mod:`normlab.reference` ``.<family>``, which every
+    declared family has (:mod:`normlab.core.families`)."""
+    found = _REFERENCE.get(family)
+    if found is None:
+        if family not in FAMILIES:
+            raise ValueError(f"family: expected one of {', '.join(map(repr, FAMILIES))}, "
+                             f"got {family!r}")
+        found = _REFERENCE[family] = importlib.import_module(f"..reference.{family}", __package__)
+    return found
+
+
+_REFERENCE: dict[str, ModuleType] = {}   # asked once per call: skip the import machinery
 
 
 def for_array(x: np.ndarray, family: str) -> ModuleType:
-    """The backend module of ``family`` ("batch", "layer" or "group") for input ``x``."""
-    return kernels.for_array(x, family) or _REFERENCE[family]
+    """The backend module of ``family`` (a key of :data:`normlab.core.families.FAMILIES`) for
+    input ``x``."""
+    return kernels.for_array(x, family) or reference(family)
 
 
 def for_cache(cache, family: str) -> ModuleType:
@@ -28,5 +43,5 @@ def for_cache(cache, family: str) -> ModuleType:
     backend (a saved x_hat is x with mean 0 and gain 1 to them), the layer and group kernels
     only their own (they re-derive x_hat from the saved x)."""
     if family != "batch" and not cache.saved_is_input:
-        return _REFERENCE[family]
+        return reference(family)
     return for_array(cache.saved, family)

@@ -19,6 +19,8 @@ from types import ModuleType
 
 import numpy as np
 
+from ..core.families import FAMILIES as NORM_FAMILIES
+
 CHOICES = ("auto", "numba", "numpy")
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -43,17 +45,21 @@ def backend() -> str:
     return "numba"
 
 
-# family -> kernel module (imported, and on a cold cache compiled, on first use)
-FAMILIES = {"batch": "batch", "layer": "layer", "group": "group", "loss": "loss",
-            "conv": "conv", "pool": "pool", "activation": "activation", "lstm": "lstm"}
+# family -> kernel module (imported, and on a cold cache compiled, on first use); the norm
+# families' from their declarations, None where a family has no kernel (the reference serves)
+FAMILIES: dict[str, str | None] = {
+    **{f.name: f.kernel for f in NORM_FAMILIES.values()},
+    "loss": "loss", "conv": "conv", "pool": "pool", "activation": "activation", "lstm": "lstm"}
 
 
 def for_array(x: np.ndarray, family: str) -> ModuleType | None:
-    """The kernel module for ``family`` (a key of FAMILIES) if it should handle ``x``."""
+    """The kernel module for ``family`` (a key of FAMILIES) if it should handle ``x``; None for
+    the NumPy path, always for a family without a kernel."""
     if family not in FAMILIES:
         raise ValueError(f"family: expected one of {', '.join(map(repr, FAMILIES))}, "
                          f"got {family!r}")
-    if x.dtype not in _KERNEL_DTYPES or x.size == 0 or backend() != "numba":
+    if FAMILIES[family] is None or x.dtype not in _KERNEL_DTYPES or x.size == 0 \
+            or backend() != "numba":
         return None
     return load(family)
 

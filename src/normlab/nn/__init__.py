@@ -1,6 +1,6 @@
 """NumPy engine: modules with hand-written forward/backward, PyTorch-compatible state dicts."""
 
-from . import init
+from . import init, sample_norms
 from .activation import ReLU, Sigmoid, Tanh
 from .conv import Conv2d
 from .dropout import Dropout
@@ -12,22 +12,21 @@ from .norm import (
     BatchNorm1d,
     BatchNorm2d,
     BatchNorm3d,
-    GroupNorm,
     InstanceNorm1d,
     InstanceNorm2d,
     InstanceNorm3d,
-    LayerNorm,
     freeze,
     unfreeze,
 )
 from .pool import AvgPool2d, MaxPool2d
 from .recurrent import LSTM
 from .renorm import BatchRenorm1d, BatchRenorm2d
+from .sample_norms import *  # noqa: F403 -- the per-sample norms, listed once in its __all__
 
 __all__ = [
-    "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Conv2d", "CrossEntropyLoss",
-    "Dropout", "Flatten", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
-    "LSTM", "LayerNorm", "Linear", "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU",
-    "Sequential", "Sigmoid", "Tanh", "init",
-    "BatchRenorm1d", "BatchRenorm2d", "freeze", "unfreeze",
+    "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dropout", "Flatten", "LSTM", "Linear",
+    "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh",
+    "init", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d",
+    "InstanceNorm3d", "BatchRenorm1d", "BatchRenorm2d", "freeze", "unfreeze",
+    *sample_norms.__all__,
 ]

@@ -14,7 +14,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("normlab.torch needs PyTorch: pip install 'normlab[torch]'") from exc
 
 from .convert import from_torch, to_torch
-from .ddp import DistributedTrainer, WorkerError, distributed_trainer
 from .device import deterministic, resolve_device
 from .fold import count_bn_ops
 from .fold import fold_bn as fold_bn  # returns (model, FoldReport); see normlab.torch.fold
@@ -30,8 +29,8 @@ from .sequence import RecurrentBatchNorm, SequenceBatchNorm
 from .sync import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = [
-    "BNHealthReport", "BatchRenorm1d", "BatchRenorm2d", "DistributedTrainer", "FrozenBatchNorm2d",
-    "GhostBatchNorm1d", "WorkerError", "deterministic", "distributed_trainer", "resolve_device",
+    "BNHealthReport", "BatchRenorm1d", "BatchRenorm2d", "FrozenBatchNorm2d",
+    "GhostBatchNorm1d", "deterministic", "resolve_device",
     "GhostBatchNorm2d", "NormLSTM", "RecurrentBatchNorm", "SequenceBatchNorm", "SyncBatchNorm",
     "bn_health", "convert_sync_batchnorm", "count_bn_ops", "fold_bn", "fold_bn_export", "freeze_bn",
     "from_torch", "recalibrate_bn",

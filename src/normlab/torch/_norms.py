@@ -23,21 +23,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..fold.rules import Norm
+from ._plain import PLAIN, is_plain_bn
 from .frozen import FrozenBatchNorm2d
-from .ghost import GhostBatchNorm1d, GhostBatchNorm2d
-from .renorm import BatchRenorm1d, BatchRenorm2d
-from .running import BatchNorm1d, BatchNorm2d, BatchNorm3d
-from .sync import SyncBatchNorm
 
-# class -> (spatial dims of its input, whether that input can be (N, features)); None: unknown.
-_PLAIN: dict[type, tuple[int | None, bool | None]] = {
-    nn.BatchNorm1d: (1, None), nn.LazyBatchNorm1d: (1, None), BatchNorm1d: (1, None),
-    BatchRenorm1d: (1, None), GhostBatchNorm1d: (1, None),
-    nn.BatchNorm2d: (2, False), nn.LazyBatchNorm2d: (2, False), BatchNorm2d: (2, False),
-    BatchRenorm2d: (2, False), GhostBatchNorm2d: (2, False),
-    nn.BatchNorm3d: (3, False), nn.LazyBatchNorm3d: (3, False), BatchNorm3d: (3, False),
-    nn.SyncBatchNorm: (None, None), SyncBatchNorm: (None, None),
-}
 _FROZEN_NAMES = {"torchvision.ops.misc.FrozenBatchNorm2d": (2, False)}
 # frozen norm + act: forward = act(drop(x * scale + shift)), children ``drop`` and ``act``
 _FROZEN_ACT_NAMES = {"timm.layers.norm_act.FrozenBatchNormAct2d"}
@@ -45,11 +33,6 @@ _FROZEN_ACT_NAMES = {"timm.layers.norm_act.FrozenBatchNormAct2d"}
 
 def _qualname(m) -> str:
     return f"{type(m).__module__}.{type(m).__qualname__}"
-
-
-def is_plain_bn(m) -> bool:
-    """A module whose eval forward is one batch_norm call and nothing else."""
-    return type(m) in _PLAIN
 
 
 def is_frozen_bn(m) -> bool:
@@ -81,7 +64,7 @@ def norm_of(m) -> Norm:
     if type(m) is FrozenBatchNorm2d:   # accepts any (N, C, ...) input
         dims, two_dim = None, None
     else:
-        dims, two_dim = _PLAIN.get(type(m)) or _FROZEN_NAMES.get(_qualname(m)) or _by_base(m)
+        dims, two_dim = PLAIN.get(type(m)) or _FROZEN_NAMES.get(_qualname(m)) or _by_base(m)
     return Norm(type(m).__name__, int(m.running_mean.shape[0]) if has_bn_buffers(m)
                 else int(m.num_features), dims, two_dim)
 
@@ -90,7 +73,7 @@ def _by_base(m) -> tuple[int | None, bool | None]:
     """A subclass checks its input like the torch class it derives from (BatchNormAct2d: 4-D)."""
     for base in (nn.BatchNorm3d, nn.BatchNorm2d, nn.BatchNorm1d):
         if isinstance(m, base):
-            return _PLAIN[base]
+            return PLAIN[base]
     return None, None
 
 

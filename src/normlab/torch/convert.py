@@ -14,10 +14,21 @@ import torch
 from torch import nn as tnn
 
 from .. import nn as enn
+from ..core.families import modules as norm_modules
 
 _SAME_NAME = ("ReLU", "Sigmoid", "Tanh")
-_BN = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d",
-       "InstanceNorm3d")
+# the norm modules torch.nn has under the same name, with the arguments they share
+_NORMS = {name: m for name, (_, m) in norm_modules().items() if m.torch}
+
+
+def _norm_hyper(m, declared) -> tuple[tuple, dict]:
+    """A declared norm module's constructor arguments, read off ``m`` (``bias``: has one)."""
+    def read(name):
+        if name == "bias":
+            return m.bias is not None
+        value = getattr(m, name)
+        return tuple(value) if isinstance(value, (list, tuple)) else value
+    return tuple(read(a) for a in declared.args), {k: read(k) for k in declared.kwargs}
 
 
 def _hyper(m, kind: str) -> tuple[tuple, dict]:
@@ -28,15 +39,8 @@ def _hyper(m, kind: str) -> tuple[tuple, dict]:
         return (m.in_channels, m.out_channels, m.kernel_size), {
             "stride": m.stride, "padding": m.padding, "dilation": m.dilation,
             "groups": m.groups, "bias": m.bias is not None}
-    if kind in _BN:
-        return (m.num_features,), {"eps": m.eps, "momentum": m.momentum, "affine": m.affine,
-                                   "track_running_stats": m.track_running_stats}
-    if kind == "LayerNorm":
-        return (tuple(m.normalized_shape),), {"eps": m.eps,
-                                              "elementwise_affine": m.elementwise_affine,
-                                              "bias": m.bias is not None}
-    if kind == "GroupNorm":
-        return (m.num_groups, m.num_channels), {"eps": m.eps, "affine": m.affine}
+    if kind in _NORMS:
+        return _norm_hyper(m, _NORMS[kind])
     if kind == "Flatten":
         return (m.start_dim, m.end_dim), {}
     if kind == "Dropout":
@@ -48,8 +52,8 @@ def _hyper(m, kind: str) -> tuple[tuple, dict]:
     raise TypeError(f"model: expected layers of {sorted(_KINDS)}, got {kind}")
 
 
-_KINDS = {"Linear", "Conv2d", "LayerNorm", "GroupNorm", "Flatten", "Dropout", "MaxPool2d",
-          "AvgPool2d", *_BN, *_SAME_NAME}
+_KINDS = {"Linear", "Conv2d", "Flatten", "Dropout", "MaxPool2d", "AvgPool2d", *_NORMS,
+          *_SAME_NAME}
 
 
 def _float_dtype_np(model: enn.Module) -> np.dtype:
@@ -112,7 +116,7 @@ def _build_engine(m: tnn.Module, dtype) -> enn.Module:
 
 
 def _takes_dtype(kind: str) -> bool:
-    return kind in ("Linear", "Conv2d", "LayerNorm", "GroupNorm", *_BN)
+    return kind in ("Linear", "Conv2d") or (kind in _NORMS and _NORMS[kind].dtype)
 
 
 # torch options the engine does not have: refuse rather than build a different model.

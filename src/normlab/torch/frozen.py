@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ._common import CheckedStateMixin, check_channels, per_channel
+from ._plain import is_plain_bn
 
 
 def _copy_state(src: nn.Module, dst: nn.Module, affine: bool) -> None:
@@ -110,8 +111,6 @@ def freeze_bn(model: nn.Module) -> nn.Module:
     when ``model`` itself is a plain BN). A plain BN becomes a :class:`FrozenBatchNorm2d`; a BN
     subclass is frozen in place, its forward kept. All BNs are checked before any changes: one
     without running statistics cannot be frozen."""
-    from ._norms import is_plain_bn
-
     for name, m in model.named_modules():
         if isinstance(m, _BatchNorm) and (m.running_mean is None or m.running_var is None):
             raise ValueError(f"model: expected batch norms with running statistics to freeze, "

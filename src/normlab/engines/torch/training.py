@@ -1,7 +1,7 @@
 """The steps of the experiments' torch trainers, on any device, with NumPy on the outside.
 
 Shared by the single-process trainer (:class:`normlab.engines.torch.TorchTrainer`) and each
-replica of :class:`normlab.torch.ddp.DistributedTrainer`, so both train, evaluate and checkpoint
+replica of :class:`.ddp.DistributedTrainer`, so both train, evaluate and checkpoint
 alike. Inputs arrive as NumPy arrays and move to the model's device; outputs and state come back
 as CPU NumPy arrays, so a checkpoint written on a GPU (or by P workers) loads anywhere.
 """

@@ -47,12 +47,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .._checks import check_positive_int
-from ..functional.ghost import virtual_splits
+from ..._checks import check_positive_int
+from ...functional.ghost import virtual_splits
+from ...torch.device import deterministic, resolve_device
+from ...torch.sync import convert_sync_batchnorm
 from . import training
 from ._workers import Pool, WorkerError
-from .device import deterministic, resolve_device
-from .sync import convert_sync_batchnorm
 
 __all__ = ["DistributedTrainer", "Replica", "WorkerError", "distributed_trainer", "shards",
            "torchrun_env"]

@@ -1,7 +1,7 @@
 """The torch engine: the torch.nn twin of a spec, started from the NumPy model's weights.
 
 One process (:class:`TorchTrainer`) or DistributedDataParallel workers
-(:mod:`normlab.torch.ddp`), with the same trainer interface as :class:`.numpy.NumpyTrainer`.
+(:mod:`.ddp`), with the same trainer interface as :class:`..numpy.NumpyTrainer`.
 Imported only when the torch engine is asked for, so torch stays optional.
 """
 
@@ -12,14 +12,15 @@ import functools
 import numpy as np
 import torch
 
-from .. import nn
-from .._checks import check_positive_int
-from ..torch import BatchNorm1d, ddp, training
-from ..torch import device as devices
-from .numpy import BN_BUFFERS
-from .spec import CNN_KINDS, RESNET_KINDS, Spec, unknown
-from .torch_layers import SeededDropout, cnn_layer
-from .torch_resnet import resnet_layer
+from ... import nn
+from ..._checks import check_positive_int
+from ...torch import BatchNorm1d
+from ...torch import device as devices
+from ..numpy import BN_BUFFERS
+from ..spec import CNN_KINDS, RESNET_KINDS, Spec, unknown
+from ..torch_layers import SeededDropout, cnn_layer
+from ..torch_resnet import resnet_layer
+from . import ddp, training
 
 
 class TorchTrainer:
@@ -30,7 +31,7 @@ class TorchTrainer:
     CPU by the NumPy builder and move there unchanged; the repeatability settings of
     :func:`normlab.torch.device.deterministic` are applied to this process and kept in
     ``settings`` for the report. Batches move to the device; ``forward_eval``, ``state()`` and
-    the model-reaching methods of :class:`.numpy.NumpyTrainer` return CPU NumPy arrays, so
+    the model-reaching methods of :class:`..numpy.NumpyTrainer` return CPU NumPy arrays, so
     checkpoints and experiments do not depend on the device or the engine.
     """
 
@@ -122,7 +123,7 @@ class TorchTrainer:
         self._steps.load_state_arrays(self.model, self.opt, arrays)
 
     def close(self) -> None:
-        """Nothing to release (the interface of :class:`normlab.torch.ddp.DistributedTrainer`)."""
+        """Nothing to release (the interface of :class:`.ddp.DistributedTrainer`)."""
 
 
 def trainer(spec: Spec, model, lr: float, device=None, workers: int = 1, sync_bn: bool = False,

@@ -25,7 +25,7 @@ import time
 from functools import partial
 from multiprocessing.connection import wait
 
-from .._orphans import POLL_S, exit_with_parent
+from ..._orphans import POLL_S, exit_with_parent
 
 
 class WorkerError(RuntimeError):
