@@ -40,6 +40,8 @@ ARMS = ("sb", "lb", "lb-lr", "lb-lr-gbn", "lb-lr-gbn-ra")
 LABELS = {"sb": f"small batch ({SMALL})", "lb": f"large batch ({LARGE})",
           "lb-lr": "+LR (sqrt scaling)", "lb-lr-gbn": f"+GBN (ghost groups of {SMALL})",
           "lb-lr-gbn-ra": "+RA (as many steps as the small batch)"}
+COLORS = dict(zip(ARMS, ("tab:blue", "tab:red", "tab:orange", "tab:green", "tab:purple"),
+                  strict=True))
 
 GAP = "test accuracy, small batch - large batch (same epochs, same rate)"
 GBN = "test accuracy, +LR+GBN - +LR (large batch, same steps)"
@@ -212,18 +214,18 @@ class LargeBatch(Experiment):
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
         ax = axes[0]
         for arm, style in zip(ARMS, ("-", "--", "-.", ":", "-"), strict=True):
-            m = by_seed[seeds[0]][arm]
-            seen = [s * cfg[arm]["batch"] for s in m["step"]]
-            band(ax, seen, [by_seed[s][arm]["val_acc"] for s in seeds], style, LABELS[arm])
+            seen = [s * cfg[arm]["batch"] for s in by_seed[seeds[0]][arm]["step"]]
+            band(ax, seen, [by_seed[s][arm]["val_acc"] for s in seeds], style, LABELS[arm],
+                 color=COLORS[arm])
         ax.set_xscale("symlog", linthresh=cfg["sb"]["batch"])
         ax.set(xlabel="images seen (log scale)", ylabel="validation accuracy",
-               title=f"Validation curves ({BAND_NOTE})")
+               title="Validation accuracy")
         ax.legend(fontsize="x-small", loc="lower right")
         ax = axes[1]
         vals = [[by_seed[s][a]["test_acc"] for a in ARMS] for s in seeds]
-        bars(ax, vals, ["tab:blue", "tab:red", "tab:orange", "tab:green", "tab:purple"],
-             ["SB", "LB", "+LR", "+GBN", "+RA"])
+        bars(ax, vals, [COLORS[a] for a in ARMS], ["SB", "LB", "+LR", "+GBN", "+RA"])
         lo = min(min(v) for v in vals)
         ax.set(ylabel="test accuracy", ylim=(max(0.0, lo - 0.03), 1.0),
-               title="Hoffer et al.'s Table 1 rows, ours (whiskers: min-max over seeds)")
+               title="Hoffer et al.'s Table 1 rows, measured here")
+        fig.suptitle(f"{BAND_NOTE}; whiskers: min-max over seeds", fontsize="small")
         return {"large_batch": fig}
