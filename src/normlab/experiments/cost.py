@@ -166,9 +166,9 @@ class Cost(Experiment):
                                   for k, t in trainers.items()}, cfg["repeats"], ctx)
         except (WorkerError, RuntimeError, OSError) as exc:
             late = timer is not None and timer.finished.is_set()
+            first = (str(exc).strip().splitlines() or [""])[0]
             return {"sync_unavailable": (f"over {SYNC_TIMEOUT_S} s, workers stopped" if late
-                                         else f"{type(exc).__name__}: "
-                                              f"{str(exc).strip().splitlines()[:1]}")}
+                                         else f"{type(exc).__name__}: {first}")}
         finally:
             if timer is not None:
                 timer.cancel()
