@@ -4,6 +4,10 @@ overruns its budget, is recorded as not measured instead of failing or hanging t
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -33,10 +37,36 @@ def test_a_failing_start_is_recorded_in_one_line(digits, torch, monkeypatch):
     assert "sync_step_ms" not in m
 
 
+class _HungTrainer:
+    """Stands in for a DistributedTrainer whose collective never returns: its one "worker"
+    is a sleeping process, and like the real pool it raises WorkerError once that is gone."""
+
+    def __init__(self, *args, **kwargs):
+        self.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        self.pids = [self.proc.pid]
+
+    def train_step(self, x, y):
+        from normlab.torch.ddp import WorkerError
+
+        self.proc.wait()
+        raise WorkerError("worker 0 died")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
 def test_an_overrun_stops_its_workers_and_is_recorded(digits, torch, monkeypatch):
+    made = []
     monkeypatch.setattr(cost, "SYNC_TIMEOUT_S", 0.5)
-    m = _sync_run(digits, repeats=100_000)
+    monkeypatch.setattr(cost, "make_trainer", lambda *a, **k: made.append(_HungTrainer()) or
+                        made[-1])
+    t0 = time.perf_counter()
+    m = _sync_run(digits)
     assert m["sync_unavailable"] == "over 0.5 s, workers stopped"
+    assert time.perf_counter() - t0 < 30
+    assert len(made) == 2 and all(t.proc.returncode == -signal.SIGKILL for t in made)
 
 
 def test_a_missing_part_gets_no_number():
