@@ -98,7 +98,9 @@ class Cost(Experiment):
                    f"SyncBatchNorm is a torch layer), per-process BN vs SyncBatchNorm, "
                    f"interleaved; a part that cannot run (no torch, a worker fails, or over "
                    f"{SYNC_TIMEOUT_S} s) is recorded as unavailable and gets no verdict.")
-    pilot_seeds = "seeds 100-102 (mnist5k, quick size, 2026-12-07, the 2-core VM under load)"
+    pilot_seeds = ("seeds 100-102 (mnist5k, quick size, 2026-12-07, the 2-core VM under load); "
+                   "part (e): seed 100, quick and full size (2026-12-07, load average 10-15: "
+                   "SyncBN / BN 2.28x quick, 1.43x full)")
     design_changes = (
         DesignChange(f"part (e) added: SyncBN / per-process BN step time over {SYNC_WORKERS} "
                      f"gloo processes (bar 1.02, the same as (a))",
@@ -129,7 +131,7 @@ class Cost(Experiment):
                     f"step time over {SYNC_WORKERS} processes, BN vs SyncBN")]
 
     def run(self, ctx: RunContext, cfg: dict) -> dict:
-        machine = {"machine": platform.machine(), "processor": platform.processor(),
+        machine = {"machine": platform.machine(), "processor": _cpu_model(),
                    "cpus": os.cpu_count(), "load_average": list(os.getloadavg())}
         if cfg["part"] == "train":
             return {**machine, **self._train(ctx, cfg)}
@@ -281,6 +283,18 @@ def _interleaved(calls: dict, repeats: int, ctx: RunContext) -> dict[str, list[f
             times[k].append(1e3 * (time.perf_counter() - t0))
         ctx.report(i + 1, repeats)
     return times
+
+
+def _cpu_model() -> str:
+    """The CPU's name (Linux: /proc/cpuinfo's "model name"; else what platform reports)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def _kill(pids: list[int]) -> None:
