@@ -21,10 +21,32 @@ def digits():
     return data.load("digits")
 
 
+# the other parts' metrics of one seed, for statistics() (values are arbitrary)
+_METRICS = {"train": {"step_ms": {"True": [2.0] * 5, "False": [1.0] * 5}, "load_average": [1.0]},
+            "infer": {"eval_ms": {"bn": [1.2] * 5, "folded": [1.0] * 5, "plain": [1.0] * 5},
+                      "kept_per_layer": 2.0, "activation_bytes": 1.0, "fold_max_abs_error": 0.0}}
+
+
 def _sync_run(digits, **over):
     e = get("cost")
-    run = [r for r in e.runs(digits, 0.02, "quick") if r.key == "sync"][0]
+    run = [r for r in e.runs(digits, 0.02, "full") if r.key == "sync"][0]
     return e.run(RunContext("cost", "sync", digits, "numpy", 3, "t"), {**run.config, **over})
+
+
+def test_two_pools_of_two_gloo_processes_are_timed(digits, torch):
+    m = _sync_run(digits, repeats=3)
+    assert m["sync_workers"] == 2 and "sync_unavailable" not in m
+    assert {k: len(v) for k, v in m["sync_step_ms"].items()} == {"True": 3, "False": 3}
+    assert all(t > 0 for v in m["sync_step_ms"].values() for t in v)
+    assert m["processor"] and m["cpus"] >= 1
+
+
+def test_quick_size_does_not_start_workers(digits):
+    e = get("cost")
+    run = [r for r in e.runs(digits, 0.02, "quick") if r.key == "sync"][0]
+    m = e.run(RunContext("cost", "sync", digits, "numpy", 3, "t"), run.config)
+    assert m["sync_unavailable"] == cost.QUICK_SYNC
+    assert math.isnan(e.statistics([], {**_METRICS, "sync": m})[cost.SYNC])
 
 
 def test_a_failing_start_is_recorded_in_one_line(digits, torch, monkeypatch):
@@ -70,11 +92,5 @@ def test_an_overrun_stops_its_workers_and_is_recorded(digits, torch, monkeypatch
 
 
 def test_a_missing_part_gets_no_number():
-    e = get("cost")
-    metrics = {"train": {"step_ms": {"True": [2.0] * 5, "False": [1.0] * 5},
-                         "load_average": [1.0]},
-               "infer": {"eval_ms": {"bn": [1.2] * 5, "folded": [1.0] * 5, "plain": [1.0] * 5},
-                         "kept_per_layer": 2.0, "activation_bytes": 1.0,
-                         "fold_max_abs_error": 0.0},
-               "sync": {"sync_unavailable": "over 120 s, workers stopped"}}
-    assert math.isnan(e.statistics([], metrics)[cost.SYNC])
+    metrics = {**_METRICS, "sync": {"sync_unavailable": "over 120 s, workers stopped"}}
+    assert math.isnan(get("cost").statistics([], metrics)[cost.SYNC])

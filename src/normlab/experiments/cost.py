@@ -42,6 +42,8 @@ WARMUP = 3
 SYNC_WORKERS = 2
 SYNC_REPEATS = 40
 SYNC_TIMEOUT_S = 120   # the workers are killed (by pid) if the timing loop takes longer
+QUICK_SYNC = (f"not timed at quick size: starting {2 * SYNC_WORKERS} torch worker processes "
+              f"takes ~13 CPU-seconds, beyond the quick size's 10 s per seed")
 
 TRAIN = "training step time, BN / no BN"
 EVAL = "eval forward time, BN / no BN"
@@ -96,7 +98,8 @@ class Cost(Experiment):
                    f"with the batch split over {SYNC_WORKERS} processes (DDP, gloo, "
                    f"one torch thread each; torch engine whatever --engine says, since "
                    f"SyncBatchNorm is a torch layer), per-process BN vs SyncBatchNorm, "
-                   f"interleaved; a part that cannot run (no torch, a worker fails, or over "
+                   f"interleaved, at full and paper size only (quick: no number, so no "
+                   f"verdict on it); a part that cannot run (no torch, a worker fails, or over "
                    f"{SYNC_TIMEOUT_S} s) is recorded as unavailable and gets no verdict.")
     pilot_seeds = ("seeds 100-102 (mnist5k, quick size, 2026-12-07, the 2-core VM under load); "
                    "part (e): seed 100, quick and full size (2026-12-07, load average 10-15: "
@@ -127,7 +130,8 @@ class Cost(Experiment):
                 "sizes": [data.n_features, *HIDDEN, data.n_classes]}
         return [Run("train", {**base, "part": "train"}, "training step time"),
                 Run("infer", {**base, "part": "infer"}, "eval time, BN folded, kept bytes"),
-                Run("sync", {**base, "part": "sync", "repeats": scaled(SYNC_REPEATS, scale, 5)},
+                Run("sync", {**base, "part": "sync", "repeats": scaled(SYNC_REPEATS, scale, 5),
+                             "timed": size != "quick"},
                     f"step time over {SYNC_WORKERS} processes, BN vs SyncBN")]
 
     def run(self, ctx: RunContext, cfg: dict) -> dict:
@@ -149,6 +153,8 @@ class Cost(Experiment):
         return {"step_ms": {str(k): v for k, v in times.items()}}
 
     def _sync(self, ctx: RunContext, cfg: dict) -> dict:
+        if not cfg.get("timed", True):
+            return {"sync_unavailable": QUICK_SYNC}
         x, y = parts(ctx.data).train.flat()
         xb, yb = x[:cfg["batch"]], y[:cfg["batch"]]
         trainers, timer = {}, None
