@@ -106,7 +106,8 @@ class Cost(Experiment):
                    "SyncBN / BN 2.28x quick, 1.43x full)")
     design_changes = (
         DesignChange(f"part (e) added: SyncBN / per-process BN step time over {SYNC_WORKERS} "
-                     f"gloo processes (bar 1.02, the same as (a))",
+                     f"gloo processes (bar 1.02, the same as (a)), timed at full and paper "
+                     f"size only",
                      "2026-12-07, after the pilot seeds 100-102 of parts (a)-(d)",
                      "issue 25 item 7 asks for it; it was not built at the pilot. Parts "
                      "(a)-(d) and their bars are unchanged"),
