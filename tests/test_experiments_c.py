@@ -237,6 +237,12 @@ def test_cost_verdict_and_measurements(pipeline):
     n = len(inf["eval_ms"]["plain"])
     m["train"]["step_ms"] = {"True": [1.2] * n, "False": [1.0] * n}
     inf["eval_ms"] = {"bn": [1.3] * n, "folded": [1.01] * n, "plain": [1.0] * n}
+    assert m["sync"]["sync_unavailable"].startswith("not timed at quick size")
+    k = 5                                   # full size times it (tests/test_cost_sync.py)
+    m["sync"]["sync_step_ms"] = {"True": [3.0] * k, "False": [2.0] * k}
     assert verdict("cost", m) == "holds"
+    m["sync"]["sync_step_ms"]["True"] = [2.0] * k                 # SyncBN cost nothing
+    assert verdict("cost", m) == "does not hold"
+    m["sync"]["sync_step_ms"]["True"] = [3.0] * k
     inf["eval_ms"]["folded"] = [1.3] * n                          # folding saved nothing
     assert verdict("cost", m) == "does not hold"

@@ -52,6 +52,12 @@ def _no_lstm_norm(mp):
     mp.setattr(nn, "LSTM", lambda *a, norm=None, **k: real(*a, norm="none", **k))
 
 
+def _no_ghost(mp):
+    real = nn.BatchNorm1d
+    mp.setattr(nn, "BatchNorm1d",
+               lambda *a, virtual_batch_size=None, **k: real(*a, **k))
+
+
 def _plain_estimators(mp):
     from normlab.experiments import running_stats
 
@@ -83,6 +89,7 @@ REMOVED = {
     "depth": (_no_bn, False, {"does not hold"}),
     "dropout-bn": (_no_bn, False, EITHER),           # no running variance: NaN
     "cost": (_no_bn, False, {"does not hold"}),      # nothing kept for backward
+    "large-batch": (_no_ghost, True, EITHER),        # +GBN is +LR: (b) is 0 on every seed
 }
 
 

@@ -13,6 +13,7 @@ from .dropout_bn import DropoutBN
 from .init_scale import InitScale
 from .invariances import Invariances
 from .landscape import Landscape
+from .large_batch import LargeBatch
 from .learning_rate import LearningRate
 from .paper_fig1 import PaperFig1
 from .placement import Placement
@@ -37,6 +38,7 @@ EXPERIMENTS[Placement.name] = Placement()
 EXPERIMENTS[Depth.name] = Depth()
 EXPERIMENTS[DropoutBN.name] = DropoutBN()
 EXPERIMENTS[Cost.name] = Cost()
+EXPERIMENTS[LargeBatch.name] = LargeBatch()
 
 
 def get(name: str) -> Experiment:
