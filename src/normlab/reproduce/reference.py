@@ -250,8 +250,9 @@ def verdict_counts(verdicts: list[str]) -> str:
 def summary_sentence(block: dict) -> str:
     """"your run reproduces the reference: N/M; full-size verdicts: ..." (or why not)."""
     fulls = [r["full_verdict"] for r in block["experiments"].values() if r["full_verdict"]]
-    full = (f"full-size verdicts: {verdict_counts(fulls)} ({len(fulls)} of "
-            f"{len(block['experiments'])} claims; {block['full_reference']})"
+    total = len(block["experiments"])
+    full = (f"full-size verdicts: {verdict_counts(fulls)} ({len(fulls)} of {total} "
+            f"claim{'s' if total > 1 else ''}; {block['full_reference']})"
             if fulls else "full-size verdicts: none for these claims")
     if block["reference"] is None:
         return f"no reference for this run's configuration; {full}"
