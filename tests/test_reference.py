@@ -214,3 +214,23 @@ def test_report_leads_with_reproduction_and_flags_a_tampered_metric(full, tmp_pa
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("no reference for this run's configuration;")
     assert "reproduction not checked" in proc.stdout.replace("\n", " ")
+
+
+def test_make_reference_ships_a_finished_run_and_refuses_an_unfinished_one(full, tmp_path):
+    results = as_results(full, ["init-scale", "conv-bn"])
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    tool = [sys.executable, str(ROOT / "tools" / "make_reference.py")]
+    proc = subprocess.run([*tool, str(path), "--into", str(tmp_path / "ref")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    written = tmp_path / "ref" / "full-mnist5k-numpy.json.gz"
+    assert written.read_bytes() == encode(trim(results))
+    assert "full size, mnist5k, numpy engine, seeds 1000-1004, 2 experiments" in proc.stdout
+
+    del results["experiments"]["conv-bn"]["verdict"]
+    path.write_text(json.dumps(results))
+    proc = subprocess.run([*tool, str(path), "--into", str(tmp_path / "ref2")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no verdict for conv-bn" in proc.stderr
+    assert not (tmp_path / "ref2").exists()
