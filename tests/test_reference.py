@@ -146,6 +146,18 @@ def test_tolerance_decides_between_within_and_does_not_reproduce(full):
     assert row["status"] == "does not reproduce" and "verdict" in row["detail"], row
 
 
+def test_a_changed_experiment_design_does_not_reproduce(full):
+    results = as_results(full, ["init-scale"])
+    results["experiments"]["init-scale"]["runs"]["std00-bn"]["config"]["epochs"] += 1
+    row = compare(results)["experiments"]["init-scale"]
+    assert row["status"] == "does not reproduce", row
+    assert "run std00-bn: its configuration differs" in row["detail"]
+    del results["experiments"]["init-scale"]["runs"]["std00-bn"]
+    row = compare(results)["experiments"]["init-scale"]
+    assert row["status"] == "does not reproduce" and "differ from the reference's" in \
+        row["detail"], row
+
+
 def test_experiment_missing_from_the_reference_is_said_not_failed(full):
     results = as_results(full, ["init-scale", "conv-bn"])
     partial = copy.deepcopy(full)

@@ -18,7 +18,8 @@ experiment (:data:`STATUSES`):
   amplifies them), but every criterion's statistic at every seed is within
   :data:`TOLERANCE` of the reference's 95%-interval half-width of that statistic (a statistic
   constant over the seeds: within :data:`EXACT` relative) and the verdict is the same;
-* **does not reproduce**: anything else, with the largest difference found.
+* **does not reproduce**: anything else (a statistic beyond the tolerance, another verdict, or
+  runs whose set or configurations changed since the reference was made), with what was found.
 
 A run of another configuration (other seeds, data, engine, size or step multiplier) has no
 reference: the comparison says so, and checks nothing. Beside every experiment stands its
@@ -135,16 +136,23 @@ def _canonical(metrics) -> str:
     return json.dumps(json.loads(to_json(metrics)), sort_keys=True)
 
 
-def _metrics_identical(run: dict, ref: dict) -> str | None:
-    """None when every run's metrics at every seed are the reference's; else the first
-    difference, in words."""
+def _other_design(run: dict, ref: dict) -> str | None:
+    """None when the runs and their configurations are the reference's; else how they differ
+    (the experiment changed since the reference was made: no tolerance applies)."""
     if set(run["runs"]) != set(ref["runs"]):
         return (f"runs {sorted(run['runs'])} differ from the reference's "
                 f"{sorted(ref['runs'])}")
     for key, r in ref["runs"].items():
-        mine = run["runs"][key]
-        if _canonical(mine["config"]) != _canonical(r["config"]):
+        if _canonical(run["runs"][key]["config"]) != _canonical(r["config"]):
             return f"run {key}: its configuration differs from the reference's"
+    return None
+
+
+def _metrics_identical(run: dict, ref: dict) -> str | None:
+    """None when every run's metrics at every seed are the reference's; else the first
+    difference, in words."""
+    for key, r in ref["runs"].items():
+        mine = run["runs"][key]
         for seed, metrics in r["metrics"].items():
             if _canonical(mine["metrics"].get(seed)) != _canonical(metrics):
                 return f"run {key}, seed {seed}: the metrics differ"
@@ -188,6 +196,10 @@ def compare_experiment(run: dict, ref: dict | None) -> dict:
     """One experiment of a finished results.json against its reference entry."""
     if ref is None:
         return {"status": "no reference", "detail": "no reference for this experiment"}
+    design = _other_design(run, ref)
+    if design is not None:
+        return {"status": "does not reproduce", "detail": f"{design}: the experiment changed "
+                "since the reference was made (make reference rebuilds it)"}
     difference = _metrics_identical(run, ref)
     if difference is None:
         return {"status": "bit-identical", "detail": "every run's metrics at every seed are "
