@@ -146,6 +146,21 @@ def test_tolerance_decides_between_within_and_does_not_reproduce(full):
     assert row["status"] == "does not reproduce" and "verdict" in row["detail"], row
 
 
+def test_demonstrations_are_compared_by_their_verdict(full):
+    """A demonstration may measure rounding itself (train-eval's eval-mode logit difference):
+    its number may move when the floating point does, its verdict may not."""
+    results = as_results(full, ["init-scale"])
+    entry = results["experiments"]["init-scale"]
+    entry["runs"]["std00-bn"]["metrics"]["1001"]["final_acc"] += 1e-9
+    demo = next(c for c in entry["criteria"] if c["role"] == "demonstration")
+    demo["interval"]["per_seed"] = [v * 1.5 for v in demo["interval"]["per_seed"]]
+    assert compare(results)["experiments"]["init-scale"]["status"] == "within tolerance"
+    demo["verdict"] = "not shown"
+    row = compare(results)["experiments"]["init-scale"]
+    assert row["status"] == "does not reproduce", row
+    assert f"{demo['statistic']}: not shown vs the reference's shown" in row["detail"]
+
+
 def test_a_changed_experiment_design_does_not_reproduce(full):
     results = as_results(full, ["init-scale"])
     results["experiments"]["init-scale"]["runs"]["std00-bn"]["config"]["epochs"] += 1

@@ -15,9 +15,13 @@ experiment (:data:`STATUSES`):
   canonical JSON of both is the same text);
 * **within tolerance**: the metrics differ (another machine's floating point: the numba
   kernels let LLVM reorder sums, so the vector width changes the last bits, and training
-  amplifies them), but every criterion's statistic at every seed is within
+  amplifies them), but every evidence part's statistic at every seed is within
   :data:`TOLERANCE` of the reference's 95%-interval half-width of that statistic (a statistic
-  constant over the seeds: within :data:`EXACT` relative) and the verdict is the same;
+  constant over the seeds: within :data:`EXACT` relative), and every part's verdict and the
+  claim's are the reference's. Demonstrations are compared by their verdict only: some measure
+  floating-point rounding itself (train-eval's eval-mode logit difference, ~4e-6), which moves
+  by several times its spread over seeds when the kernels change (measured: ``NORMLAB_KERNELS=
+  numpy`` against the numba reference on this machine);
 * **does not reproduce**: anything else (a statistic beyond the tolerance, another verdict, or
   runs whose set or configurations changed since the reference was made), with what was found.
 
@@ -36,8 +40,12 @@ from ..runner.base import size_of
 from ..runner.store import to_json
 
 FORMAT = "normlab reference 1"
-# A statistic may move by this share of the reference's 95%-interval half-width (per seed)
-TOLERANCE = 0.1
+# A statistic may move by this share of the reference's 95%-interval half-width (per seed).
+# Measured on one machine, the NumPy kernels against the numba reference (quick size): the
+# largest evidence difference was 0.35 half-widths (train-eval: one test image of 1,000 on one
+# seed), 0.04 in conv-bn. Half a half-width cannot flip a verdict by itself, and every part's
+# verdict must be the same too.
+TOLERANCE = 0.5
 # ... or, when the reference's interval has no width (the same value on every seed), this
 # relative difference
 EXACT = 1e-9
@@ -48,11 +56,13 @@ REPRODUCED = ("bit-identical", "within tolerance")
 KEYS = ("size", "data", "fingerprint", "engine", "seeds", "steps_scale")
 
 
-def tolerance_text(name: str | None = None) -> str:
-    """The tolerance rule in words (the same for every experiment today)."""
-    return (f"every criterion's statistic within {TOLERANCE:g} of the reference's 95%-interval "
-            f"half-width on every seed ({EXACT:g} relative where the reference's value is the "
-            f"same on every seed), and the same verdict")
+def tolerance_text() -> str:
+    """The tolerance rule in words (the same for every experiment)."""
+    return (f"every evidence part's statistic within {TOLERANCE:g} of the reference's "
+            f"95%-interval half-width on every seed ({EXACT:g} relative where the reference's "
+            f"value is the same on every seed), and every part's verdict and the claim's the "
+            f"same (a demonstration is compared by its verdict only: some measure rounding "
+            f"itself)")
 
 
 def config_key(results: dict) -> dict:
@@ -166,8 +176,14 @@ def _within_tolerance(run: dict, ref: dict) -> tuple[bool, str]:
     mine = {c["statistic"]: c for c in run.get("criteria", [])}
     if set(mine) != set(ref_crit):
         return False, "its criteria are not the reference's"
+    other = [s for s, c in ref_crit.items() if mine[s]["verdict"] != c["verdict"]]
+    if other:
+        return False, (f"{other[0]}: {mine[other[0]]['verdict']} vs the reference's "
+                       f"{ref_crit[other[0]]['verdict']}")
     worst, where = 0.0, ""
     for stat, c in ref_crit.items():
+        if c.get("role", "evidence") != "evidence":
+            continue
         lo, hi = c["interval"]["ci95"]
         half = (hi - lo) / 2 if lo is not None and hi is not None else 0.0
         ends = [(a, b) for part in ("per_seed", "per_seed_upper")
