@@ -19,9 +19,9 @@ experiment (:data:`STATUSES`):
   :data:`TOLERANCE` of the reference's 95%-interval half-width of that statistic (a statistic
   constant over the seeds: within :data:`EXACT` relative), and every part's verdict and the
   claim's are the reference's. Demonstrations are compared by their verdict only: some measure
-  floating-point rounding itself (train-eval's eval-mode logit difference, ~4e-6), which moves
-  by several times its spread over seeds when the kernels change (measured: ``NORMLAB_KERNELS=
-  numpy`` against the numba reference on this machine);
+  floating-point rounding itself (train-eval's eval-mode logit difference, ~4e-6), which moved
+  by 0.7 of its reference interval's half-width when the kernels changed (measured:
+  ``NORMLAB_KERNELS=numpy`` against the numba reference on one machine);
 * **does not reproduce**: anything else (a statistic beyond the tolerance, another verdict, or
   runs whose set or configurations changed since the reference was made), with what was found.
 
