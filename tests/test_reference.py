@@ -161,6 +161,26 @@ def test_demonstrations_are_compared_by_their_verdict(full):
     assert f"{demo['statistic']}: not shown vs the reference's shown" in row["detail"]
 
 
+def test_timed_experiments_are_compared_by_verdicts_only():
+    """cost's statistics are wall-clock timings: their numbers never repeat, their verdicts
+    must."""
+    quick = _by_size("quick")
+    results = as_results(quick, ["cost"])
+    entry = results["experiments"]["cost"]
+    key = next(iter(entry["runs"]))
+    entry["runs"][key]["metrics"]["1000"] = {**entry["runs"][key]["metrics"]["1000"],
+                                             "extra timing": 1.0}
+    for c in entry["criteria"]:
+        c["interval"]["per_seed"] = [None if v is None else v * 3 for v in
+                                     c["interval"]["per_seed"]]
+    row = compare(results)["experiments"]["cost"]
+    assert row["status"] == "within tolerance", row
+    assert "compared by verdicts only" in row["detail"]
+    entry["criteria"][0]["verdict"] = "does not hold" if entry["criteria"][0]["verdict"] != \
+        "does not hold" else "holds"
+    assert compare(results)["experiments"]["cost"]["status"] == "does not reproduce"
+
+
 def test_a_changed_experiment_design_does_not_reproduce(full):
     results = as_results(full, ["init-scale"])
     results["experiments"]["init-scale"]["runs"]["std00-bn"]["config"]["epochs"] += 1
