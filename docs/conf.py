@@ -38,6 +38,8 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "_ext", "tutorials", "**/*.ipynb", "**/*.zip",
                     "**/*.codeobj.json", "**/*.md5"]
 root_doc = "index"
+# Anchors for the headings of the guide pages, so a page can link to a section of another.
+myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

@@ -460,10 +460,17 @@ ESCAPE_CASES = {
                                               "a\r\n| injected | row |\n" + SCRIPT), None),
     "markdown-link-and-code-in-timing": (_set("timing", "init-scale",
                                               "[x](javascript:alert(1)) `y` <b>z</b>"), None),
+    # the terminal summary prints no claim (one line per claim: issue 29), so no check of
+    # what it shows; the raw characters must still reach neither the terminal nor the Markdown
     "terminal-escape-in-claim": (_set("experiments", "init-scale", "claim",
-                                      "\x1b[2J\x1b]0;pwned\x07claim \x9b31m"), "\\x1b[2J"),
+                                      "\x1b[2J\x1b]0;pwned\x07claim \x9b31m"), None),
     "terminal-bidi-override-in-claim": (_set("experiments", "init-scale", "claim",
-                                             "safe \u202etxt.exe"), "\\u202e"),
+                                             "safe \u202etxt.exe"), None),
+    # the data's name is in the summary's "no reference for this run's configuration" note
+    "terminal-escape-in-data-name": (_set("data", "name", "\x1b[2J\x1b]0;pwned\x07 \x9b31m"),
+                                     "\\x1b[2J"),
+    "terminal-bidi-override-in-data-name": (_set("data", "name", "safe \u202etxt.exe"),
+                                            "\\u202e"),
 }
 
 

@@ -124,7 +124,7 @@ def network_resources(site_dir: Path) -> list[str]:
 def test_every_page_is_built_with_its_content(site):
     for page in ("index", "about", "auto_tutorials/index", "api/index", "api/cli"):
         assert (site / f"{page}.html").is_file(), page
-    assert len(TUTORIALS) == 6
+    assert len(TUTORIALS) == 7
     for name in TUTORIALS:
         html = (site / "auto_tutorials" / f"{name}.html").read_text(encoding="utf-8")
         assert "sphx-glr-single-img" in html or "sphx-glr-multi-img" in html, \

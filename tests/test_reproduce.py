@@ -262,7 +262,8 @@ def test_report_escapes_results_text_and_refuses_a_broken_file(digits_run, tmp_p
     out = tmp_path / "copy"
     shutil.copytree(digits_run, out)
     res = json.loads((out / "results.json").read_text())
-    res["experiments"]["paper-fig1"]["claim"] = "[/bold] closes nothing"
+    # the data's name is printed by the summary's "no reference" note (the claim is not)
+    res["data"]["name"] = "[/bold] closes nothing"
     (out / "results.json").write_text(json.dumps(res))
     proc = normlab("report", out)
     assert proc.returncode == 0, proc.stderr

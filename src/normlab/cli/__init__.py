@@ -88,7 +88,7 @@ def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default
               size: str = typer.Option(None, "--size", help="quick | full | paper: fewer steps "
                                        "(quick), what 2 CPU cores run in minutes (full, the "
                                        "default), or the closest to each source that one GPU "
-                                       "runs in about an hour (paper; see README)."),
+                                       "runs in about an hour (paper; see the docs)."),
               quick: bool = typer.Option(False, "--quick", help="Same as --size quick."),
               data: str = typer.Option("mnist5k", "--data",
                                        help="mnist5k | digits | fashion-mnist | mnist:DIR"),

@@ -1,5 +1,5 @@
 """The terminal side of ``normlab reproduce``, ``list`` and ``report``: validation (one-line
-errors, exit code 2), rich progress bars with ETA, and the final claims/verdicts table.
+errors, exit code 2), rich progress bars with ETA, and the summary: one line per claim.
 
 Only the program's own markup is rich markup: every piece of user or results text (paths,
 names, claims, messages) goes through :func:`normlab._escape.markup` first, so a ``[/x]`` in an
@@ -251,25 +251,25 @@ def _reproduce(opts: Options, data, console: Console) -> None:
                   "checkpointed: re-run the same command to resume")
     report = finalize(opts.out, results, keep)
     _print_summary(results, Console())
-    Console().print(f"Report: {escape(str(report.resolve()))}", highlight=False,
-                    soft_wrap=True)
+    _print_report_path(report, Console())
 
 
 def _print_summary(results: dict, console: Console) -> None:
-    table = Table(title="Published claims vs measured (95% intervals over seeds and the test "
-                  "set; Holm over each claim's evidence parts)",
-                  show_lines=True)
-    table.add_column("experiment", no_wrap=True)
-    table.add_column("claim")
-    table.add_column("verdict", no_wrap=True)
-    table.add_column("measured")
-    colours = {"holds": "green", "does not hold": "red", "inconclusive": "yellow",
-               "demonstrated": "cyan"}
-    for name, e in results["experiments"].items():
-        colour = colours.get(e["verdict"], "white")
-        table.add_row(escape(name), escape(e["claim"]),
-                      f"[{colour}]{escape(e['verdict'])}[/]", escape(e["reason"]))
-    console.print(table)
+    """The reproduction sentence and one line per claim, each within 80 columns
+    (:func:`normlab.report.summary.summary_lines`); the details are in the report."""
+    from ..report.summary import summary_lines
+
+    for line in summary_lines(results):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_report_path(report: Path, console: Console) -> None:
+    """``Report: PATH``; a path too long for 80 columns goes on its own line (unbroken, so
+    it can still be copied)."""
+    path = escape(str(report.resolve()))
+    line = f"Report: {path}"
+    console.print(line if len(line) <= 80 else f"Report:\n{path}", highlight=False,
+                  soft_wrap=True)
 
 
 def list_experiments() -> None:
@@ -327,5 +327,4 @@ def rebuild_report(out, markdown=None) -> None:
         _fail(f"DIR: {str(path)!r} is not a complete normlab results file "
               f"({type(exc).__name__}: {exc})")
     _print_summary(results, Console())
-    Console().print(f"Report: {escape(str(report.resolve()))}", highlight=False,
-                    soft_wrap=True)
+    _print_report_path(report, Console())

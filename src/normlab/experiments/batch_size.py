@@ -46,7 +46,7 @@ BATCH = 32                       # the optimizer batch: the gradient is over all
 HIDDEN = 128
 LR = 0.1                         # plain SGD, cosine decay to 0 over the run
 STEPS = 1500
-PAPER_STEPS = 2000               # the ResNet at paper size (the GPU budget: README, "Sizes")
+PAPER_STEPS = 2000               # the ResNet at paper size (the GPU budget: docs, "Sizes")
 INIT_STD = 0.01                  # Linear weights
 N_EVALS = 10
 # Batch Renorm schedule (Ioffe 2017 sec. 4): r_max 3, d_max 5, plain BN for 5k steps, r_max

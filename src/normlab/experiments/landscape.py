@@ -36,7 +36,7 @@ from ..runner.holdout import parts
 from ..runner.train import epoch_batch, evaluate
 
 STEPS = 1000
-PAPER_STEPS = 2000     # the ResNet at paper size (the GPU budget: README, "Sizes")
+PAPER_STEPS = 2000     # the ResNet at paper size (the GPU budget: docs, "Sizes")
 # A probe is 9 forward+backward passes; a ResNet's probes are at least this many steps apart
 # (it binds only at CI scale: 2,000 steps / 20 checks = 100).
 PAPER_CHECK_GAP = 10

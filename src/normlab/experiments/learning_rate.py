@@ -43,7 +43,7 @@ MODELS = {  # name -> (base learning rate, steps at full size, init std of Linea
     "mlp": (0.1, 3000, 0.01),
     "cnn": (0.03, 800, 0.01),
 }
-# --size paper: the CNN is a ResNet-20 (steps: the GPU budget, README "Sizes"); the MLP is
+# --size paper: the CNN is a ResNet-20 (steps: the GPU budget, docs "Sizes"); the MLP is
 # unchanged. Rates 0.01..1: a pilot (below) found the plain ResNet diverging at 0.3.
 PAPER_RESNET = (0.01, 1500, 0.01)
 PAPER_PILOT = ("Design pilot for the ResNet's rates (mnist5k, seed 0, 300 steps, before the "

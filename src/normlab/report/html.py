@@ -139,6 +139,40 @@ def design_html(e: dict) -> str:
             f'</p><ul class="meta">{items or "<li>none recorded</li>"}</ul>')
 
 
+def reproduction_html(results: dict) -> list[str]:
+    """The overview's lead: whether this run reproduces the shipped reference, and the
+    full-size verdicts (the block :func:`normlab.reproduce.reference.compare` wrote)."""
+    block = results.get("reproduction")
+    if not block:
+        return ['<p class="meta">Not compared with a reference.</p>']
+    out = [f'<p class="claim"><strong>{_e(block["summary"])}</strong></p>']
+    if block.get("reference"):
+        out.append(f'<p class="meta"><strong>Reference.</strong> {_e(block["reference"])}, '
+                   f"shipped with normlab. Reproduces: bit-identical, or within tolerance "
+                   f'when the floating point differs ({_e(block["tolerance"])}).</p>')
+    if block.get("note"):
+        out.append(f'<p class="meta"><strong>Note.</strong> {_e(block["note"])}</p>')
+    return out
+
+
+def _reproduction_cells(results: dict, name: str) -> list[str]:
+    row = (results.get("reproduction") or {}).get("experiments", {}).get(name, {})
+    full = row.get("full_verdict")
+    return [_e(row.get("status", "not compared")), _badge(full) if full else "-"]
+
+
+def _reproduction_line(results: dict, name: str) -> str:
+    block = results.get("reproduction") or {}
+    row = block.get("experiments", {}).get(name)
+    if row is None:
+        return ""
+    full = row.get("full_verdict")
+    return (f'<p><strong>Reference:</strong> {_e(row["status"])} &mdash; {_e(row["detail"])}. '
+            f"<strong>Full-size verdict</strong> "
+            f'({_e(block.get("full_reference") or "none shipped")}): '
+            f'{_badge(full) if full else "none"}.</p>')
+
+
 def render(out: Path, results: dict) -> str:
     cfg, data = results["config"], results["data"]
     exps = results["experiments"]
@@ -158,10 +192,11 @@ def render(out: Path, results: dict) -> str:
              f'{_e(results.get("combination_rule", ""))}</p>',
              f'<p class="meta"><strong>Seeds.</strong> '
              f'{_e(results.get("confirmatory_rule", ""))}</p>',
-             '<h2 id="overview">Overview</h2>',
-             _table(["Experiment", "Claim", "Verdict"],
-                    [[f'<a href="#{_e(n)}">{_e(n)}</a>', _e(e["claim"]), _badge(e["verdict"])]
-                     for n, e in exps.items()]),
+             '<h2 id="overview">Overview</h2>', *reproduction_html(results),
+             _table(["Experiment", "Claim", "Verdict", "Reproduces the reference",
+                     "Full-size verdict"],
+                    [[f'<a href="#{_e(n)}">{_e(n)}</a>', _e(e["claim"]), _badge(e["verdict"]),
+                      *_reproduction_cells(results, n)] for n, e in exps.items()]),
              '<h2 id="published">Published beside measured</h2>',
              _table(PUBLISHED_HEAD, [r for n, e in exps.items()
                                      for r in published_rows(n, e, data)])]
@@ -182,7 +217,7 @@ def render(out: Path, results: dict) -> str:
         timing = results.get("timing", {}).get(name, "?")
         cpu = results.get("cpu_time", {}).get(name, "?")
         parts += [f'<p><strong>Verdict:</strong> {_badge(e["verdict"])} &mdash; '
-                  f'{_e(e["reason"])}</p>',
+                  f'{_e(e["reason"])}</p>', _reproduction_line(results, name),
                   f'<p class="meta"><strong>Rule.</strong> {_e(e["thresholds"])}</p>',
                   design_html(e),
                   f'<p class="meta">Per-step numbers: {_e(e["csv"])}; compute time '

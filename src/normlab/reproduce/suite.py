@@ -55,6 +55,7 @@ from ..runner.store import (
     write_checkpoint,
 )
 from .ledger import ledger_rows
+from .reference import compare as compare_with_reference
 
 CI_SCALE_ENV = "NORMLAB_CI_SCALE"
 DEFAULT_SEEDS = {"quick": 3, "full": 5, "paper": 5}
@@ -462,6 +463,7 @@ def finalize(out: Path, results: dict, keep: dict | None = None) -> Path:
                       "figures": figures, "csv": f"{name}/metrics.csv"})
     results.update({"intervals_method": METHOD, "combination_rule": COMBINATION_RULE,
                     "confirmatory_rule": CONFIRMATORY_RULE, "ledger": ledger_rows(results)})
+    results["reproduction"] = compare_with_reference(results)
     text = to_json(results)
     for (folder, file), data in files.items():
         atomic_write_bytes(safe_dir(out, folder) / file, data, "--out")

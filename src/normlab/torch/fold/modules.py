@@ -115,8 +115,18 @@ def _fold_children(module: nn.Module, prefix: str, ctx: _Context, reason: str) -
             continue
         new = _fold_module(child, q, ctx)
         if new is not child:
+            _keep_plain_attributes(child, new)
             setattr(module, name, new)
     return module
+
+
+def _keep_plain_attributes(old: nn.Module, new: nn.Module) -> None:
+    """Give the GraphModule replacing ``old`` the plain attributes (numbers, flags, caches)
+    it lacks: the untraced parent's forward may read them (timm's LocalWindowAttention reads
+    ``self.attn.resolution``), and a GraphModule keeps only modules, parameters and buffers."""
+    for key, value in vars(old).items():
+        if not key.startswith("_") and not hasattr(new, key):
+            object.__setattr__(new, key, value)   # plain, as it was: not registered
 
 
 def _fold_sequential(seq: nn.Sequential, prefix: str, ctx: _Context) -> nn.Sequential:

@@ -1,0 +1,43 @@
+"""Ship a finished reproduction as a reference: ``python tools/make_reference.py RESULTS.json``
+writes ``src/normlab/data/reference/<size>-<data>-<engine>.json.gz`` (the trimmed form of
+:func:`normlab.reproduce.reference.trim`), replacing the reference of that size, data and
+engine. ``make reference`` runs the quick reproduction and ships it; ``make reference-full``
+does the same for the confirmatory full size (hours on two cores), or ships an existing run's
+results with ``make reference-full FULL_RESULTS=path/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from normlab._io import atomic_write_bytes
+from normlab.reproduce.reference import describe, encode, file_name, trim
+
+FOLDER = Path(__file__).resolve().parents[1] / "src" / "normlab" / "data" / "reference"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, help="a finished reproduction's results.json")
+    parser.add_argument("--into", type=Path, default=FOLDER, help="the reference folder")
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text(encoding="utf-8"))
+    unfinished = [n for n, e in results.get("experiments", {}).items() if "verdict" not in e]
+    if unfinished:
+        parser.error(f"results: expected a finished reproduction (verdicts computed), got "
+                     f"no verdict for {', '.join(unfinished)}")
+    reference = trim(results)
+    data = encode(reference)
+    args.into.mkdir(parents=True, exist_ok=True)
+    path = args.into / file_name(reference["key"])
+    atomic_write_bytes(path, data, "--into")
+    print(f"{path}: {describe(reference['key'])}, {len(reference['experiments'])} experiments "
+          f"({', '.join(reference['experiments'])}), {len(data):,} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
