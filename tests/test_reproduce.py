@@ -326,7 +326,8 @@ def test_new_experiment_plugs_in(monkeypatch, tmp_path):
             return {"f": fig}
 
     monkeypatch.setitem(registry.EXPERIMENTS, "fake", Fake())
-    opts = Options(["fake"], False, "digits", "numpy", tmp_path, 0, seeds=3)
+    opts = Options(names=["fake"], data_spec="digits", engine="numpy", out=tmp_path, seed=0,
+                   seeds=3)
     results = run_all(opts, data.load("digits"))
     report = finalize(tmp_path, results)
     assert results["experiments"]["fake"]["verdict"] == "holds"

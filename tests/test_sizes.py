@@ -31,8 +31,9 @@ def digits():
     (False, "quick", "quick"), (False, "full", "full"), (False, "paper", "paper")])
 def test_size_resolution(quick, size, expected):
     assert resolve_size(quick, size) == expected
-    opts = Options(["init-scale"], quick, "digits", "numpy", None, 0, size=size)
-    assert opts.size == expected and opts.quick == (expected == "quick")
+    opts = Options(names=["init-scale"], size=expected, data_spec="digits", engine="numpy",
+                   out=None, seed=0)
+    assert opts.size == expected
 
 
 @pytest.mark.parametrize("quick,size,needle", [
@@ -45,8 +46,19 @@ def test_size_errors_name_the_flag(quick, size, needle):
     with pytest.raises(UsageError) as exc:
         resolve_size(quick, size)
     assert str(exc.value) == needle or needle in str(exc.value)
-    with pytest.raises(ValueError, match=r"^size: expected"):   # the API names its argument
-        Options(["init-scale"], quick, "digits", "numpy", None, 0, size=size)
+    if size not in ("quick", "full", "paper"):   # the API names its argument
+        with pytest.raises(ValueError, match=r"^size: expected one of quick, full, paper"):
+            Options(names=["init-scale"], size=size, data_spec="digits", engine="numpy",
+                    out=None, seed=0)
+
+
+def test_options_are_keyword_only_and_frozen():
+    with pytest.raises(TypeError):
+        Options(["init-scale"], "quick", "digits", "numpy", None, 0)
+    opts = Options(names=["init-scale"], data_spec="digits", engine="numpy", out=None, seed=0)
+    assert opts.size == "full" and not hasattr(opts, "quick")
+    with pytest.raises(AttributeError):
+        opts.jobs = 2
 
 
 @pytest.mark.parametrize("size,seeds", [("quick", 3), ("full", 5), ("paper", 5)])
