@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_reproduce import ENV, NORMLAB, QUICK, digits_run  # noqa: F401
+from tests.commands import ENV, NORMLAB, QUICK
 
 VICTIM = b"precious: must never change\n"
 
@@ -232,7 +232,7 @@ def _run_in_process(argv: list, env: dict | None = None):
 
 
 @pytest.fixture
-def scene(tmp_path, digits_run):  # noqa: F811
+def scene(tmp_path, digits_run):
     """tmp/out: a copy of a real results folder; tmp/victim: files outside it."""
     out = tmp_path / "out"
     shutil.copytree(digits_run, out, symlinks=True)
@@ -320,7 +320,7 @@ def small_disk(tmp_path):
     ("report", False, 0, ".normlab.lock"),   # the lock is the first write
 ], ids=["reproduce-disk-full-in-finalize", "report-disk-full-at-the-lock"])
 def test_disk_full_is_one_line_and_loses_nothing(command, keep_lock, limit, where, small_disk,
-                                                 digits_run, tmp_path):  # noqa: F811
+                                                 digits_run, tmp_path):
     base = small_disk or tmp_path
     out = base / "out"
     shutil.copytree(digits_run, out)

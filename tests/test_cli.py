@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_reproduce import ENV, normlab
+from tests.commands import ENV, normlab
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -63,7 +63,7 @@ def conv_case(draw):
                         bias=bias))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(case=conv_case(), dtype=st.sampled_from([np.float32, np.float64]),
        training=st.booleans())
 # stride-1 "same" convolutions: the shifted-plane path, with and without dilation

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from normlab.runner.store import read_checkpoint
-from tests.test_reproduce import ENV, NORMLAB, normlab, run_metrics
+from tests.commands import ENV, NORMLAB, normlab, run_metrics
 
 ARGS = ["reproduce", "paper-fig1", "--quick", "--data", "digits", "--seed", "3"]
 KILLS = 10

@@ -124,7 +124,7 @@ def test_idx_truncated_and_lying_headers(tmp_path):
         read_idx(path)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.binary(max_size=200), st.booleans())
 def test_idx_fuzz_random_bytes_only_clean_errors(tmp_path_factory, blob, compress):
     path = tmp_path_factory.mktemp("fuzz") / "f"
@@ -137,7 +137,7 @@ def test_idx_fuzz_random_bytes_only_clean_errors(tmp_path_factory, blob, compres
         assert out.nbytes <= len(blob)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=3), st.binary(max_size=64))
 def test_idx_fuzz_valid_magic_random_sizes(tmp_path_factory, dims, body):
     path = tmp_path_factory.mktemp("fuzz") / "f"

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from normlab import data, nn
+from normlab import nn
 from normlab.engines.numpy import build_numpy
 from normlab.engines.numpy_layers import ActivationBatchNorm, get_norm
 from normlab.engines.spec import NORMS
@@ -23,11 +23,6 @@ from normlab.runner.holdout import parts
 from tests.pipeline import seed_metrics, verdict
 
 NAMES = ["learning-rate", "batch-size", "conv-bn"]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import copy
 import numpy as np
 import pytest
 
-from normlab import data
 from normlab.experiments import get
 from normlab.runner.base import VERDICTS, RunContext
 from normlab.runner.holdout import parts
@@ -17,16 +16,7 @@ from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 NAMES = ["train-eval", "regularization", "landscape", "rnn-norm"]
 
 
-@pytest.fixture(autouse=True)
-def _numpy_kernels(monkeypatch):
-    # the numba kernels' first-call compile time dwarfs these tiny runs; the kernels have their
-    # own parity tests
-    monkeypatch.setenv("NORMLAB_KERNELS", "numpy")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
+pytestmark = pytest.mark.usefixtures("numpy_kernels")
 
 
 @pytest.fixture(scope="module")

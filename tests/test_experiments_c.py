@@ -8,17 +8,11 @@ import copy
 import numpy as np
 import pytest
 
-from normlab import data
 from normlab.experiments import get
 from normlab.runner.base import RunContext
 from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 
 NAMES = ["invariances", "bias", "affine", "placement", "depth", "dropout-bn", "cost"]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import copy
 import numpy as np
 import pytest
 
-from normlab import data
 from normlab.engines import make_trainer
 from normlab.engines.spec import mlp_spec
 from normlab.experiments import get
@@ -19,15 +18,7 @@ from tests.pipeline import run_ci_pipeline, seed_metrics, verdict
 NAME = "running-stats"
 
 
-@pytest.fixture(autouse=True)
-def _numpy_kernels(monkeypatch):
-    # the numba kernels' first-call compile time dwarfs these tiny runs
-    monkeypatch.setenv("NORMLAB_KERNELS", "numpy")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
+pytestmark = pytest.mark.usefixtures("numpy_kernels")
 
 
 @pytest.fixture(scope="module")

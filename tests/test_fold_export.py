@@ -20,7 +20,7 @@ from tests.test_fold_torch import (
 )
 
 # Exporting twice per example costs ~0.1-0.3 s: fewer examples than the eager tests.
-SETTINGS = settings(max_examples=12, deadline=None)
+SETTINGS = settings(max_examples=12)
 
 
 def bn_calls(torch, program) -> int:

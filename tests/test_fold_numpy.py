@@ -21,7 +21,7 @@ from normlab.functional import batch_norm_eval
 from normlab.nn.batchnorm import BatchNormBase as _BatchNorm
 from tests.gradcheck import numerical_grad
 
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(max_examples=25)
 REL_TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 

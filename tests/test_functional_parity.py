@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from normlab import functional as F
 
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(max_examples=25)
 
 
 def close(a, b, dtype, truth=None) -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from normlab.functional import running
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(n=st.integers(2, 200), cuts=st.lists(st.integers(1, 199), max_size=8),
        seed=st.integers(0, 2**16))
 def test_exact_merge_equals_full_data_whatever_the_split(n, cuts, seed):
@@ -26,7 +26,7 @@ def test_exact_merge_equals_full_data_whatever_the_split(n, cuts, seed):
     np.testing.assert_allclose(running.bessel(var, count), x.var(0, ddof=1), rtol=1e-10)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(momentum=st.floats(0.01, 0.9), steps=st.integers(1, 30), seed=st.integers(0, 2**16))
 def test_debiased_factor_equals_bias_corrected_ema(momentum, steps, seed):
     """Adam-style correction: raw EMA from zero divided by 1 - (1 - m)^t."""
@@ -43,7 +43,7 @@ def test_debiased_first_batch_is_taken_exactly():
     assert running.debiased_factor(0.1, 1) == 1.0
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(lengths=st.lists(st.integers(1, 9), min_size=1, max_size=5), layout=st.sampled_from([1, 2]),
        seed=st.integers(0, 2**16))
 def test_masked_moments_equal_moments_of_unpadded_concatenation(lengths, layout, seed):

@@ -105,7 +105,7 @@ def test_channels_last_output_keeps_layout(monkeypatch):
     assert np.moveaxis(dx, 1, -1).flags.c_contiguous
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(n=st.integers(2, 6), c=st.integers(1, 5), spatial=st.lists(st.integers(1, 4), max_size=3),
        dtype=st.sampled_from([np.float32, np.float64]), channels_last=st.booleans(),
        affine=st.booleans(), seed=st.integers(0, 2**16))
@@ -329,7 +329,7 @@ def test_group_norm_matches_numpy(monkeypatch, shape, groups, dtype):
                                    **TOL[dtype])
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(n=st.integers(1, 4), per_group=st.integers(1, 3), groups=st.integers(1, 4),
        spatial=st.lists(st.integers(1, 4), max_size=2),
        dtype=st.sampled_from([np.float32, np.float64]), channels_last=st.booleans(),

@@ -12,7 +12,7 @@ import pytest
 from normlab import nn
 from normlab.experiments import EXPERIMENTS
 from normlab.experiments.ledger import LEDGER, NOTES, STATUSES, Statement, counts
-from tests.test_reproduce import normlab
+from tests.commands import normlab
 
 
 def test_every_tested_statement_names_a_registered_part():

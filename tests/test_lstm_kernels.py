@@ -35,7 +35,7 @@ def toy_norm(scale: float):
     return forward, backward
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(n=st.integers(1, 5), steps=st.integers(1, 6), hidden=st.integers(1, 9),
        dtype=st.sampled_from([np.float32, np.float64]), norm_hh=st.booleans(),
        norm_c=st.booleans(), with_out=st.booleans(), seed=st.integers(0, 2**16))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from normlab import data, nn
+from normlab import nn
 from normlab.runner.evidence import Criterion
 from tests.pipeline import run_ci_pipeline
 from tests.simulate import experiment
@@ -84,11 +84,6 @@ REMOVED = {
     "dropout-bn": (_no_bn, False, EITHER),           # no running variance: NaN
     "cost": (_no_bn, False, {"does not hold"}),      # nothing kept for backward
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
 
 
 @pytest.mark.parametrize("name", list(REMOVED))

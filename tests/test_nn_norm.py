@@ -25,7 +25,7 @@ def bn_case(draw):
     return dim, (n, c, *spatial), kwargs, draw(st.integers(0, 2**16))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(case=bn_case())
 def test_batchnorm_module_matches_torch_over_steps(torch, case):
     dim, shape, kwargs, seed = case

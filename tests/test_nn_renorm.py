@@ -115,7 +115,7 @@ def test_bad_arguments_and_input_change_no_state():
         np.testing.assert_array_equal(v, before[k])
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 @given(n=st.integers(2, 5), c=st.integers(1, 4), hw=st.integers(1, 3), steps=st.integers(1, 4),
        seed=st.integers(0, 2**16))
 def test_parity_with_torch_module_over_steps(torch, n, c, hw, steps, seed):

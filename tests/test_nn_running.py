@@ -108,7 +108,7 @@ def test_same_options_match_normlab_torch(torch):
 
 
 # -- exact / cumulative / debiased ------------------------------------------------------------
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(sizes=st.lists(st.integers(2, 12), min_size=1, max_size=6), seed=st.integers(0, 2**16),
        unbiased=st.sampled_from(["running", "both", "none"]), length=st.sampled_from([0, 3]))
 def test_exact_equals_full_data_moments_whatever_the_split(sizes, seed, unbiased, length):
@@ -123,7 +123,7 @@ def test_exact_equals_full_data_moments_whatever_the_split(sizes, seed, unbiased
                                rtol=1e-10)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 @given(sizes=st.lists(st.integers(2, 12), min_size=1, max_size=4), seed=st.integers(0, 2**16),
        virtual=st.integers(1, 5))
 def test_exact_with_ghost_batches_still_equals_full_data(sizes, seed, virtual):
@@ -157,7 +157,7 @@ def test_cumulative_is_the_mean_of_batch_statistics(momentum):
                                rtol=1e-12)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(momentum=st.floats(0.01, 0.9), steps=st.integers(1, 12), seed=st.integers(0, 2**16))
 def test_ema_debiased_is_raw_ema_over_one_minus_decay_power(momentum, steps, seed):
     batches = _batches(np.random.default_rng(seed), [5] * steps)
@@ -211,7 +211,7 @@ def test_unbiased_choice_forward_running_var_and_gradcheck(unbiased, affine):
 
 
 # -- masks -----------------------------------------------------------------------------------
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(lengths=st.lists(st.integers(1, 6), min_size=2, max_size=5), seed=st.integers(0, 2**16),
        unbiased=st.sampled_from(["running", "both"]))
 def test_mask_equals_bn_on_the_unpadded_concatenation(lengths, seed, unbiased):

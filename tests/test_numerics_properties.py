@@ -39,7 +39,7 @@ from normlab import functional as F
 
 BACKENDS = ["numba", "numpy"]
 EPS = 1e-5
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(max_examples=25)
 
 
 @contextlib.contextmanager

@@ -52,7 +52,7 @@ def pool_input(case, dtype, seed=0):
     return x
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 @given(case=pool_case(), dtype=st.sampled_from([np.float32, np.float64]))
 # the experiments' 2x2 / stride 2 loop: odd sizes leave a last row and column unread
 @example(case=dict(kernel=(2, 2), stride=(2, 2), padding=(0, 0), shape=(3, 2, 7, 9),
@@ -95,7 +95,7 @@ def test_fast_maxpool_matches_torch_on_the_cnn_shape(torch):
     np.testing.assert_array_equal(pool.backward(dy), xt.grad.numpy())
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=4),
        dtype=st.sampled_from([np.float32, np.float64]), transposed=st.booleans())
 def test_fast_relu_equals_readable_path(shape, dtype, transposed):

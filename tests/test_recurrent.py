@@ -166,7 +166,7 @@ def test_none_matches_torch_lstm(torch, dtype, tol, with_hx):
     torch_parity(torch, 5, 7, 4, 6, dtype, with_hx, 0, rtol=tol, atol=tol)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 @given(n=st.integers(1, 6), steps=st.integers(1, 9), inp=st.integers(1, 5),
        hidden=st.integers(1, 7), with_hx=st.booleans(), seed=st.integers(0, 2**16))
 def test_none_matches_torch_lstm_random_shapes(torch, n, steps, inp, hidden, with_hx, seed):

@@ -7,10 +7,8 @@ import subprocess
 
 import numpy as np
 
-from tests.test_reproduce import digits_run  # noqa: F401 -- shared session fixture
 
-
-def test_report_is_self_contained(digits_run):  # noqa: F811
+def test_report_is_self_contained(digits_run):
     html = (digits_run / "report.html").read_text()
     assert '<meta name="viewport"' in html and "@media" in html
     imgs = re.findall(r'<img [^>]*src="([^"]+)"', html)
@@ -20,7 +18,7 @@ def test_report_is_self_contained(digits_run):  # noqa: F811
         assert claim in html
 
 
-def test_report_renders_in_chromium(chromium, digits_run, tmp_path):  # noqa: F811
+def test_report_renders_in_chromium(chromium, digits_run, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,18 +37,18 @@ def test_report_renders_in_chromium(chromium, digits_run, tmp_path):  # noqa: F8
     assert float(np.var(pixels[..., :3])) > 1e-3  # not blank
 
 
-def test_report_has_intervals_and_published_beside_measured(digits_run):  # noqa: F811
+def test_report_has_intervals_and_published_beside_measured(digits_run):
     html = (digits_run / "report.html").read_text()
     assert "Published beside measured" in html and "Ours: mean [95% interval]" in html
     assert "Ioffe &amp; Szegedy 2015" in html and "(precondition)" not in html
     assert html.count('class="v v-') >= 2 * 2   # a verdict per criterion and per experiment
 
 
-def test_markdown_tables_come_from_results_json(digits_run, tmp_path):  # noqa: F811
+def test_markdown_tables_come_from_results_json(digits_run, tmp_path):
     import json
     import shutil
 
-    from tests.test_reproduce import normlab
+    from tests.commands import normlab
 
     out = tmp_path / "copy"
     shutil.copytree(digits_run, out)
@@ -66,11 +64,12 @@ def test_markdown_tables_come_from_results_json(digits_run, tmp_path):  # noqa: 
         res["experiments"]["paper-fig1"]["published"])
 
 
-def test_report_keeps_demonstrations_apart_and_states_the_design_history(digits_run, tmp_path):  # noqa: F811,E501
+def test_report_keeps_demonstrations_apart_and_states_the_design_history(digits_run,
+                                                                         tmp_path):
     import json
     import shutil
 
-    from tests.test_reproduce import normlab
+    from tests.commands import normlab
 
     html = (digits_run / "report.html").read_text()
     res = json.loads((digits_run / "results.json").read_text())

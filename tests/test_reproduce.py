@@ -10,40 +10,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-NORMLAB = [sys.executable, "-m", "normlab.cli"]
-ENV = {**os.environ, "NORMLAB_CI_SCALE": "0.02"}
-
-
-def normlab(*args, env=ENV, timeout=600):
-    return subprocess.run([*NORMLAB, *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-
-
-def run_metrics(out: Path) -> dict:
-    """experiment -> run -> seed -> metrics."""
-    res = json.loads((out / "results.json").read_text())
-    return {name: {k: r["metrics"] for k, r in e["runs"].items()}
-            for name, e in res["experiments"].items()}
-
-
-QUICK = ("--quick", "--data", "digits", "--seeds", "2")
-
-
-@pytest.fixture(scope="session")
-def digits_run(tmp_path_factory) -> Path:
-    """One uninterrupted quick reproduction on `digits` at CI size, 2 seeds, 2 processes."""
-    out = tmp_path_factory.mktemp("digits") / "out"
-    proc = normlab("reproduce", "paper-fig1", "init-scale", *QUICK, "--jobs", "2", "--out", out)
-    assert proc.returncode == 0, proc.stderr
-    assert f"Report: {(out / 'report.html').resolve()}" in proc.stdout.replace("\n", "")
-    return out
+from tests.commands import ENV, NORMLAB, QUICK, normlab, run_metrics
 
 
 def test_results_schema_and_files(digits_run):

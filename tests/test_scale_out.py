@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.test_reproduce import ENV, NORMLAB, normlab
+from tests.commands import ENV, NORMLAB, normlab
 
 ARGS = ("reproduce", "batch-size", "--quick", "--data", "digits", "--engine", "torch",
         "--seeds", "1", "--jobs", "1", "--steps-scale", "0.2")

@@ -15,15 +15,10 @@ from normlab.reproduce import Options, UsageError, resolve_size
 from normlab.runner.base import RunContext
 from normlab.runner.evidence import VERDICTS
 from normlab.runner.store import read_checkpoint
-from tests.test_reproduce import ENV, normlab
+from tests.commands import ENV, normlab
 
 PAPER_ONLY = {"batch-size", "learning-rate", "landscape", "rnn-norm"}   # own paper setting
 SAME = "--size paper runs this full setting unchanged"
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
 
 
 @pytest.mark.parametrize("quick,size,expected", [
@@ -192,3 +187,21 @@ def test_results_before_sizes_count_as_quick_or_full():
 
     assert size_of({"quick": True}) == "quick" and size_of({"quick": False}) == "full"
     assert size_of({"quick": False, "size": "paper"}) == "paper"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_every_experiment_runs_end_to_end_at_full_size(name, digits, tmp_path):
+    """The full-size runs (README, "Development": marked slow and deselected in CI, whose
+    pipelines run the same code at CI scale): each experiment at --size full, unscaled, on
+    ``digits`` with one seed, through the reproduce pipeline."""
+    from normlab.reproduce import finalize, run_all
+
+    opts = Options(names=[name], size="full", data_spec="digits", engine="numpy", out=tmp_path,
+                   seed=0)
+    results = run_all(opts, digits, warn=lambda m: None)
+    finalize(tmp_path, results)
+    e = results["experiments"][name]
+    assert e["scale"] == 1.0 and e["size"] == "full" and e["verdict"] in VERDICTS
+    assert {k: r["config"] for k, r in e["runs"].items()} == \
+        {r.key: r.config for r in get(name).runs(digits, 1.0, "full")}

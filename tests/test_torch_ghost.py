@@ -95,7 +95,7 @@ def test_bad_input(torch):
     assert int(m.num_batches_tracked) == 0
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(n=st.integers(2, 12), v=st.integers(2, 5), c=st.integers(1, 3),
        spatial=st.sampled_from([(), (2,), (2, 2)]), seed=st.integers(0, 2**16))
 def test_hypothesis_parity_random_shapes(torch, n, v, c, spatial, seed):

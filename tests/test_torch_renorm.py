@@ -138,7 +138,7 @@ def test_bad_input(torch):
         nt.BatchRenorm1d(3, schedule=NF.RenormSchedule(), r_max=2.0)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(n=st.integers(2, 6), c=st.integers(1, 4), spatial=st.sampled_from([(), (3,), (2, 3)]),
        seed=st.integers(0, 2**16))
 def test_hypothesis_paper_warmup_is_batch_norm(torch, n, c, spatial, seed):

@@ -90,7 +90,7 @@ def test_new_buffers_only_when_an_option_needs_them(torch):
 
 
 # -- exact -----------------------------------------------------------------------------------
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(sizes=st.lists(st.integers(2, 12), min_size=1, max_size=6), seed=st.integers(0, 2**16),
        unbiased=st.sampled_from(["running", "both", "none"]), length=st.sampled_from([0, 3]))
 def test_exact_equals_full_data_moments_whatever_the_split(torch, sizes, seed, unbiased,
@@ -142,7 +142,7 @@ def test_cumulative_is_the_mean_of_batch_statistics(torch, momentum):
                                np.mean([b.var(0, ddof=1) for b in batches], 0), rtol=1e-12)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(momentum=st.floats(0.01, 0.9), steps=st.integers(1, 12), seed=st.integers(0, 2**16))
 def test_ema_debiased_is_raw_ema_over_one_minus_decay_power(torch, momentum, steps, seed):
     nt = _nt()
@@ -218,7 +218,7 @@ def test_gradcheck_unbiased_both_and_mask(torch, affine):
 
 
 # -- masks -----------------------------------------------------------------------------------
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(lengths=st.lists(st.integers(1, 6), min_size=2, max_size=5), seed=st.integers(0, 2**16),
        unbiased=st.sampled_from(["running", "both"]))
 def test_mask_equals_bn_on_the_unpadded_concatenation(torch, lengths, seed, unbiased):
