@@ -46,7 +46,7 @@ def assert_model_rows(models: dict) -> None:
     if "skipped" in models:
         assert models["skipped"] == "torch is not installed"
         return
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_models.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_models.py"
     spec = importlib.util.spec_from_file_location("_bench_models_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

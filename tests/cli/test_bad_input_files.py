@@ -381,7 +381,7 @@ def bomb_idx(tmp: Path) -> list:
     body = np.random.default_rng(0).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
     (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(
         b"\x00\x00\x08\x03" + struct.pack(">III", n, side, side) + body, compresslevel=1))
-    from tests.test_data import write_idx
+    from tests.data.test_data import write_idx
     write_idx(folder / "train-labels-idx1-ubyte", np.zeros(n, np.uint8))
     write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((10, side, side), np.uint8))
     write_idx(folder / "t10k-labels-idx1-ubyte", np.zeros(10, np.uint8))

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_fold_torch import (
+from tests.fold.test_fold_torch import (
     assert_same_output,
     build_conv_stack,
     conv_stacks,

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from normlab.cli import app
 from normlab.fold.archive import build, save_model
-from tests.test_fold_cli import SPEC, randomize
+from tests.fold.test_fold_cli import SPEC, randomize
 
 
 def deep_net(torch):

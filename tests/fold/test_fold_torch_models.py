@@ -14,7 +14,7 @@ import io
 
 import pytest
 
-from tests.test_fold_torch import Wrapper, assert_same_output, assert_unchanged, state_of
+from tests.fold.test_fold_torch import Wrapper, assert_same_output, assert_unchanged, state_of
 
 
 def checked_fold(torch, model, x):

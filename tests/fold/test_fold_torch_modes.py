@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_fold_torch_models import checked_fold
+from tests.fold.test_fold_torch_models import checked_fold
 
 
 def branchy(torch, body):

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from normlab import nn
 from normlab.kernels import conv as conv_kernels
-
-from .gradcheck import assert_grad_close, numerical_grad
+from tests.gradcheck import assert_grad_close, numerical_grad
 
 pytestmark = pytest.mark.usefixtures("numba")
 

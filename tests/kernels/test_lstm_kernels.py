@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from normlab.functional import lstm as readable
 from normlab.nn.recurrent import LSTM, NORMS
-
-from .test_recurrent import H, I, N, T, gradcheck_module, make
+from tests.nn.test_recurrent import H, I, N, T, gradcheck_module, make
 
 pytestmark = pytest.mark.usefixtures("numba")
 

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 import normlab.nn as nn
 from normlab import functional as F
-
-from .gradcheck import assert_grad_close, numerical_grad
+from tests.gradcheck import assert_grad_close, numerical_grad
 
 
 def _batches(rng, sizes, c=3, tail=()):

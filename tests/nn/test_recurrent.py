@@ -15,8 +15,7 @@ from normlab.functional.lstm import (
     sigmoid,
 )
 from normlab.nn.recurrent import LSTM, NORMS
-
-from .gradcheck import assert_grad_close, numerical_grad
+from tests.gradcheck import assert_grad_close, numerical_grad
 
 N, T, I, H = 3, 4, 3, 2
 

@@ -89,7 +89,7 @@ def test_disk_full_during_fold_keeps_old_output_and_is_one_line(tmp_path, monkey
 
     from normlab.cli import app
     from normlab.fold.archive import build, save_model
-    from tests.test_fold_cli import SPEC
+    from tests.fold.test_fold_cli import SPEC
 
     src, out = tmp_path / "m.npz", tmp_path / "folded.npz"
     save_model(src, SPEC, build(SPEC))
@@ -106,7 +106,7 @@ def test_disk_full_during_fold_keeps_old_output_and_is_one_line(tmp_path, monkey
 
 def test_disk_full_during_bench_json_is_one_line_after_the_table(tmp_path, monkeypatch):
     import normlab.bench.command
-    from tests.test_bench import fake_result, invoke
+    from tests.bench.test_bench import fake_result, invoke
 
     monkeypatch.setattr(normlab.bench.command, "run", lambda **kw: fake_result())
     target = tmp_path / "bench.json"

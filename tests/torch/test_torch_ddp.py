@@ -204,7 +204,7 @@ import sys
 sys.path.insert(0, {repo!r})
 import numpy as np
 from normlab.engines import make_trainer
-from tests.test_torch_ddp import INIT_STD, LR, SEED, STEPS, data, run, spec
+from tests.torch.test_torch_ddp import INIT_STD, LR, SEED, STEPS, data, run, spec
 
 trainer = make_trainer("torch", spec(), INIT_STD, np.random.default_rng(SEED), LR)
 x, y = data()
@@ -220,7 +220,7 @@ def test_under_torchrun_each_process_is_a_replica_equal_to_the_spawned_workers(
         torch, per_worker, tmp_path):
     """The documented torchrun use: every process runs the same script (workers=1); the
     launcher's 2 processes give exactly what 2 workers started by the trainer give."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = tmp_path / "train.py"
     script.write_text(TORCHRUN_SCRIPT.format(repo=repo, out=str(tmp_path)))
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",

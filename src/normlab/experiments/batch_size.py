@@ -199,7 +199,7 @@ class BatchSize(Experiment):
         # With --workers P (torch engine) BN at P's group size runs as the GN paper ran it:
         # P DistributedDataParallel processes, each normalising its own 32/P images (or, with
         # --sync-bn, BN over the whole batch through SyncBatchNorm); the ghost-BN runs compute
-        # the same thing in one process (tests/test_torch_ddp.py).
+        # the same thing in one process (tests/torch/test_torch_ddp.py).
         per_worker = BATCH // ctx.workers
         ddp = cfg["norm"] == "batch" and ctx.workers > 1 and (
             cfg["group"] is None if ctx.sync_bn else cfg["group"] == per_worker)
