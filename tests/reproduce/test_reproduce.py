@@ -284,6 +284,7 @@ def test_new_experiment_plugs_in(monkeypatch, tmp_path):
             return "nothing"
 
         def runs(self, data, scale, size="full"):
+            planned.append(size)
             return [Run("a", {"k": 1}), Run("b", {"k": 2})]
 
         def run(self, ctx, config):
@@ -301,7 +302,9 @@ def test_new_experiment_plugs_in(monkeypatch, tmp_path):
     monkeypatch.setitem(registry.EXPERIMENTS, "fake", Fake())
     opts = Options(names=["fake"], data_spec="digits", engine="numpy", out=tmp_path, seed=0,
                    seeds=3)
+    planned = []
     results = run_all(opts, data.load("digits"))
+    assert planned == ["full"]   # the runs are computed once, for all seeds and the results
     report = finalize(tmp_path, results)
     assert results["experiments"]["fake"]["verdict"] == "holds"
     assert len(results["experiments"]["fake"]["intervals"]["x"]["per_seed"]) == 3
