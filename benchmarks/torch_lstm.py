@@ -4,7 +4,7 @@
 normalised variants have no torch module, so they are written from torch ops with the same
 equations (Ba et al. 2016 eqs. 20-22; Cooijmans et al. 2016 eqs. 6-8 with running statistics
 per step; sequence-wise BN of W_x x over batch x time), as a torch user would write them: one
-autograd graph, the step loop in Python. tests/test_recurrent.py holds normlab's LSTM to an
+autograd graph, the step loop in Python. tests/nn/test_recurrent.py holds normlab's LSTM to an
 autograd reference of these equations; this file only has to cost what they cost.
 """
 

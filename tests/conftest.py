@@ -1,4 +1,4 @@
-"""Shared test fixtures and the optional-dependency policy.
+"""Shared test fixtures, the hypothesis profiles and the optional-dependency policy.
 
 Tests that need torch, the Debian Fashion-MNIST package or Chromium skip locally with a reason;
 with NORMLAB_REQUIRE_ALL=1 (set by .ci/run) a missing dependency fails the test instead.
@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
-# CI (CI=true) explores a fixed, seed-derived set of examples so that a submission's verdict
-# does not depend on luck; local runs keep hypothesis's random exploration to find new cases.
-settings.register_profile("ci", derandomize=True, print_blob=True)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+from tests.commands import QUICK, normlab
+
+# No per-example deadline: the first example of a test compiles numba kernels or builds a
+# model, and the shared 2-core CI machine makes any wall-clock bound flaky. CI (CI=true) also
+# explores a fixed, seed-derived set of examples so that a submission's verdict does not depend
+# on luck; local runs keep hypothesis's random exploration to find new cases.
+settings.register_profile("normlab", deadline=None)
+settings.register_profile("ci", parent=settings.get_profile("normlab"), derandomize=True,
+                          print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "normlab")
 
 REQUIRE_ALL = os.environ.get("NORMLAB_REQUIRE_ALL") == "1"
 
@@ -54,6 +60,31 @@ def numba():
         why = ""
     require("numba", _numba is not None, why or "pip install numba")
     return _numba
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8x8 digits: the dataset of the CI-size pipelines."""
+    from normlab import data
+
+    return data.load("digits")
+
+
+@pytest.fixture
+def numpy_kernels(monkeypatch):
+    """The pure-NumPy kernels (NORMLAB_KERNELS=numpy): numba's first-call compile time dwarfs
+    the tiny CI-size runs, and the kernels have their own parity tests."""
+    monkeypatch.setenv("NORMLAB_KERNELS", "numpy")
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """One uninterrupted quick reproduction on `digits` at CI size, 2 seeds, 2 processes."""
+    out = tmp_path_factory.mktemp("digits") / "out"
+    proc = normlab("reproduce", "paper-fig1", "init-scale", *QUICK, "--jobs", "2", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Report: {(out / 'report.html').resolve()}" in proc.stdout.replace("\n", "")
+    return out
 
 
 @pytest.fixture(scope="session")

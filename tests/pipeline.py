@@ -19,7 +19,8 @@ def run_ci_pipeline(names: list[str], out: Path, dataset, seeds: int = 2) -> dic
     mp = pytest.MonkeyPatch()
     mp.setenv("NORMLAB_KERNELS", "numpy")
     try:
-        results = run_all(Options(names, True, "digits", "numpy", out, 0, CI_SCALE, seeds),
+        results = run_all(Options(names=names, size="quick", data_spec="digits", engine="numpy",
+                                  out=out, seed=0, steps_scale=CI_SCALE, seeds=seeds),
                           dataset, warn=lambda m: None)
         finalize(out, results)
     finally:

@@ -230,12 +230,9 @@ def test_a_planted_engine_branch_is_caught(tmp_path, planted, code):
     assert engine_branches(planted_copy(tmp_path, planted, code)), planted
 
 
-# Import cycles between files that are known and being removed elsewhere; each entry is one
-# cycle as :func:`file_cycles` lists it (its files, sorted).
-KNOWN_CYCLES = {
-    # removed by the Options work (issue 28 item 5)
-    ("normlab.reproduce.pool", "normlab.reproduce.suite"),
-}
+# Import cycles between files that are tolerated; each entry is one cycle as
+# :func:`file_cycles` lists it (its files, sorted). None is.
+KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def file_cycles(root: Path) -> list[tuple[str, ...]]:

@@ -411,7 +411,7 @@ def truncated_archive(tmp):
 def mnist_folder(labels=None, images=None, split="train"):
     """A function (tmp -> the data.load call) on an mnist:DIR folder with one bad file."""
     def call(tmp):
-        from tests.test_data import write_idx
+        from tests.data.test_data import write_idx
         folder = tmp / "mnist"
         folder.mkdir(exist_ok=True)
         for prefix in ("train", "t10k"):

@@ -22,9 +22,9 @@ from normlab.data import MIN_SIDE, MIN_TRAIN_IMAGES, load_idx_folder
 from normlab.data.idx import read_idx
 from normlab.fold.archive import load_model
 from normlab.runner.store import read_checkpoint, write_checkpoint
-from tests.test_data import write_idx
+from tests.data.test_data import write_idx
 
-FUZZ = settings(max_examples=60, deadline=None,
+FUZZ = settings(max_examples=60,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 # no reader may allocate more than this for inputs of at most a few KB
 MAX_PEAK = 16 * 2**20

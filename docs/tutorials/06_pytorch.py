@@ -169,7 +169,7 @@ print(sum(isinstance(m, nt.SyncBatchNorm) for m in synced.modules()), "SyncBatch
 # than running it: the worker function must be importable by the spawned processes (a
 # tutorial script is not), and a documentation build should not open ports or spawn
 # processes. Saved as a file and run, it prints ``0 True`` and ``1 True``;
-# ``tests/test_torch_sync.py`` runs the same and checks that two processes give the outputs,
+# ``tests/torch/test_torch_sync.py`` runs the same and checks that two processes give the outputs,
 # gradients and running statistics of one BN over the whole batch.
 #
 # .. code-block:: python

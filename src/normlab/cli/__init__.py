@@ -119,8 +119,9 @@ def reproduce(names: list[str] = typer.Argument(None, help="Experiments (default
     """Reproduce published BN claims over seeds (resumable); writes results.json and
     report.html."""
     from .reproduce_command import reproduce as run_reproduce
-    run_reproduce(names or [], quick, data, engine, out, seed, steps_scale, data_dir, seeds,
-                  jobs, device, workers, sync_bn, size)
+    run_reproduce(names=names or [], quick=quick, size=size, data_spec=data, data_dir=data_dir,
+                  engine=engine, out=out, seed=seed, seeds=seeds, jobs=jobs, device=device,
+                  workers=workers, sync_bn=sync_bn, steps_scale=steps_scale)
 
 
 @app.command("list")

@@ -28,22 +28,19 @@ from rich.table import Table
 from .._escape import markup as escape
 from .._escape import one_line
 from .._io import UnsafePath, check_target, read_regular
+from ..reproduce.options import DEFAULT_SEEDS, Options, UsageError, resolve_scale, resolve_size
 from ..reproduce.pool import Events
 from ..reproduce.suite import (
-    DEFAULT_SEEDS,
-    Options,
-    UsageError,
     check_out_dir,
     check_results,
     finalize,
     out_lock,
     own_entries,
-    plan,
     previous_results,
-    resolve_scale,
-    resolve_size,
     run_all,
+    skeleton,
 )
+from ..reproduce.units import Unit, plan
 from .environment import check_environment
 
 MAX_SEEDS = 100
@@ -180,10 +177,12 @@ class _Bars(Events):
         self.progress.advance(self.experiments[unit.experiment])
 
 
-def reproduce(names: list[str], quick: bool, data_spec: str, engine: str, out: Path, seed: int,
-              steps_scale: float | None, data_dir: Path | None, seeds: int | None = None,
-              jobs: int | None = None, device: str | None = None, workers: int = 1,
-              sync_bn: bool = False, size: str | None = None) -> None:
+def reproduce(*, names: list[str], quick: bool, size: str | None, data_spec: str,
+              data_dir: Path | None, engine: str, out, seed: int, seeds: int | None,
+              jobs: int | None, device: str | None, workers: int, sync_bn: bool,
+              steps_scale: float | None) -> None:
+    """``normlab reproduce``: the flags checked (one line, exit code 2), turned into one
+    :class:`Options` and its units, then run."""
     console = Console(stderr=True, soft_wrap=True)
     try:
         out = as_path(out, "--out")
@@ -194,14 +193,17 @@ def reproduce(names: list[str], quick: bool, data_spec: str, engine: str, out: P
         size = resolve_size(quick, size)
         names, seeds, jobs = _check(names, engine, seed, seeds, jobs, size)
         _check_scale_out(engine, device, workers, sync_bn)
-        scale = resolve_scale(quick, steps_scale)
+        steps_scale = resolve_scale(steps_scale)
         data = _load_data(data_spec, data_dir)
-        opts = Options(names, size == "quick", data_spec, engine, out, seed, scale, seeds,
-                       jobs, device, workers, sync_bn, size)
-        opts.jobs = _cap_jobs(jobs, len(plan(opts, data)), console)
+        settings = dict(names=names, size=size, data_spec=data_spec, engine=engine, out=out,
+                        seed=seed, seeds=seeds, steps_scale=steps_scale, device=device,
+                        workers=workers, sync_bn=sync_bn)
+        # the units do not depend on jobs, which is capped at their number
+        units = plan(Options(**settings), data)
+        opts = Options(**settings, jobs=_cap_jobs(jobs, len(units), console))
         check_out_dir(out)
         with out_lock(out):
-            _reproduce(opts, data, console)
+            _reproduce(opts, data, units, console)
     except (UsageError, UnsafePath) as exc:
         _fail(str(exc))
     except OSError as exc:   # disk full, permissions: finished runs are checkpointed
@@ -219,9 +221,7 @@ def _cap_jobs(jobs: int, units: int, console: Console) -> int:
     return max(1, min(jobs, units))
 
 
-def _reproduce(opts: Options, data, console: Console) -> None:
-    from ..reproduce.suite import skeleton
-
+def _reproduce(opts: Options, data, units: list[Unit], console: Console) -> None:
     keep, note = previous_results(opts.out, skeleton(opts, data))
     console.print(f"normlab reproduce: {escape(', '.join(opts.names))} on "
                   f"{escape(data.describe())}, engine {escape(opts.engine)}, seeds "
@@ -237,7 +237,7 @@ def _reproduce(opts: Options, data, console: Console) -> None:
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         try:
-            results = run_all(opts, data, events=_Bars(progress),
+            results = run_all(opts, data, events=_Bars(progress), units=units,
                               warn=lambda m: progress.console.print(
                                   f"[yellow]{escape(m)}[/yellow]", highlight=False,
                                   soft_wrap=True))

@@ -29,13 +29,14 @@ import math
 from ..data import Dataset
 from ..engines.spec import group_count
 from ..runner import resnet
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.cnn import as_images, cnn_spec, image_shape
 from ..runner.curve import eval_steps, final_accuracy, train_curve
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band
+from ..runner.steps import Steps
 
 GROUPED = ("batch", "renorm")                   # statistics over groups of images
 PER_IMAGE = ("group", "layer", "instance", "none")  # independent of the group size
@@ -45,8 +46,8 @@ GROUPS = (2, 4, 8, 16, 32)       # images per BN group ("per GPU")
 BATCH = 32                       # the optimizer batch: the gradient is over all of it
 HIDDEN = 128
 LR = 0.1                         # plain SGD, cosine decay to 0 over the run
-STEPS = 1500
-PAPER_STEPS = 2000               # the ResNet at paper size (the GPU budget: docs, "Sizes")
+# paper: the ResNet (the GPU budget: docs, "Sizes")
+STEPS = Steps(1500, minimum=20, paper=2000)
 INIT_STD = 0.01                  # Linear weights
 N_EVALS = 10
 # Batch Renorm schedule (Ioffe 2017 sec. 4): r_max 3, d_max 5, plain BN for 5k steps, r_max
@@ -72,10 +73,6 @@ def renorm_schedule(steps: int) -> list:
     r_max, d_max, warmup, r_at, d_at = RENORM
     f = steps / RENORM_PAPER_STEPS
     return [r_max, d_max, round(warmup * f), round(r_at * f), round(d_at * f)]
-
-
-def steps_at(size: str) -> int:
-    return PAPER_STEPS if size == "paper" else STEPS
 
 
 def run_key(method: str, group: int | None) -> str:
@@ -145,7 +142,7 @@ class BatchSize(Experiment):
     )
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
-        steps = scaled(steps_at(size), scale, 20)
+        steps = STEPS.at(scale, size)
         if size == "paper":
             model = (f"{resnet.describe(data.image_shape)}, Linear weights N(0, {INIT_STD}^2). "
                      f"No hidden fully connected layer: the last stage's "
@@ -180,11 +177,11 @@ class BatchSize(Experiment):
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
         model = (resnet.short_name(data.image_shape) if size == "paper"
                  else "2-conv + 1-hidden-layer CNN")
-        return (f"{model}, {scaled(steps_at(size), scale, 20):,} steps of {BATCH}, groups of "
+        return (f"{model}, {STEPS.at(scale, size):,} steps of {BATCH}, groups of "
                 f"{'/'.join(map(str, GROUPS))}")
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        steps = scaled(steps_at(size), scale, 20)
+        steps = STEPS.at(scale, size)
         base = {"batch": BATCH, "lr": LR, "steps": steps, "evals": eval_steps(steps, N_EVALS),
                 "n_classes": data.n_classes, "model": "resnet" if size == "paper" else "cnn"}
         out = []
@@ -202,7 +199,7 @@ class BatchSize(Experiment):
         # With --workers P (torch engine) BN at P's group size runs as the GN paper ran it:
         # P DistributedDataParallel processes, each normalising its own 32/P images (or, with
         # --sync-bn, BN over the whole batch through SyncBatchNorm); the ghost-BN runs compute
-        # the same thing in one process (tests/test_torch_ddp.py).
+        # the same thing in one process (tests/engines/test_torch_ddp.py).
         per_worker = BATCH // ctx.workers
         ddp = cfg["norm"] == "batch" and ctx.workers > 1 and (
             cfg["group"] is None if ctx.sync_bn else cfg["group"] == per_worker)

@@ -15,17 +15,18 @@ import numpy as np
 
 from ..data import Dataset
 from ..engines.spec import mlp_spec
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.curve import eval_steps
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, seeds_of
+from ..runner.steps import Steps
 from ..runner.testnoise import record
 from ..runner.train import epoch_batch, evaluate_correct
 
 HIDDEN = (100, 100, 100)
-STEPS = 2_000
+STEPS = Steps(2_000, minimum=20)
 BATCH = 60
 LR = 0.5
 INIT_STD = 0.01
@@ -94,16 +95,16 @@ class Bias(Experiment):
         sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))
         return (f"{sizes} MLP on {data.describe()}, Linear -> BatchNorm1d -> sigmoid (the "
                 f"paper's Fig. 1 net), plain SGD lr {LR}, batch {BATCH}, "
-                f"{scaled(STEPS, scale, 20):,} steps; weights N(0, {INIT_STD}^2), the same for "
+                f"{STEPS.at(scale):,} steps; weights N(0, {INIT_STD}^2), the same for "
                 f"both arms; hidden biases N(0, {BIAS_STD:g}) in one arm, held at exactly 0 "
                 f"after every step in the other (the output layer keeps its bias in both); "
                 f"both see the same batches. Test accuracy once at the end.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        return f"the paper's sigmoid MLP, {scaled(STEPS, scale, 20):,} steps of {BATCH}"
+        return f"the paper's sigmoid MLP, {STEPS.at(scale):,} steps of {BATCH}"
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        steps = scaled(STEPS, scale, 20)
+        steps = STEPS.at(scale)
         return [Run("pair", {"steps": steps, "batch": BATCH, "lr": LR,
                              "evals": eval_steps(steps, N_EVALS, early=1),
                              "sizes": [data.n_features, *HIDDEN, data.n_classes]},

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from ..data import Dataset
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.cnn import as_images, cnn_spec, image_shape, norm_param_count
 from ..runner.curve import (
     eval_steps,
@@ -27,16 +27,17 @@ from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, seeds_of
+from ..runner.steps import Steps
 
 VARIANTS = {"channel": "batch", "activation": "activation", "none": "none"}
 LABELS = {"channel": "per-channel BN2d (paper)", "activation": "per-activation BN (reshape)",
           "none": "no BN"}
-STEPS = 1_000
+STEPS = Steps(1_000, minimum=20)
 BATCH = 60
 LR = 0.1
 INIT_STD = 0.01
 N_EVALS = 20
-TIMING_REPEATS = 21
+TIMING_REPEATS = Steps(21, minimum=3)
 TIMING_IMAGES = 500
 
 AS_GOOD = "final test accuracy, per-channel - per-activation"
@@ -77,7 +78,7 @@ class ConvBN(Experiment):
                    "are still learning; steps are interpolated between evaluations (never "
                    "reached: censored). The parameter ratio is arithmetic (C*H*W / C per "
                    "layer), a demonstration.")
-    resolution = resolution_text(STEPS, N_EVALS)
+    resolution = resolution_text(STEPS.full, N_EVALS)
     pilot_seeds = ("seed 0 (mnist5k and Fashion-MNIST, full size, 2026-11-24); a 3-seed pilot "
                    "(seeds 0-2, mnist5k, 2026-11-29) for the speed target; seeds 0-4 "
                    "(2026-11-28/29)")
@@ -100,7 +101,7 @@ class ConvBN(Experiment):
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
         h, w = image_shape(data.image_shape)
-        steps = scaled(STEPS, scale, 20)
+        steps = STEPS.at(scale)
         return (f"On {data.describe()}: the CNN [conv3x3 16 -> BN -> ReLU -> maxpool2] -> "
                 f"[conv3x3 32 -> BN -> ReLU -> maxpool2] -> Linear on {h}x{w} inputs (images "
                 f"above 16 px 2x2 average-pooled), He-normal conv weights; BN = BatchNorm2d "
@@ -108,21 +109,21 @@ class ConvBN(Experiment):
                 f"reshape back), or none. Plain SGD lr {LR}, batch {BATCH}, {steps:,} steps, "
                 f"identical initial conv weights and batches; validation accuracy (eval "
                 f"mode) at {N_EVALS} points, test accuracy once at the end. Eval time: one "
-                f"eval-mode forward of {TIMING_IMAGES} test "
-                f"images, the variants interleaved, median of {TIMING_REPEATS} -- machine- and "
+                f"eval-mode forward of {TIMING_IMAGES} test images, the variants "
+                f"interleaved, median of {TIMING_REPEATS.full} -- machine- and "
                 f"load-dependent, not part of the verdict. Full size took ~1 minute on 2 "
                 f"cores with the NumPy engine.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
         return (f"2-conv CNN on {'x'.join(map(str, image_shape(data.image_shape)))} images, "
-                f"{scaled(STEPS, scale, 20):,} steps of {BATCH}")
+                f"{STEPS.at(scale):,} steps of {BATCH}")
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        steps = scaled(STEPS, scale, 20)
+        steps = STEPS.at(scale)
         out = [Run(v, {"variant": v, "steps": steps, "batch": BATCH, "lr": LR,
                        "evals": eval_steps(steps, N_EVALS), "n_classes": data.n_classes},
                    LABELS[v]) for v in VARIANTS]
-        out.append(Run("timing", {"variant": "timing", "repeats": scaled(TIMING_REPEATS, scale, 3),
+        out.append(Run("timing", {"variant": "timing", "repeats": TIMING_REPEATS.at(scale),
                                   "images": TIMING_IMAGES, "n_classes": data.n_classes},
                        "eval-time measurement"))
         return out

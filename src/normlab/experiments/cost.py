@@ -29,18 +29,19 @@ from ..data import Dataset
 from ..engines import make_trainer
 from ..engines.spec import mlp_spec
 from ..fold import fold_bn
-from ..runner.base import Experiment, Metrics, Run, RunContext, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
+from ..runner.steps import Steps
 
 HIDDEN = (256, 256, 256)
 BATCH = 128
-REPEATS = 60
+REPEATS = Steps(60, minimum=5)
 EVAL_IMAGES = 1000
 WARMUP = 3
 SYNC_WORKERS = 2
-SYNC_REPEATS = 40
+SYNC_REPEATS = Steps(40, minimum=5)
 SYNC_TIMEOUT_S = 120   # the workers are killed (by pid) if the timing loop takes longer
 QUICK_SYNC = (f"not timed at quick size: starting {2 * SYNC_WORKERS} torch worker processes "
               f"takes ~13 CPU-seconds, beyond the quick size's 10 s per seed")
@@ -89,8 +90,8 @@ class Cost(Experiment):
                   comparable=f"ours: {SYNC_WORKERS} CPU processes on one machine (gloo), "
                              f"not GPUs over a network"),
     )
-    definitions = (f"Per seed: the median over {REPEATS} interleaved repeats (quick: fewer) of "
-                   f"each timing, after {WARMUP} warm-up calls; the ratios of those medians; "
+    definitions = (f"Per seed: the median over {REPEATS.full} interleaved repeats (quick: fewer) "
+                   f"of each timing, after {WARMUP} warm-up calls; the ratios of those medians; "
                    f"the interval is over seeds, so it holds the machine's noise between seeds "
                    f"but not a different machine. Kept bytes: traced memory still held after a "
                    f"training-mode forward, BN net minus the same net without BN, per BN layer, "
@@ -118,20 +119,20 @@ class Cost(Experiment):
                 f"Linear -> BatchNorm1d -> ReLU or Linear -> ReLU, He-normal weights; a "
                 f"training step (SGD, batch {BATCH}) on the engine asked for; an eval forward of "
                 f"{EVAL_IMAGES} test images of {data.describe()} with BN, folded and without, "
-                f"on the NumPy engine; {scaled(REPEATS, scale, 5)} repeats of each, "
+                f"on the NumPy engine; {REPEATS.at(scale)} repeats of each, "
                 f"interleaved. One BLAS thread. SyncBN: a training step of batch {BATCH} "
                 f"split over {SYNC_WORKERS} gloo processes on this machine's CPU, per-process "
-                f"BN vs SyncBatchNorm, {scaled(SYNC_REPEATS, scale, 5)} interleaved repeats.")
+                f"BN vs SyncBatchNorm, {SYNC_REPEATS.at(scale)} interleaved repeats.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        return f"one MLP (3 x 256), {scaled(REPEATS, scale, 5)} timing repeats"
+        return f"one MLP (3 x 256), {REPEATS.at(scale)} timing repeats"
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        base = {"repeats": scaled(REPEATS, scale, 5), "batch": BATCH,
+        base = {"repeats": REPEATS.at(scale), "batch": BATCH,
                 "sizes": [data.n_features, *HIDDEN, data.n_classes]}
         return [Run("train", {**base, "part": "train"}, "training step time"),
                 Run("infer", {**base, "part": "infer"}, "eval time, BN folded, kept bytes"),
-                Run("sync", {**base, "part": "sync", "repeats": scaled(SYNC_REPEATS, scale, 5),
+                Run("sync", {**base, "part": "sync", "repeats": SYNC_REPEATS.at(scale),
                              "timed": size != "quick"},
                     f"step time over {SYNC_WORKERS} processes, BN vs SyncBN")]
 

@@ -16,16 +16,17 @@ import numpy as np
 
 from ..data import Dataset
 from ..engines.spec import mlp_spec
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.curve import eval_steps, final_accuracy, speedup, steps_to, train_curve
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, seeds_of
+from ..runner.steps import Steps
 
 DEPTHS = (2, 5, 10, 20)
 WIDTH = 64
-STEPS = 2_000
+STEPS = Steps(2_000, minimum=20)
 BATCH = 60
 LR = 0.5
 INIT = "he"            # N(0, 2 / fan_in) for every depth and both nets
@@ -95,16 +96,16 @@ class Depth(Experiment):
         return (f"Sigmoid MLPs on {data.describe()}: {data.n_features} -> depth x [Linear "
                 f"{WIDTH} (-> BatchNorm1d) -> sigmoid] -> Linear {data.n_classes}, depth in "
                 f"{DEPTHS}; He-normal weights (std sqrt(2 / fan_in)), biases 0, plain SGD lr "
-                f"{LR}, batch {BATCH}, {scaled(STEPS, scale, 20):,} steps, for every depth and "
+                f"{LR}, batch {BATCH}, {STEPS.at(scale):,} steps, for every depth and "
                 f"both nets; at each depth both start from the same weights and see the same "
                 f"batches. Validation accuracy at {N_EVALS} points, test accuracy once at the "
                 f"end.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        return f"sigmoid MLPs of 2-20 x {WIDTH} units, {scaled(STEPS, scale, 20):,} steps"
+        return f"sigmoid MLPs of 2-20 x {WIDTH} units, {STEPS.at(scale):,} steps"
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        steps = scaled(STEPS, scale, 20)
+        steps = STEPS.at(scale)
         return [Run(f"d{d:02d}-{'bn' if bn else 'plain'}",
                     {"depth": d, "bn": bn, "steps": steps, "batch": BATCH, "lr": LR,
                      "evals": eval_steps(steps, N_EVALS, early=1),

@@ -16,16 +16,17 @@ import numpy as np
 
 from ..data import Dataset
 from ..engines.spec import Spec
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.curve import eval_steps, train_curve
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import bars
+from ..runner.steps import Steps
 from ..runner.testnoise import record
 from ..runner.train import evaluate, evaluate_correct
 
 HIDDEN = 100
-STEPS = 3_000
+STEPS = Steps(3_000, minimum=20)
 BATCH = 60
 LR = 0.1
 RATES = (0.1, 0.3, 0.5)
@@ -85,17 +86,17 @@ class DropoutBN(Experiment):
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
         return (f"{data.n_features}-{HIDDEN}-{HIDDEN}-{data.n_classes} MLP on "
                 f"{data.describe()}, Linear -> BatchNorm1d -> ReLU per hidden layer, He-normal "
-                f"weights, plain SGD lr {LR}, batch {BATCH}, {scaled(STEPS, scale, 20):,} "
+                f"weights, plain SGD lr {LR}, batch {BATCH}, {STEPS.at(scale):,} "
                 f"steps; one inverted-dropout layer of rate p in {RATES} either between the "
                 f"hidden layers (before the second BN) or after the last BN (before the output "
                 f"layer), and a net without dropout; all from the same weights on the same "
                 f"batches. Test accuracy once at the end, and again after recalibration.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        return f"a 2-hidden-layer ReLU MLP, {scaled(STEPS, scale, 20):,} steps of {BATCH}"
+        return f"a 2-hidden-layer ReLU MLP, {STEPS.at(scale):,} steps of {BATCH}"
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        steps = scaled(STEPS, scale, 20)
+        steps = STEPS.at(scale)
         base = {"steps": steps, "batch": BATCH, "lr": LR,
                 "evals": eval_steps(steps, N_EVALS, early=1),
                 "sizes": [data.n_features, HIDDEN, HIDDEN, data.n_classes]}

@@ -14,18 +14,19 @@ import numpy as np
 
 from ..data import Dataset
 from ..engines.spec import mlp_spec
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, seeds_of
+from ..runner.steps import Steps
 from ..runner.train import evaluate, replacement_batch
 
 STDS = np.logspace(0, -4, 16)
 N_TRAIN = 1000
 BATCH = 100
 LR = 0.01
-EPOCHS = 20
+EPOCHS = Steps(20, minimum=2)
 STEPS_PER_EPOCH = 10   # the book: max(train_size / batch_size, 1)
 HIDDEN = (100,) * 5
 # The book's BatchNormalization uses eps = 10e-7 (= 1e-6). It matters at std 1e-4, where the
@@ -90,22 +91,22 @@ class InitScale(Experiment):
     )
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
-        epochs = scaled(EPOCHS, scale, 2)
+        epochs = EPOCHS.at(scale)
         sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))
         return (f"{sizes} MLP, hidden layers Linear -> BatchNorm1d -> ReLU (plain: Linear -> "
                 f"ReLU), BN eps {EPS} (the book's 10e-7), on the first "
                 f"{min(N_TRAIN, len(parts(data).train))} training images of "
                 f"{data.describe()}; batch {BATCH} drawn with replacement, plain SGD lr {LR}, "
-                f"{epochs} epochs of {STEPS_PER_EPOCH} steps (book: {EPOCHS}); Linear weights "
+                f"{epochs} epochs of {STEPS_PER_EPOCH} steps (book: {EPOCHS.full}); Linear weights "
                 f"N(0, std^2) with biases 0, for 16 stds np.logspace(0, -4, 16); accuracy on "
                 f"those training images (eval mode) at the start of each epoch.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
         return (f"the book's MLP and {min(N_TRAIN, len(parts(data).train)):,} images, "
-                f"{scaled(EPOCHS, scale, 2)} epochs of {STEPS_PER_EPOCH} steps")
+                f"{EPOCHS.at(scale)} epochs of {STEPS_PER_EPOCH} steps")
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        epochs = scaled(EPOCHS, scale, 2)
+        epochs = EPOCHS.at(scale)
         out = []
         for i, std in enumerate(STDS):
             for bn in (False, True):

@@ -28,15 +28,15 @@ import numpy as np
 from ..data import Dataset
 from ..engines.spec import mlp_spec
 from ..runner import resnet
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.cnn import as_images
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
+from ..runner.steps import Steps
 from ..runner.train import epoch_batch, evaluate
 
-STEPS = 1000
-PAPER_STEPS = 2000     # the ResNet at paper size (the GPU budget: docs, "Sizes")
+STEPS = Steps(1000, minimum=40, paper=2000)   # paper: the ResNet (the GPU budget: docs, "Sizes")
 # A probe is 9 forward+backward passes; a ResNet's probes are at least this many steps apart
 # (it binds only at CI scale: 2,000 steps / 20 checks = 100).
 PAPER_CHECK_GAP = 10
@@ -48,10 +48,6 @@ N_CHECKS = 20
 LOSS_FLOOR = 0.1   # probes count only while both nets' mini-batch loss is above this
 MEASURES = {"variation": "loss variation", "grad_change": "gradient change",
             "beta": "effective beta-smoothness"}
-
-
-def steps_at(size: str) -> int:
-    return PAPER_STEPS if size == "paper" else STEPS
 
 
 def ratio(measure: str) -> str:
@@ -123,7 +119,7 @@ class Landscape(Experiment):
     )
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
-        steps = scaled(steps_at(size), scale, 40)
+        steps = STEPS.at(scale, size)
         if size == "paper":
             model = (f"{resnet.describe(data.image_shape, 'BatchNorm2d (or nothing)')}, on "
                      f"{data.describe()}, with and without BN")
@@ -146,10 +142,10 @@ class Landscape(Experiment):
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
         model = (resnet.short_name(data.image_shape) if size == "paper"
                  else f"784-(100x{len(HIDDEN)})-10 ReLU MLP")
-        return f"{model}, {scaled(steps_at(size), scale, 40):,} steps at each of {len(LRS)} rates"
+        return f"{model}, {STEPS.at(scale, size):,} steps at each of {len(LRS)} rates"
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        steps = scaled(steps_at(size), scale, 40)
+        steps = STEPS.at(scale, size)
         base = {"sizes": [data.n_features, *HIDDEN, data.n_classes], "steps": steps,
                 "batch": BATCH, "etas": list(ETAS),
                 "check_every": max(PAPER_CHECK_GAP if size == "paper" else 1, steps // N_CHECKS),

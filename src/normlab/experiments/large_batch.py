@@ -26,12 +26,13 @@ import math
 
 from ..data import Dataset
 from ..engines.spec import Spec
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.curve import eval_steps, final_accuracy, train_curve
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, bars
+from ..runner.steps import Steps
 
 HIDDEN = (128, 128)
 SMALL = 32                 # the small batch, and the ghost group size
@@ -162,7 +163,7 @@ class LargeBatch(Experiment):
     def sb_steps(self, data: Dataset, scale: float) -> int:
         """The small batch's steps: :data:`EPOCHS` epochs of the training part, scaled."""
         n_train = len(parts(data).train)
-        return scaled(round(EPOCHS * n_train / SMALL), scale, 20)
+        return Steps(round(EPOCHS * n_train / SMALL), minimum=20).at(scale)
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
         sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))

@@ -22,7 +22,7 @@ from __future__ import annotations
 from ..data import Dataset
 from ..engines.spec import mlp_spec
 from ..runner import resnet
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.cnn import as_images, cnn_spec, image_shape
 from ..runner.curve import (
     eval_steps,
@@ -36,16 +36,17 @@ from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band
+from ..runner.steps import Steps
 
 BATCH = 60
 MULTIPLIERS = (1, 3, 10, 30, 100)
-MODELS = {  # name -> (base learning rate, steps at full size, init std of Linear weights)
-    "mlp": (0.1, 3000, 0.01),
-    "cnn": (0.03, 800, 0.01),
+MODELS = {  # name -> (base learning rate, steps, init std of Linear weights)
+    "mlp": (0.1, Steps(3000, minimum=20), 0.01),
+    "cnn": (0.03, Steps(800, minimum=20), 0.01),
 }
 # --size paper: the CNN is a ResNet-20 (steps: the GPU budget, docs "Sizes"); the MLP is
 # unchanged. Rates 0.01..1: a pilot (below) found the plain ResNet diverging at 0.3.
-PAPER_RESNET = (0.01, 1500, 0.01)
+PAPER_RESNET = (0.01, Steps(1500, minimum=20), 0.01)
 PAPER_PILOT = ("Design pilot for the ResNet's rates (mnist5k, seed 0, 300 steps, before the "
                "bars were fixed): without BN it diverged at lr 0.3 and 1 and learned slowly at "
                "0.003-0.1 (17-33% validation accuracy); with BN 94% at 0.1 and 98% at 1.")
@@ -123,8 +124,8 @@ class LearningRate(Experiment):
                    f"grid steps (3.33x or 3x), so it is often equal on every seed and then "
                    f"judged by the sign test. Steps to the target are interpolated between "
                    f"evaluations; a net that never reaches it is censored.")
-    resolution = ("MLP: " + resolution_text(MODELS["mlp"][1], N_EVALS) + " CNN: "
-                  + resolution_text(MODELS["cnn"][1], N_EVALS))
+    resolution = ("MLP: " + resolution_text(MODELS["mlp"][1].full, N_EVALS) + " CNN: "
+                  + resolution_text(MODELS["cnn"][1].full, N_EVALS))
     pilot_seeds = ("seed 0 (mnist5k and Fashion-MNIST, full size, 2026-11-24: the old design); "
                    "seeds 0-4 (2026-11-28/29); paper size: seed 0, mnist5k, 300 steps (the "
                    "ResNet's rates)")
@@ -148,7 +149,7 @@ class LearningRate(Experiment):
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
         ms = models(size)
         lrs = {m: [round(base * k, 4) for k in MULTIPLIERS] for m, (base, *_) in ms.items()}
-        steps = {m: scaled(s, scale, 20) for m, (_, s, *_) in ms.items()}
+        steps = {m: s.at(scale) for m, (_, s, *_) in ms.items()}
         sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))
         if ms["cnn"][3] == "resnet":
             cnn = resnet.describe(data.image_shape, "BatchNorm2d (or nothing)")
@@ -169,13 +170,13 @@ class LearningRate(Experiment):
                 + (f" {PAPER_PILOT}" if ms["cnn"][3] == "resnet" else ""))
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        return ", ".join(f"{'ResNet-20' if arch == 'resnet' else m}: {scaled(s, scale, 20):,} "
+        return ", ".join(f"{'ResNet-20' if arch == 'resnet' else m}: {s.at(scale):,} "
                          f"steps of {BATCH}" for m, (_, s, _, arch) in models(size).items())
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
         out = []
         for model, (base, steps, std, arch) in models(size).items():
-            n = scaled(steps, scale, 20)
+            n = steps.at(scale)
             for k in MULTIPLIERS:
                 for bn in (False, True):
                     lr = round(base * k, 6)

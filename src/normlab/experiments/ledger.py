@@ -8,10 +8,10 @@ practice) and 004 (why normalise; BN vs LayerNorm). Each :class:`Statement` is o
 English paraphrase with one status:
 
 * ``tested``: judged by one part (a :class:`~normlab.runner.evidence.Criterion`, named by its
-  ``part`` label) of one registered experiment; ``tests/test_ledger.py`` fails when the
-  experiment or the part is renamed.
-* ``checked``: arithmetic or a library fact, computed by ``tests/test_ledger.py`` (the note's
-  number next to the exact one); no experiment needed.
+  ``part`` label) of one registered experiment; ``tests/experiments/test_ledger.py`` fails when
+  the experiment or the part is renamed.
+* ``checked``: arithmetic or a library fact, computed by ``tests/experiments/test_ledger.py``
+  (the note's number next to the exact one); no experiment needed.
 * ``definition``: says what something is; there is nothing to find out.
 * ``not measured``: could be tested, but no experiment here does; ``remark`` says why.
 
@@ -148,7 +148,7 @@ LEDGER: tuple[Statement, ...] = (
     _t("001", "BN depends little on the initial weights.", *INIT_MORE),
     _t("001", "BN suppresses overfitting, so dropout is less needed.", *REG_LITTLE),
     _d("001", "In training each mini-batch is normalised to mean 0 and variance 1.",
-       "true up to epsilon; checked against torch in tests/test_functional_parity.py"),
+       "true up to epsilon; checked against torch in tests/functional/test_functional_parity.py"),
     _c("001", "Epsilon is a small value that prevents division by zero.",
        "10e-7 is 1e-6 (DLfS's code), not 1e-7; PyTorch's default is 1e-5; init-scale uses "
        "the book's 1e-6", number="10e-7"),
@@ -158,7 +158,7 @@ LEDGER: tuple[Statement, ...] = (
     _d("001", "Gamma starts at 1 and beta at 0; both are learned."),
     _d("001", "The backward pass follows the computational graph.",
        "normlab's closed-form backward is float64 gradient-checked against finite "
-       "differences (tests/test_functional_gradcheck.py)"),
+       "differences (tests/functional/test_functional_gradcheck.py)"),
     _t("001", "Without BN many MNIST runs at a poor initialisation never start learning; "
        "with BN they do (DLfS fig. 6-19).", *INIT_SMALL),
     _c("001", "DLfS's running average (running = 0.9 running + 0.1 batch) is PyTorch's "
@@ -171,7 +171,7 @@ LEDGER: tuple[Statement, ...] = (
        *AFF_LINEAR, remark="the note says the 0..1 region; the paper (and we) the range "
        "around 0"),
     _c("002", "Gamma = sqrt(Var[x]) and beta = E[x] make BN the identity.",
-       "exact up to epsilon (gamma = sqrt(Var + eps)); tests/test_ledger.py"),
+       "exact up to epsilon (gamma = sqrt(Var + eps)); tests/experiments/test_ledger.py"),
     _t("002", "Fixed input statistics reduce internal covariate shift, which speeds up "
        "training.", *FIG1_DRIFT),
     _t("002", "Inference uses population statistics (Alg. 2).", *EVAL_LARGEST),
@@ -184,7 +184,7 @@ LEDGER: tuple[Statement, ...] = (
     # --- 003: a BN wiki page
     _d("003", "Epsilon is usually 1e-5 (PyTorch's default).", number="1e-5"),
     _c("003", "Gamma = sqrt(var + eps) and beta = mu restore the original activations.",
-       "exact; tests/test_ledger.py"),
+       "exact; tests/experiments/test_ledger.py"),
     _t("003", "Internal covariate shift makes training unstable and slow; BN stabilises "
        "it.", *FIG1_DRIFT),
     _t("003", "BN keeps the gradient's scale steady (neither too large nor too small).",
@@ -193,7 +193,7 @@ LEDGER: tuple[Statement, ...] = (
        *AFF_LINEAR, remark="the share of inputs within [-2, 2] is reported beside it"),
     _c("003", "The running averages use momentum alpha = 0.9 (PyTorch's default momentum is "
        "0.1, the same update).", "running = 0.9 running + 0.1 batch in both; "
-       "tests/test_ledger.py", number="0.9 vs 0.1"),
+       "tests/experiments/test_ledger.py", number="0.9 vs 0.1"),
     _t("003", "Eval mode gives the same output whatever the batch, even for one sample.",
        *EVAL_BATCH),
     _t("003", "BN usually goes after the linear layer and before the activation; some work "
@@ -236,7 +236,7 @@ LEDGER: tuple[Statement, ...] = (
        "normalises to -1.34.",
        "ERROR in the note: -1.34 is the train-mode value; the note calls bn.eval() first, "
        "and a fresh BatchNorm1d in eval mode uses running statistics (0, 1) and gives "
-       "1/sqrt(1 + 1e-5) = 0.999995; tests/test_ledger.py", number="-1.34"),
+       "1/sqrt(1 + 1e-5) = 0.999995; tests/experiments/test_ledger.py", number="-1.34"),
     _n("003", "BN made very deep networks (hundreds of layers) trainable.",
        "hundreds of layers are beyond two CPU cores; the depth experiment goes to 20"),
     _t("003", "Recent work says BN's main effect is a smoother loss landscape, not less "
@@ -248,7 +248,8 @@ LEDGER: tuple[Statement, ...] = (
     _d("004", "A sigmoid saturates for large |x|: its derivative is ~0 and learning slows."),
     _c("004", "Normalised inputs lie in -1..1 66% and in -2..2 99% of the time.",
        "ERROR in the note: for a normal variable the shares are 68.27% within 1 std, "
-       "95.45% within 2 and 99.73% within 3 (99% is within 2.58); tests/test_ledger.py. "
+       "95.45% within 2 and 99.73% within 3 (99% is within 2.58); "
+       "tests/experiments/test_ledger.py. "
        "Measured (affine, gamma/beta held, pilot seeds): 63% within 1, 98% within 2",
        number="66% / 99%"),
     _t("004", "Near 0 the sigmoid is almost linear, so normalising alone removes the "

@@ -14,16 +14,17 @@ import numpy as np
 
 from ..data import Dataset
 from ..engines.spec import last_index, mlp_spec
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.curve import final_accuracy, speedup, steps_to
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, seeds_of
+from ..runner.steps import Steps
 from ..runner.testnoise import record
 from ..runner.train import epoch_batch, evaluate, evaluate_correct
 
-STEPS = 50_000
+STEPS = Steps(50_000, minimum=100)
 BATCH = 60
 LR = 0.5
 INIT_STD = 0.01
@@ -84,10 +85,10 @@ class PaperFig1(Experiment):
                    f"at the regular evaluations); "
                    f"the ratio is the median over units. Final test accuracy: the test set, "
                    f"once, after the last step.")
-    resolution = (f"Validation accuracy at step 0, every {STEPS // N_EVALS // EARLY} steps up "
-                  f"to step {STEPS // N_EVALS} and every {STEPS // N_EVALS} after that (full "
-                  f"size), so BN's steps to the target are read to within "
-                  f"{STEPS // N_EVALS // EARLY} steps.")
+    resolution = (f"Validation accuracy at step 0, every {STEPS.full // N_EVALS // EARLY} steps "
+                  f"up to step {STEPS.full // N_EVALS} and every {STEPS.full // N_EVALS} after "
+                  f"that (full size), so BN's steps to the target are read to within "
+                  f"{STEPS.full // N_EVALS // EARLY} steps.")
     pilot_seeds = ("seed 0 (mnist5k and Fashion-MNIST, full size, 2026-11-24: the one-seed "
                    "version); seeds 0-4 (2026-11-28/29)")
     design_changes = (
@@ -106,24 +107,24 @@ class PaperFig1(Experiment):
     )
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
-        steps = scaled(STEPS, scale, 100)
+        steps = STEPS.at(scale)
         sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))
         p = parts(data)
         return (f"{sizes} sigmoid MLP on {data.describe()} ({len(p.train)} train / "
                 f"{len(p.val)} validation); with and without BatchNorm1d before each sigmoid; "
                 f"plain SGD lr {LR} (no momentum, no weight decay), batch {BATCH} (shuffled "
-                f"epochs), {steps:,} steps (paper: {STEPS:,}); Linear weights N(0, "
+                f"epochs), {steps:,} steps (paper: {STEPS.full:,}); Linear weights N(0, "
                 f"{INIT_STD}^2), biases 0; at each seed both nets start from identical weights "
                 f"and see identical batches. Validation accuracy and the {PERCENTILES} "
                 f"percentiles of the inputs to each sigmoid of the last hidden layer (eval "
                 f"mode) at {N_EVALS} points; the figure shows unit 0.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        return (f"the paper's MLP, {scaled(STEPS, scale, 100):,} steps of {BATCH}, "
+        return (f"the paper's MLP, {STEPS.at(scale):,} steps of {BATCH}, "
                 f"{len(parts(data).train):,} training images")
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        steps = scaled(STEPS, scale, 100)
+        steps = STEPS.at(scale)
         base = {"sizes": [data.n_features, *HIDDEN, data.n_classes], "steps": steps,
                 "batch": BATCH, "lr": LR, "init_std": INIT_STD,
                 "eval_every": max(1, steps // N_EVALS), "early": EARLY}

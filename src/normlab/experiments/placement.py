@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from ..data import Dataset
 from ..engines.spec import Spec
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.curve import eval_steps, final_accuracy, train_curve
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, seeds_of
+from ..runner.steps import Steps
 
 HIDDEN = (100, 100, 100)
-STEPS = 5_000
+STEPS = Steps(5_000, minimum=20)
 BATCH = 60
 N_EVALS = 20
 EPS = 1e-5
@@ -94,15 +95,15 @@ class Placement(Experiment):
                 f"activation ('before') or Linear -> activation -> BN ('after'); ReLU: He-"
                 f"normal weights, lr {ACTS['relu']['lr']}; sigmoid: N(0, 0.01^2) weights (the "
                 f"paper's Fig. 1), lr {ACTS['sigmoid']['lr']}; biases 0, BatchNorm1d with "
-                f"gamma/beta, plain SGD, batch {BATCH}, {scaled(STEPS, scale, 20):,} steps; "
+                f"gamma/beta, plain SGD, batch {BATCH}, {STEPS.at(scale):,} steps; "
                 f"both orders start from the same weights and see the same batches. Test "
                 f"accuracy once at the end.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        return f"784-100x3-10 MLPs, {scaled(STEPS, scale, 20):,} steps of {BATCH}"
+        return f"784-100x3-10 MLPs, {STEPS.at(scale):,} steps of {BATCH}"
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
-        steps = scaled(STEPS, scale, 20)
+        steps = STEPS.at(scale)
         arms = [(act, order) for act in ACTS for order in ORDERS] + [("sigmoid", "none")]
         return [Run(f"{act}-{order}", {"act": act, "order": order, "steps": steps,
                                        "batch": BATCH, "lr": ACTS[act]["lr"],

@@ -20,11 +20,12 @@ import numpy as np
 
 from ..data import Dataset
 from ..engines.spec import mlp_spec
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, bars, seeds_of
+from ..runner.steps import Steps
 from ..runner.testnoise import record
 from ..runner.train import epoch_batch, evaluate, evaluate_correct
 
@@ -32,7 +33,7 @@ N_TRAIN = 1000
 HIDDEN = (512, 512)
 BATCH = 100
 LR = 0.1
-EPOCHS = 100
+EPOCHS = Steps(100, minimum=5)
 N_EVALS = 20          # validation points over training
 INPUT_DROPOUT, HIDDEN_DROPOUT = 0.2, 0.5   # Srivastava et al. 2014, sec. 6.1.1 (MNIST)
 VARIANTS = {"plain": (False, False), "dropout": (False, True), "bn": (True, False),
@@ -103,7 +104,7 @@ class Regularization(Experiment):
     )
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
-        epochs = scaled(EPOCHS, scale, 5)
+        epochs = EPOCHS.at(scale)
         n = min(N_TRAIN, len(parts(data).train))
         steps = max(1, n // BATCH)
         sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))
@@ -121,12 +122,12 @@ class Regularization(Experiment):
                 f"remove.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        return (f"784-512-512-10 MLP, {N_TRAIN} training images, {scaled(EPOCHS, scale, 5)} "
+        return (f"784-512-512-10 MLP, {N_TRAIN} training images, {EPOCHS.at(scale)} "
                 f"epochs")
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
         base = {"sizes": [data.n_features, *HIDDEN, data.n_classes], "batch": BATCH, "lr": LR,
-                "epochs": scaled(EPOCHS, scale, 5),
+                "epochs": EPOCHS.at(scale),
                 "n_train": min(N_TRAIN, len(parts(data).train))}
         return [Run(key, {**base, "bn": bn, "dropout": dropout}, key)
                 for key, (bn, dropout) in VARIANTS.items()]

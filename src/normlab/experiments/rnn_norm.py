@@ -23,13 +23,14 @@ explodes ("We work around this by injecting noise into the initial hidden states
 from __future__ import annotations
 
 from ..data import Dataset
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.curve import speedup, steps_to
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, seeds_of
 from ..runner.rnn_train import train_lstm
+from ..runner.steps import Steps
 
 BATCH = 64
 N_EVALS = 20
@@ -37,11 +38,12 @@ N_EVALS = 20
 # Paper steps: what 16 CPU cores give the 20 pixel-by-pixel runs within the suite's hour.
 # val_limit: the curve's evaluations read the first this many validation images (a T = 784
 # forward costs 2-10 ms per image on one core; the test set is read whole, once).
-SETTINGS = {"full": {"steps": 1500, "hidden": 64, "optimizer": "sgd", "lr": 0.5,
+STEPS = Steps(1500, minimum=20, paper=1000)
+SETTINGS = {"full": {"hidden": 64, "optimizer": "sgd", "lr": 0.5,
                      "pixels": False, "val_limit": None},
-            "paper": {"steps": 1000, "hidden": 100, "optimizer": "rmsprop", "lr": 1e-3,
+            "paper": {"hidden": 100, "optimizer": "rmsprop", "lr": 1e-3,
                       "pixels": True, "val_limit": 1000}}
-STEPS, HIDDEN, LR = (SETTINGS["full"][k] for k in ("steps", "hidden", "lr"))
+HIDDEN, LR = (SETTINGS["full"][k] for k in ("hidden", "lr"))
 CLIP = 1.0        # Cooijmans et al. sec. 5.1: "gradient clipping at 1" (global norm), all four
 H0_NOISE = {"recurrent_batch": 0.1}   # std of the noisy h_0 (Cooijmans sec. 5.1); others: zeros
 NORMS = {"none": "plain LSTM", "layer": "LayerNorm (Ba et al.)",
@@ -108,10 +110,10 @@ class RnnNorm(Experiment):
                    f"the last two evaluations) of the four LSTMs, per seed; steps to it are "
                    f"interpolated between evaluations, and an LSTM that never reaches it is "
                    f"censored. Test accuracy: once, after the last step (reported, not judged).")
-    resolution = (f"Validation accuracy every {STEPS // N_EVALS} steps (full size), from step "
-                  f"{STEPS // N_EVALS} (no step-0 point): an LSTM that reaches the target at "
-                  f"the first evaluation reads {STEPS // N_EVALS} steps, an upper bound, which "
-                  f"can only shrink a speed-up over it.")
+    resolution = (f"Validation accuracy every {STEPS.full // N_EVALS} steps (full size), from "
+                  f"step {STEPS.full // N_EVALS} (no step-0 point): an LSTM that reaches the "
+                  f"target at the first evaluation reads {STEPS.full // N_EVALS} steps, an upper "
+                  f"bound, which can only shrink a speed-up over it.")
     pilot_seeds = ("seed 0 (mnist5k and Fashion-MNIST, full size, 2026-11-24); seeds 0-4 "
                    "(2026-11-28/29)")
     design_changes = (
@@ -131,7 +133,7 @@ class RnnNorm(Experiment):
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
         st = settings(size)
-        steps, hidden = scaled(st["steps"], scale, 20), st["hidden"]
+        steps, hidden = STEPS.at(scale, size), st["hidden"]
         optimizer = ("RMSProp (torch's alpha 0.99, eps 1e-8)" if st["optimizer"] == "rmsprop"
                      else "plain SGD")
         scope = ("Pixel by pixel as Cooijmans et al. sec. 5.1 read MNIST; they train for tens "
@@ -156,7 +158,7 @@ class RnnNorm(Experiment):
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
         st = settings(size)
-        steps = scaled(st["steps"], scale, 20)
+        steps = STEPS.at(scale, size)
         base = {"steps": steps, "batch": BATCH, "lr": st["lr"], "hidden": st["hidden"],
                 "clip": CLIP, "eval_every": max(1, steps // N_EVALS),
                 "optimizer": st["optimizer"], "pixels": st["pixels"],
@@ -185,7 +187,7 @@ class RnnNorm(Experiment):
         st = settings(size)
         optimizer = "RMSProp" if st["optimizer"] == "rmsprop" else "SGD"
         return (f"{sequence_text(data, st['pixels'])}, LSTM of {st['hidden']} units, "
-                f"{optimizer} lr {st['lr']:g}, {scaled(st['steps'], scale, 20):,} steps of "
+                f"{optimizer} lr {st['lr']:g}, {STEPS.at(scale, size):,} steps of "
                 f"{BATCH}")
 
     def figures(self, runs, by_seed, summary) -> dict:

@@ -27,15 +27,16 @@ import numpy as np
 
 from ..data import Dataset
 from ..engines.spec import mlp_spec
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.design import DesignChange
 from ..runner.evidence import Bound, Criterion, Published, ratio
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, bars
+from ..runner.steps import Steps
 from ..runner.testnoise import record
 from ..runner.train import epoch_batch, evaluate, evaluate_correct
 
-STEPS = 2000
+STEPS = Steps(2000, minimum=50)
 BATCH = 60
 LR = 0.1
 MOMENTUM = 0.1
@@ -179,11 +180,11 @@ class RunningStats(Experiment):
     )
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
-        steps = scaled(STEPS, scale, 50)
+        steps = STEPS.at(scale)
         sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))
         return (f"A {sizes} MLP, Linear -> BatchNorm1d (momentum {MOMENTUM}) -> ReLU hidden "
                 f"layers, on {data.describe()}; He-normal weights, plain SGD lr {LR}, batch "
-                f"{BATCH}, {steps:,} steps (full size {STEPS:,}), the same seed, weights and "
+                f"{BATCH}, {steps:,} steps (full size {STEPS.full:,}), the same seed, weights and "
                 f"batches in every run. (a) After training the weights are frozen and every BN "
                 f"layer's running statistics are re-estimated from scratch (mean 0, variance 1) "
                 f"by training-mode forwards with no weight update, with each estimator "
@@ -201,12 +202,12 @@ class RunningStats(Experiment):
                 f"size takes about 15 s on 2 cores with mnist5k.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        return (f"784-100-100-100-10 ReLU MLP, {scaled(STEPS, scale, 50):,} steps of {BATCH}, "
+        return (f"784-100-100-100-10 ReLU MLP, {STEPS.at(scale):,} steps of {BATCH}, "
                 f"re-estimation over up to {MAX_BATCHES} batches")
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
         base = {"sizes": [data.n_features, *HIDDEN, data.n_classes],
-                "steps": scaled(STEPS, scale, 50), "batch": BATCH, "lr": LR}
+                "steps": STEPS.at(scale), "batch": BATCH, "lr": LR}
         runs = [Run(f"batch-{b}", {**base, "part": "estimators", "estimate_batch": b,
                                    "max_batches": MAX_BATCHES, "estimators": list(ESTIMATORS)},
                     f"(a) estimators, batches of {b}")

@@ -32,22 +32,23 @@ import numpy as np
 
 from ..data import Dataset
 from ..engines.spec import mlp_spec
-from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed, scaled
+from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
 from ..runner.batchnorm import recalibrate, train_mode_correct
 from ..runner.design import DesignChange
 from ..runner.evidence import Bound, Criterion, Published, ratio
 from ..runner.holdout import parts
 from ..runner.plots import BAND_NOTE, band, bars
+from ..runner.steps import Steps
 from ..runner.testnoise import record, unpacked
 from ..runner.train import epoch_batch, evaluate, evaluate_correct
 
-STEPS = 2000
+STEPS = Steps(2000, minimum=50)
 BATCH = 60
 LR = 0.1
 HIDDEN = (100, 100, 100)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 MOMENTA = (0.01, 0.1, 0.5, None)
-REESTIMATE_BATCHES = 400           # (b): batches fed to a freshly reset estimator
+REESTIMATE_BATCHES = Steps(400, minimum=40)   # (b): batches fed to a freshly reset estimator
 CONTRAST, BRIGHTNESS = 0.5, 0.3    # (c): x -> CONTRAST * x + BRIGHTNESS
 RECAL_BATCHES = (1, 5, 20, 100)    # (c): recalibration lengths
 NOISE = 0.3                        # (d): x -> clip(x + N(0, NOISE^2), 0, 1), fresh noise per use
@@ -149,17 +150,17 @@ class TrainEval(Experiment):
     )
 
     def setup(self, data: Dataset, scale: float, size: str = "full") -> str:
-        steps = scaled(STEPS, scale, 50)
+        steps = STEPS.at(scale)
         sizes = "-".join(map(str, (data.n_features, *HIDDEN, data.n_classes)))
         return (f"One {sizes} MLP with Linear -> BatchNorm1d (momentum 0.1) -> ReLU hidden "
                 f"layers on {data.describe()}; He-normal weights, plain SGD lr {LR}, batch "
-                f"{BATCH}, {steps:,} steps (full size {STEPS:,}; a few seconds per run on 2 "
+                f"{BATCH}, {steps:,} steps (full size {STEPS.full:,}; a few seconds per run on 2 "
                 f"cores), retrained identically (same seed, weights and batches) in each of the "
                 f"three runs. (a) test accuracy in training mode (batch statistics, running "
                 f"stats restored afterwards) for test batches of {BATCH_SIZES} vs eval mode; "
                 f"(b) running statistics reset, then re-estimated from up to "
-                f"{scaled(REESTIMATE_BATCHES, scale, 40)} training batches (full size "
-                f"{REESTIMATE_BATCHES}) with momentum {MOMENTA} and the weights frozen, eval "
+                f"{REESTIMATE_BATCHES.at(scale)} training batches (full size "
+                f"{REESTIMATE_BATCHES.full}) with momentum {MOMENTA} and the weights frozen, eval "
                 f"accuracy vs batches seen; reference: statistics from a cumulative average "
                 f"over one epoch; (c) inputs shifted to {CONTRAST} x + {BRIGHTNESS} (contrast and "
                 f"brightness); accuracy with the stale statistics and after recalibrating on "
@@ -170,16 +171,16 @@ class TrainEval(Experiment):
                 f"an MLP; the method is unchanged.")
 
     def scale_note(self, data: Dataset, scale: float, size: str = "full") -> str:
-        return (f"784-100-100-100-10 ReLU MLP, {scaled(STEPS, scale, 50):,} steps of {BATCH}, "
+        return (f"784-100-100-100-10 ReLU MLP, {STEPS.at(scale):,} steps of {BATCH}, "
                 f"{len(parts(data).train):,} training images")
 
     def runs(self, data: Dataset, scale: float, size: str = "full") -> list[Run]:
         base = {"sizes": [data.n_features, *HIDDEN, data.n_classes],
-                "steps": scaled(STEPS, scale, 50), "batch": BATCH, "lr": LR}
+                "steps": STEPS.at(scale), "batch": BATCH, "lr": LR}
         return [Run("batch-size", {**base, "part": "a",
                                    "batch_sizes": list(BATCH_SIZES)}, "(a) train vs eval mode"),
                 Run("momentum", {**base, "part": "b",
-                                 "reestimate": scaled(REESTIMATE_BATCHES, scale, 40)},
+                                 "reestimate": REESTIMATE_BATCHES.at(scale)},
                     "(b) running-average momentum"),
                 Run("shift", {**base, "part": "c", "recal": list(RECAL_BATCHES),
                               "contrast": CONTRAST, "brightness": BRIGHTNESS},

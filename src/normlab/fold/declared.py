@@ -5,7 +5,7 @@ Building a layer allocates its parameters, sized by its constructor arguments: a
 initialise 3.6 GB before ``load_state_dict`` noticed the missing keys. So every layer's
 parameter and buffer shapes are derived from its arguments alone (no allocation), summed against
 a byte budget, and each one must be stored in the file with exactly that shape -- all before
-anything is built. The shapes follow the layers' constructors (``tests/test_fold_cli.py``
+anything is built. The shapes follow the layers' constructors (``tests/fold/test_fold_cli.py``
 checks them against built layers).
 """
 

@@ -5,7 +5,9 @@ Internal Covariate Shift". Statistics are per channel over every axis but C (sec
 convolutions the mini-batch is all N*H*W positions of a feature map), matching torch.nn.
 
 Each call validates its arguments, then hands them to the backend :mod:`.backend` picks (the
-numba kernels or the NumPy reference, :mod:`normlab.reference.batch`).
+numba kernels or the NumPy reference, :mod:`normlab.reference.batch`). The input ``x`` is
+checked once, where it enters: callers that checked it already (the nn layers, ghost and renorm)
+call :func:`train_checked` / :func:`eval_checked`, which check everything but ``x``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from ..core.shapes import channel_axes, count, per_channel
 from . import backend
 from .running import averaging_factor, blend
 
-__all__ = ["BatchNormCache", "averaging_factor", "batch_norm_backward", "batch_norm_eval",
-           "batch_norm_train", "channel_axes", "check_input", "eval_scale_shift", "per_channel",
+__all__ = ["BatchNormCache", "affine_channels", "averaging_factor", "batch_norm_backward",
+           "batch_norm_eval", "batch_norm_train", "channel_axes", "check_count", "check_input",
+           "eval_checked", "eval_scale_shift", "per_channel", "train_checked",
            "update_running_stats"]
 
 
@@ -31,13 +34,19 @@ def check_input(x, num_features: int | None = None, *, training: bool = False,
     if num_features is not None and x.shape[1] != num_features:
         raise ValueError(f"{name}: expected {num_features} channels in dim 1, "
                          f"got {x.shape[1]} (input shape {tuple(x.shape)})")
-    if training and count(x.shape, channel_axes(x.ndim)) <= 1:
-        raise ValueError(f"{name}: expected more than 1 value per channel when training, "
-                         f"got input size {tuple(x.shape)}")
+    if training:
+        check_count(x.shape, name)
     return x
 
 
-def _num_channels(weight, bias) -> int | None:
+def check_count(shape: tuple[int, ...], name: str = "x") -> None:
+    """Training needs more than one value per channel: a batch variance (sec. 3)."""
+    if count(shape, channel_axes(len(shape))) <= 1:
+        raise ValueError(f"{name}: expected more than 1 value per channel when training, "
+                         f"got input size {tuple(shape)}")
+
+
+def affine_channels(weight, bias) -> int | None:
     """Channel count implied by the affine parameters (None when affine=False)."""
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and (not isinstance(p, np.ndarray) or p.ndim != 1):
@@ -56,7 +65,14 @@ def batch_norm_train(x: np.ndarray, weight: np.ndarray | None = None,
     Normalises with the *biased* batch variance, as the paper and PyTorch do; the running
     estimate gets the unbiased one (see :func:`update_running_stats`).
     """
-    x = check_input(x, _num_channels(weight, bias), training=True)
+    x = check_input(x, affine_channels(weight, bias), training=True)
+    return train_checked(x, weight, bias, eps)
+
+
+def train_checked(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
+                  eps: float) -> tuple[np.ndarray, BatchNormCache]:
+    """:func:`batch_norm_train` of an ``x`` its caller has checked (:func:`check_input`, with
+    ``training=True``, against the parameters' channels)."""
     eps = check_eps(eps)
     return backend.for_array(x, "batch").train(x, weight, bias, eps)
 
@@ -81,9 +97,25 @@ def batch_norm_eval(x: np.ndarray, running_mean: np.ndarray, running_var: np.nda
                     weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                     eps: float = 1e-5) -> np.ndarray:
     """Inference forward: one multiply-add per element with the running statistics (Alg. 2)."""
+    _check_mean(running_mean)
+    x = check_input(x, running_mean.shape[0])
+    return _evaluate(x, running_mean, running_var, weight, bias, eps)
+
+
+def eval_checked(x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray,
+                 weight: np.ndarray | None, bias: np.ndarray | None, eps: float) -> np.ndarray:
+    """:func:`batch_norm_eval` of an ``x`` its caller has checked (:func:`check_input`, against
+    the running statistics' channels)."""
+    _check_mean(running_mean)
+    return _evaluate(x, running_mean, running_var, weight, bias, eps)
+
+
+def _check_mean(running_mean) -> None:
     if not isinstance(running_mean, np.ndarray) or running_mean.ndim != 1:
         check_param("running_mean", running_mean, (np.size(running_mean),))
-    x = check_input(x, running_mean.shape[0])
+
+
+def _evaluate(x, running_mean, running_var, weight, bias, eps) -> np.ndarray:
     for name, p in (("running_var", running_var), ("weight", weight), ("bias", bias)):
         check_param(name, p, running_mean.shape)
     eps = check_eps(eps)

@@ -25,7 +25,14 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import check_positive_int
-from .batch import BatchNormCache, batch_norm_backward, batch_norm_train, check_input
+from .batch import (
+    BatchNormCache,
+    affine_channels,
+    batch_norm_backward,
+    check_count,
+    check_input,
+    train_checked,
+)
 from .running import blend
 
 
@@ -76,9 +83,21 @@ def ghost_batch_norm_train(x: np.ndarray, virtual_batch_size: int,
                            weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                            eps: float = 1e-5) -> tuple[np.ndarray, GhostCache]:
     """Training forward: batch norm on each virtual batch, sharing gamma and beta."""
-    x = check_input(x, training=True)
+    x = check_input(x, affine_channels(weight, bias), training=True)
+    return ghost_train_checked(x, virtual_batch_size, weight, bias, eps)
+
+
+def ghost_train_checked(x: np.ndarray, virtual_batch_size: int, weight: np.ndarray | None,
+                        bias: np.ndarray | None, eps: float) -> tuple[np.ndarray, GhostCache]:
+    """:func:`ghost_batch_norm_train` of an ``x`` its caller has checked
+    (:func:`~.batch.check_input`); each virtual batch still needs a batch variance."""
     splits = virtual_splits(x.shape[0], virtual_batch_size)
-    outs, caches = split_forward(x, splits, lambda part: batch_norm_train(part, weight, bias, eps))
+
+    def forward(part):
+        check_count(part.shape)
+        return train_checked(part, weight, bias, eps)
+
+    outs, caches = split_forward(x, splits, forward)
     return np.concatenate(outs, axis=0), GhostCache(splits, caches, weight is not None)
 
 

@@ -12,7 +12,7 @@ Cooijmans et al. 2016, Recurrent Batch Normalization, eqs. 6-8)::
 recurrent matrix product, the optional per-step norms, backpropagation through time) on
 time-major (T, N, .) arrays; :class:`normlab.nn.recurrent.LSTM` does the input projection and
 its norm around them. :mod:`normlab.kernels.lstm` is the fast twin of the two loops (same
-signatures), checked against them in tests/test_lstm_kernels.py.
+signatures), checked against them in tests/kernels/test_lstm_kernels.py.
 """
 
 from __future__ import annotations

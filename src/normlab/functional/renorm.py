@@ -26,9 +26,10 @@ from .._checks import check_param
 from .batch import (
     BatchNormCache,
     batch_norm_backward,
-    batch_norm_train,
+    check_count,
     check_input,
     per_channel,
+    train_checked,
 )
 
 
@@ -110,11 +111,21 @@ def batch_renorm_train(x: np.ndarray, running_mean: np.ndarray, running_var: np.
     Update them afterwards with ``update_running_stats(running_mean, running_var, cache.bn,
     factor)``, as for batch norm.
     """
-    x = check_input(x, running_mean.shape[0], training=True)
+    x = check_input(x, running_mean.shape[0])   # the count: renorm_train_checked's
+    return renorm_train_checked(x, running_mean, running_var, weight, bias, eps, r_max, d_max)
+
+
+def renorm_train_checked(x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray,
+                         weight: np.ndarray | None, bias: np.ndarray | None, eps: float,
+                         r_max: float, d_max: float) -> tuple[np.ndarray, RenormCache]:
+    """:func:`batch_renorm_train` of an ``x`` its caller has checked
+    (:func:`~.batch.check_input`, against the running statistics' channels); a virtual batch
+    of it still needs a batch variance."""
+    check_count(x.shape)
     channels = running_mean.shape
     for name, p in (("running_var", running_var), ("weight", weight), ("bias", bias)):
         check_param(name, p, channels)
-    _, bn = batch_norm_train(x, None, None, eps)  # validates x and eps; affine-free
+    _, bn = train_checked(x, None, None, eps)  # validates eps; affine-free
     r, d = renorm_correction(bn.mean, bn.var, running_mean, running_var, eps, r_max, d_max)
     gamma = np.ones_like(r) if weight is None else weight
     scale = (gamma * r).astype(bn.x_hat.dtype)
@@ -139,4 +150,4 @@ def batch_renorm_backward(dy: np.ndarray, cache: RenormCache
 
 
 __all__ = ["RenormCache", "RenormSchedule", "batch_renorm_backward", "batch_renorm_train",
-           "renorm_correction"]
+           "renorm_correction", "renorm_train_checked"]

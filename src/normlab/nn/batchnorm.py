@@ -12,8 +12,8 @@ import numpy as np
 from .. import functional as F
 from .._checks import check_positive_int
 from ..core.shapes import channel_axes, count
-from ..functional.batch import check_input
-from ..functional.ghost import GhostCache, ghost_batch_stats
+from ..functional.batch import check_count, check_input, eval_checked, train_checked
+from ..functional.ghost import GhostCache, ghost_batch_stats, ghost_train_checked
 from ..functional.policy import NumpyOps, RunningOptions, check_mask, freeze_all, unfreeze_all
 from ..functional.running import check_options
 from .module import Module
@@ -88,7 +88,7 @@ class BatchNormBase(RunningOptions, NormBase):
                              "got a mask")
         real = rows(x, mask)
         if batch_stats:
-            check_input(real, training=True, name="x (masked positions)")
+            check_count(real.shape, "x (masked positions)")
         y, saved = self._normalize(real, batch_stats)
         self._cache = Masked(saved, mask, x.shape)
         return scatter(y, mask, x.shape)
@@ -100,16 +100,15 @@ class BatchNormBase(RunningOptions, NormBase):
         """Steps 2-4 on a checked (N, C, ...) input: (y, what backward needs)."""
         weight, bias = self._params()
         if not batch_stats:
-            y = F.batch_norm_eval(x, self.running_mean, self.running_var, weight, bias, self.eps)
+            y = eval_checked(x, self.running_mean, self.running_var, weight, bias, self.eps)
             return y, Eval(x, self.running_mean, self.running_var, weight, self.eps)
         if self.virtual_batch_size is not None and self.training:   # ghost BN is train-only
-            y, cache = F.ghost_batch_norm_train(x, self.virtual_batch_size, weight, bias,
-                                                self.eps)
+            y, cache = ghost_train_checked(x, self.virtual_batch_size, weight, bias, self.eps)
             if self._tracking():
                 self._record_virtual(cache, _RECORD_DEPTH)
             return y, Saved(F.ghost_batch_norm_backward, cache)
         weight, eps, s = self._forward_affine(count(x.shape, channel_axes(x.ndim)), weight, x)
-        y, cache = F.batch_norm_train(x, weight, bias, eps)
+        y, cache = train_checked(x, weight, bias, eps)
         if self._tracking():
             self._record_batch(cache, _RECORD_DEPTH)
         return y, (Saved(F.batch_norm_backward, cache) if s == 1.0 else Scaled(cache, s))

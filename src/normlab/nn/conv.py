@@ -8,7 +8,7 @@ strided add per kernel offset (kh*kw adds, each vectorised over N, C, Ho, Wo).
 That is the readable reference path (``NORMLAB_KERNELS=numpy``). With numba, float32/float64
 inputs take :mod:`normlab.kernels.conv` instead: the same products on a channel-major patch
 matrix built and scattered by compiled loops, with no padded copy and NCHW-contiguous outputs;
-tests/test_conv_kernels.py holds the two paths (and torch) to each other.
+tests/kernels/test_conv_kernels.py holds the two paths (and torch) to each other.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import functional as F
 from .._checks import as_float_array, check_ndim
-from ..functional.batch import check_input
+from ..functional.batch import check_input, eval_checked
 from .norm_base import NormBase
 from .saved import Eval, Saved, Unbatched
 
@@ -40,7 +40,7 @@ class InstanceNormBase(NormBase):
                 self.running_var[...] = var
             saved = Saved(F.instance_norm_backward, cache)
         else:
-            y = F.batch_norm_eval(x, self.running_mean, self.running_var, weight, bias, self.eps)
+            y = eval_checked(x, self.running_mean, self.running_var, weight, bias, self.eps)
             saved = Eval(x, self.running_mean, self.running_var, weight, self.eps)
         self._cache = Unbatched(saved, x.shape[1:]) if unbatched else saved
         return y[0] if unbatched else y

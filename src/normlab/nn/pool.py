@@ -3,7 +3,7 @@
 Both reuse the convolution's strided window view; backward scatters through its adjoint. That
 is the readable reference path; with numba, MaxPool2d on float32/float64 runs
 :mod:`normlab.kernels.pool` (one compiled pass each way, checked against this one in
-tests/test_pool_kernels.py).
+tests/kernels/test_pool_kernels.py).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import functional as F
 from ..functional.ghost import GhostCache, split_forward, virtual_splits
-from ..functional.renorm import RenormSchedule
+from ..functional.renorm import RenormSchedule, renorm_train_checked
 from .batchnorm import BatchNormBase
 from .saved import Saved, Split
 
@@ -59,7 +59,7 @@ class _BatchRenorm(BatchNormBase):
         weight, bias = self._params()
         r_max, d_max = self.limits()
         splits = virtual_splits(len(x), self.virtual_batch_size or len(x))
-        ys, caches = split_forward(x, splits, lambda part: F.batch_renorm_train(
+        ys, caches = split_forward(x, splits, lambda part: renorm_train_checked(
             part, self.running_mean, self.running_var, weight, bias, self.eps, r_max, d_max))
         # After r, d were formed from the old running statistics (Alg. 1, last lines); a
         # skipped batch's warning names forward's caller (2 frames up)

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 
 from .._orphans import exit_with_parent
 from ..data import Dataset
-from .suite import Options, Unit, run_unit
+from .options import Options
+from .units import Unit, run_unit
 
 ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 

@@ -28,7 +28,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
@@ -44,105 +43,18 @@ from .._io import (
 )
 from ..data import Dataset
 from ..experiments import registry
-from ..runner.base import SIZES, Run, RunContext, size_of
+from ..runner.base import Run, size_of
 from ..runner.design import CONFIRMATORY_RULE
 from ..runner.evidence import COMBINATION_RULE, METHOD
-from ..runner.store import (
-    CorruptCheckpoint,
-    config_hash,
-    read_checkpoint,
-    to_json,
-    write_checkpoint,
-)
+from ..runner.store import to_json
 from .ledger import ledger_rows
+from .options import Options, UsageError
+from .pool import Events, run_units
 from .reference import compare as compare_with_reference
+from .units import Unit, plan
 
-CI_SCALE_ENV = "NORMLAB_CI_SCALE"
-DEFAULT_SEEDS = {"quick": 3, "full": 5, "paper": 5}
 # Settings that must match for experiments of an earlier run in the same --out to be kept.
 COMPATIBLE = ("size", "data", "engine", "seeds", "steps_scale", "device", "workers", "sync_bn")
-
-
-class UsageError(ValueError):
-    """Bad command-line input: the CLI prints it on one line and exits with code 2."""
-
-
-@dataclass
-class Options:
-    """One reproduction's settings. ``size`` (quick | full | paper) defaults to what ``quick``
-    says; ``quick`` is kept (and set from ``size``) for the callers written before sizes."""
-
-    names: list[str]
-    quick: bool
-    data_spec: str
-    engine: str
-    out: Path
-    seed: int
-    steps_scale: float = 1.0
-    seeds: int = 1
-    jobs: int = 1
-    device: str | None = None     # torch engine only (None: CPU, torch's defaults)
-    workers: int = 1              # torch engine: DDP processes per run
-    sync_bn: bool = False
-    size: str | None = None
-
-    def __post_init__(self) -> None:
-        self.size = resolve_size(self.quick, self.size, flags=False)
-        self.quick = self.size == "quick"
-
-    @property
-    def scale_out(self) -> dict:
-        """The torch-engine options that change results, in every unit's identity."""
-        return ({"device": self.device, "workers": self.workers, "sync_bn": self.sync_bn}
-                if self.engine == "torch" else {})
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.seed, self.seed + self.seeds))
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One run of one experiment at one seed: what a worker process executes."""
-
-    experiment: str
-    seed: int
-    run: Run
-    scale: float
-
-    @property
-    def id(self) -> tuple[str, int, str]:
-        return self.experiment, self.seed, self.run.key
-
-    @property
-    def label(self) -> str:
-        return f"{self.experiment} s{self.seed} {self.run.label or self.run.key}"
-
-
-def resolve_size(quick: bool, size: str | None, flags: bool = True) -> str:
-    """The size: ``size``, or "quick" / "full" from ``quick`` (``--quick`` is ``--size
-    quick``). Raises :class:`UsageError` naming the flag (or the argument, ``flags=False``)
-    for an unknown size or a ``--size`` that contradicts ``--quick``."""
-    name, alias = ("--size", "--quick") if flags else ("size", "quick=True")
-    if size is not None and size not in SIZES:
-        raise UsageError(f"{name}: expected one of {', '.join(SIZES)}, got {size!r}")
-    if quick and size not in (None, "quick"):
-        raise UsageError(f"{name}: expected quick or none with {alias} (an alias of size "
-                         f"quick), got {size!r}")
-    return size or ("quick" if quick else "full")
-
-
-def resolve_scale(quick: bool, steps_scale: float | None) -> float:
-    """The extra step multiplier: ``--steps-scale`` or ``NORMLAB_CI_SCALE`` (CI sizes)."""
-    if steps_scale is None:
-        raw = os.environ.get(CI_SCALE_ENV, "").strip()
-        try:
-            steps_scale = float(raw) if raw else 1.0
-        except ValueError:
-            raise UsageError(f"{CI_SCALE_ENV}: expected a number in (0, 1], got {raw!r}") from None
-    if not 0 < steps_scale <= 1:
-        raise UsageError(f"--steps-scale: expected a number in (0, 1], got {steps_scale}")
-    return steps_scale
 
 
 # The files and folders normlab writes at the top of OUT (besides one folder per experiment)
@@ -249,28 +161,10 @@ def environment(opts: Options | None = None) -> dict:
     return env
 
 
-def experiment_scale(exp, opts: Options) -> float:
-    """The step multiplier of ``exp``: its ``quick_scale`` at quick size (full and paper: 1),
-    times ``--steps-scale``. What else paper changes, the experiment's ``runs`` decides."""
-    return (exp.quick_scale if opts.size == "quick" else 1.0) * opts.steps_scale
-
-
-def plan(opts: Options, data: Dataset) -> list[Unit]:
-    """Every unit of the reproduction, experiment by experiment, seeds interleaved by run (so
-    each experiment finishes as early as the workers allow)."""
-    units = []
-    for name in opts.names:
-        exp = registry.get(name)
-        scale = experiment_scale(exp, opts)
-        for run in exp.runs(data, scale, opts.size):
-            units += [Unit(name, seed, run, scale) for seed in opts.seed_list]
-    return units
-
-
 def skeleton(opts: Options, data: Dataset) -> dict:
     """results.json without any experiment yet."""
     return {"normlab": __version__,
-            "config": {"experiments": opts.names, "quick": opts.quick, "size": opts.size,
+            "config": {"experiments": opts.names, "quick": opts.size == "quick", "size": opts.size,
                        "data": opts.data_spec,
                        "engine": opts.engine, "seed": opts.seed, "seeds": opts.seed_list,
                        "jobs": opts.jobs, "steps_scale": opts.steps_scale, **opts.scale_out},
@@ -344,20 +238,19 @@ def check_results(results, name: str = "DIR") -> None:
              "an object", entry.get("runs"))
 
 
-def run_all(opts: Options, data: Dataset, events=None, warn=print) -> dict:
-    """Run (or resume) every unit; returns the results dict (written by :func:`finalize`)."""
-    from .pool import Events, run_units
-
+def run_all(opts: Options, data: Dataset, events=None, warn=print,
+            units: list[Unit] | None = None) -> dict:
+    """Run (or resume) every unit (``units``: :func:`~.units.plan`'s, made here when not
+    given); returns the results dict (written by :func:`finalize`)."""
     events = events or Events()
     results = skeleton(opts, data)
-    units = plan(opts, data)
+    units = plan(opts, data) if units is None else units
     t0 = time.perf_counter()
     done = run_units(units, opts, data, events, warn)
     for name in opts.names:
-        exp = registry.get(name)
-        scale = experiment_scale(exp, opts)
-        runs = exp.runs(data, scale, opts.size)
         mine = [u for u in units if u.experiment == name]
+        exp, scale = mine[0].exp, mine[0].scale
+        runs = [u.run for u in mine if u.seed == opts.seed]   # seeds are interleaved by run
         results["experiments"][name] = {
             "title": exp.title, "source": exp.source, "claim": exp.claim,
             "setup": exp.setup_text(data, scale, opts.size), "scale": scale, "size": opts.size,
@@ -370,47 +263,6 @@ def run_all(opts: Options, data: Dataset, events=None, warn=print) -> dict:
         results["cpu_time"][name] = round(sum(done[u.id][2] for u in mine), 2)
     results["wall_time"] = round(time.perf_counter() - t0, 2)
     return results
-
-
-def run_unit(unit: Unit, data: Dataset, opts: Options, progress=None,
-             warn=print) -> tuple[dict, float, float]:
-    """Run one unit, or read its finished checkpoint: (metrics, wall seconds, CPU seconds).
-
-    The seconds are those of the attempt that finished the unit, kept in its checkpoint, so a
-    resumed reproduction still reports what each finished unit cost (not the ~0 s of reading
-    it back). A unit killed mid-run counts only the attempt that finished it.
-    """
-    exp = registry.get(unit.experiment)
-    run = unit.run
-    folder = safe_dir(opts.out, "checkpoints", exp.name, f"seed{unit.seed}")
-    identity = {"experiment": exp.name, "run": run.key, "config": run.config,
-                "data": [data.name, data.fingerprint], "engine": opts.engine,
-                "seed": unit.seed, "scale": unit.scale, "size": opts.size, **opts.scale_out}
-    h = config_hash(identity)
-    done_path = folder / f"{run.key}.done"
-    if is_regular(done_path):
-        try:
-            meta, _ = read_checkpoint(done_path)
-            if meta.get("config_hash") == h:
-                if progress:
-                    progress(1, 1)
-                return meta["metrics"], meta.get("seconds", 0.0), meta.get("cpu_seconds", 0.0)
-        except CorruptCheckpoint as exc:
-            warn(f"warning: {exc}; redoing run {exp.name}/seed{unit.seed}/{run.key}")
-    ctx = RunContext(exp.name, run.key, data, opts.engine, unit.seed, h,
-                     partial_path=folder / f"{run.key}.partial", progress=progress,
-                     warn=lambda m: warn(f"warning: {m}"), device=opts.device,
-                     workers=opts.workers, sync_bn=opts.sync_bn)
-    t0, c0 = time.perf_counter(), time.process_time()
-    try:
-        metrics = exp.run(ctx, run.config)
-    finally:
-        ctx.close()
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    write_checkpoint(done_path, {"config_hash": h, "identity": identity, "metrics": metrics,
-                                 "seconds": seconds, "cpu_seconds": cpu})
-    ctx.partial_path.unlink(missing_ok=True)
-    return metrics, seconds, cpu
 
 
 def by_seed(entry: dict) -> tuple[list[Run], dict[int, dict]]:

@@ -4,7 +4,7 @@ freedom, for the Welch-Satterthwaite intervals and the Holm p-values of :mod:`.e
 The upper tail is P(T > t) = I_x(df/2, 1/2) / 2 with x = df / (df + t^2) (Abramowitz & Stegun
 26.7.1 with 26.5.27), the regularized incomplete beta evaluated by its continued fraction
 (A&S 26.5.8) with the modified Lentz method. df = inf is the normal distribution. scipy is not
-a dependency of normlab; tests/test_evidence.py checks these against the printed t table.
+a dependency of normlab; tests/runner/test_evidence.py checks these against the printed t table.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ torch >= 2.13) each worker keeps its own BN running statistics (DDP's default wo
 0's over them before every forward). ``sync_bn``
 instead converts the BNs to :class:`normlab.torch.SyncBatchNorm`: statistics over all B images.
 
-Equivalence with one process (``tests/test_torch_ddp.py``). Worker r trains on the contiguous
-slice r of size N, in :func:`normlab.functional.ghost.virtual_splits` order, so a step with
-per-worker BN is a step of ghost BN with groups of N (Hoffer et al. 2017): the same groups are
+Equivalence with one process (``tests/engines/test_torch_ddp.py``). Worker r trains on the
+contiguous slice r of size N, in :func:`normlab.functional.ghost.virtual_splits` order, so a step
+with per-worker BN is a step of ghost BN with groups of N (Hoffer et al. 2017): the same groups are
 normalised alike, the mean of the workers' mean losses is the batch's mean loss, and the mean of
 their gradients is its gradient. Running statistics: each worker's EMA r <- (1 - m) r + m s_r is
 linear, so the mean of the P EMAs is the EMA of the mean statistics -- ghost BN's one update per
