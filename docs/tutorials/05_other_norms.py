@@ -11,12 +11,9 @@ mean and a variance over one set of values and normalises that set:
 * **InstanceNorm** (Ulyanov et al. 2016): per sample and channel, over H, W;
 * **GroupNorm** (Wu & He 2018): per sample and group of channels, over the group's C/G
   channels and H, W. One group is LayerNorm, C groups is InstanceNorm.
-
-.. note::
-
-   TODO(issue 28): RMSNorm (Zhang & Sennrich 2019: per sample, no mean subtracted, divide by
-   the root mean square) is not in normlab yet; issue 28 adds it, and with it a fifth column
-   in each picture and table below.
+* **RMSNorm** (Zhang & Sennrich 2019): LayerNorm's set of values, but no mean is subtracted:
+  each value is divided by the root mean square of its sample (eq. 4). It keeps LN's
+  invariance to re-scaling a sample and gives up the one to shifting it.
 """
 
 # %%
@@ -32,12 +29,14 @@ from normlab import nn
 
 N, C, G = 6, 6, 3
 masks = {"BatchNorm": np.zeros((N, C)), "LayerNorm": np.zeros((N, C)),
-         "InstanceNorm": np.zeros((N, C)), f"GroupNorm ({G} groups)": np.zeros((N, C))}
+         "InstanceNorm": np.zeros((N, C)), f"GroupNorm ({G} groups)": np.zeros((N, C)),
+         "RMSNorm": np.zeros((N, C))}
 masks["BatchNorm"][:, 0] = 1
 masks["LayerNorm"][0, :] = 1
 masks["InstanceNorm"][0, 0] = 1
 masks[f"GroupNorm ({G} groups)"][0, : C // G] = 1
-fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
+masks["RMSNorm"][0, :] = 1        # LayerNorm's set: one root mean square, no mean
+fig, axes = plt.subplots(1, 5, figsize=(12, 2.8))
 for ax, (name, mask) in zip(axes, masks.items(), strict=True):
     ax.imshow(mask, cmap="Blues", vmin=0, vmax=1.3)
     ax.set_xticks(np.arange(-0.5, C), minor=True)
@@ -63,12 +62,14 @@ norms = {
     "LayerNorm": lambda v: F.layer_norm_forward(v, v.shape[1:])[0],
     "InstanceNorm": lambda v: F.instance_norm_forward(v)[0],
     "GroupNorm (3)": lambda v: F.group_norm_forward(v, 3)[0],
+    "RMSNorm": lambda v: F.rms_norm_forward(v, v.shape[1:], eps=1e-5)[0],
 }
 scale_c = rng.uniform(0.5, 3, (1, 6, 1, 1))
 scale_n = rng.uniform(0.5, 3, (8, 1, 1, 1))
 scale_nc = rng.uniform(0.5, 3, (8, 6, 1, 1))
 changes = {
     "scale and shift\neach channel\n(same for all samples)": lambda v: scale_c * v + 2 * scale_c,
+    "scale each sample": lambda v: scale_n * v,
     "scale and shift\neach sample": lambda v: scale_n * v - scale_n,
     "scale and shift each\nchannel of each sample": lambda v: scale_nc * v + scale_nc,
     "replace the other\nsamples of the batch": lambda v: np.concatenate(
@@ -82,7 +83,7 @@ for i, change in enumerate(changes.values()):
         effect[i, j] = np.abs(norm(moved)[0] - norm(x)[0]).max()
 invariant = effect < 1e-3    # eps = 1e-5 moves outputs by less than this, a change by ~1
 
-fig, ax = plt.subplots(figsize=(8, 4.2))
+fig, ax = plt.subplots(figsize=(9.5, 5))
 ax.imshow(invariant, cmap="RdYlGn", vmin=-0.3, vmax=1.3)
 for i in range(len(changes)):
     for j in range(len(norms)):
@@ -100,9 +101,11 @@ print(dict(zip(norms, invariant.T.tolist(), strict=True)))
 # and why eval mode needs running statistics at all; LN, IN and GN compute the same thing in
 # training and at inference. InstanceNorm throws away each image channel's contrast — wanted
 # for style transfer, unwanted for classification — and GroupNorm sits between LN and IN.
-assert invariant[0, 0] and not invariant[3, 0]            # BN: per-channel affine, not batch
-assert invariant[1, 1] and invariant[3, 1]                # LN: per-sample affine, batch-free
-assert invariant[2, 2] and not invariant[2, 3]            # IN absorbs more than GN
+# RMSNorm drops LN's mean: a sample's re-scaling is still absorbed, a shift is not.
+assert invariant[0, 0] and not invariant[4, 0]            # BN: per-channel affine, not batch
+assert invariant[2, 1] and invariant[4, 1]                # LN: per-sample affine, batch-free
+assert invariant[3, 2] and not invariant[3, 3]            # IN absorbs more than GN
+assert invariant[1, 4] and not invariant[2, 4]            # RMSNorm: scale yes, shift no
 
 # %%
 # RNNs
