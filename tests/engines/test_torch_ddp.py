@@ -204,7 +204,7 @@ import sys
 sys.path.insert(0, {repo!r})
 import numpy as np
 from normlab.engines import make_trainer
-from tests.torch.test_torch_ddp import INIT_STD, LR, SEED, STEPS, data, run, spec
+from tests.engines.test_torch_ddp import INIT_STD, LR, SEED, STEPS, data, run, spec
 
 trainer = make_trainer("torch", spec(), INIT_STD, np.random.default_rng(SEED), LR)
 x, y = data()

@@ -154,11 +154,20 @@ def test_fast_conv_matches_torch(monkeypatch, torch, dtype, shape, c_out, kw):
     xt = torch.from_numpy(x).requires_grad_(True)
     yt = ref(xt)
     yt.backward(torch.from_numpy(dy))
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(y, yt.detach().numpy(), **tol)
-    np.testing.assert_allclose(dx, xt.grad.numpy(), **tol)
-    np.testing.assert_allclose(conv.weight.grad, ref.weight.grad.numpy(), **tol)
-    np.testing.assert_allclose(conv.bias.grad, ref.bias.grad.numpy(), **tol)
+    rel = 1e-5 if dtype == np.float32 else 1e-12
+
+    def close(ours, theirs):
+        # A weight-gradient entry sums N*H*W products (11,760 in cnn-1) in an order torch
+        # picks per run (its threads), so in float32 it is off by ~eps*sqrt(terms) of the
+        # array's scale, not of its own size: an entry that cancels to -0.146 among entries
+        # of 150 moved by 2e-4. The bound is relative to the array's largest entry.
+        theirs = theirs.numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=rel * max(1.0, np.abs(theirs).max()))
+
+    close(y, yt.detach())
+    close(dx, xt.grad)
+    close(conv.weight.grad, ref.weight.grad)
+    close(conv.bias.grad, ref.bias.grad)
 
 
 @pytest.mark.parametrize("make", [lambda: nn.Conv2d(2, 3, 3, padding=1, rng=0),
