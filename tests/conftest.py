@@ -50,7 +50,7 @@ def torch():
 
 @pytest.fixture(scope="session")
 def numba():
-    """The numba kernels' compiler. Not ``pytest.importorskip``: that skips even under
+    """The numba kernels' compiler. Not pytest's import-or-skip helper: that skips even under
     NORMLAB_REQUIRE_ALL=1, so a broken numba would silently drop the kernel parity tests."""
     try:
         import numba as _numba

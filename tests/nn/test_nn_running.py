@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import normlab.nn as nn
 from normlab import functional as F
 from tests.gradcheck import assert_grad_close, numerical_grad
+from tests.oracles import masked_batch_norm
 
 
 def _batches(rng, sizes, c=3, tail=()):
@@ -226,14 +227,8 @@ def test_mask_equals_bn_on_the_unpadded_concatenation(lengths, seed, unbiased):
     y = m(x, mask)
     dx = m.backward(dy)
 
-    real = np.concatenate([x[i, :, :k].T for i, k in enumerate(lengths)])
-    dy_real = np.concatenate([dy[i, :, :k].T for i, k in enumerate(lengths)])
-    count = len(real)
-    s = count / (count - 1) if unbiased == "both" else 1.0
-    inv_std = 1 / np.sqrt(s * real.var(0) + 1e-5)
-    x_hat = (real - real.mean(0)) * inv_std
-    dx_hat = dy_real * w
-    dx_real = inv_std * (dx_hat - dx_hat.mean(0) - s * x_hat * (dx_hat * x_hat).mean(0))
+    ref = masked_batch_norm(x, dy, lengths, w, unbiased)
+    real, dy_real, x_hat, dx_real = ref["real"], ref["dy"], ref["x_hat"], ref["dx"]
     np.testing.assert_array_equal(y.transpose(0, 2, 1)[~mask], 0)
     np.testing.assert_array_equal(dx.transpose(0, 2, 1)[~mask], 0)
     np.testing.assert_allclose(y.transpose(0, 2, 1)[mask], x_hat * w + b, rtol=1e-10,

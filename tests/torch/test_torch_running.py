@@ -13,6 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.oracles import masked_batch_norm
+
 
 def _nt():
     import normlab.torch as nt
@@ -238,14 +240,9 @@ def test_mask_equals_bn_on_the_unpadded_concatenation(torch, lengths, seed, unbi
     y = m(xt, torch.from_numpy(mask))
     y.backward(torch.from_numpy(dy))
 
-    real = np.concatenate([x[i, :, :k].T for i, k in enumerate(lengths)])      # (count, C)
-    dy_real = np.concatenate([dy[i, :, :k].T for i, k in enumerate(lengths)])
+    ref = masked_batch_norm(x, dy, lengths, w, unbiased)
+    real, dy_real, x_hat, dx_real = ref["real"], ref["dy"], ref["x_hat"], ref["dx"]
     count = len(real)
-    s = count / (count - 1) if unbiased == "both" else 1.0
-    inv_std = 1 / np.sqrt(s * real.var(0) + 1e-5)
-    x_hat = (real - real.mean(0)) * inv_std
-    dx_hat = dy_real * w
-    dx_real = inv_std * (dx_hat - dx_hat.mean(0) - s * x_hat * (dx_hat * x_hat).mean(0))
     y_np, dx_np = y.detach().numpy(), xt.grad.numpy()
     assert count > 1
     np.testing.assert_array_equal(y_np.transpose(0, 2, 1)[~mask], 0)
