@@ -12,8 +12,9 @@ trains it, on random data of the experiment's shapes:
   for each of its four norms. torch: ``torch.nn.LSTM`` for "none", else ``torch_lstm.py``.
 
 One step = forward, loss, backward, (clip,) SGD update, zero_grad, as the experiment runs it;
-the NumPy engine's CNN step is ``engines.numpy.NumpyTrainer.train_step`` itself, torch's
-is ``TorchTrainer.train_step`` on the twin built from the same weights. Both engines run with
+the NumPy engine's steps are its trainers' ``train_step`` itself (``engines.numpy``'s
+NumpyTrainer, ``engines.numpy_lstm``'s NumpyLstmTrainer), torch's CNN step is
+``TorchTrainer.train_step`` on the twin built from the same weights. Both engines run with
 one thread (as ``normlab reproduce``'s workers do), alternating round by round; the ratio is
 of the medians. ``layer_shares`` times every layer's forward and backward of the NumPy engine
 (perf_counter around each call) and reports the share of the step per layer type.
@@ -81,28 +82,18 @@ def _sequences(seed: int = 0, n: int = 8):
 
 
 def _numpy_lstm_step(norm: str) -> tuple[Step, object]:
-    from normlab import nn, optim
+    from normlab.engines.numpy_lstm import NumpyLstmTrainer, build_lstm
     from normlab.experiments.rnn_norm import H0_NOISE
-    from normlab.runner.rnn_train import clip_grad_norm, initial_state
+    from normlab.runner.rnn_train import initial_state
 
     rng = np.random.default_rng(0)
-    lstm = nn.LSTM(SEQ_INPUTS, HIDDEN, norm=norm, rng=rng)
-    head, loss_fn = nn.Linear(HIDDEN, CLASSES, rng=rng), nn.CrossEntropyLoss()
-    params = lstm.parameters() + head.parameters()
-    opt, data, noise = optim.SGD(params, lr=0.5), _sequences(), H0_NOISE.get(norm, 0.0)
+    lstm, head = build_lstm(SEQ_INPUTS, HIDDEN, CLASSES, norm, rng)
+    trainer = NumpyLstmTrainer(lstm, head, "sgd", 0.5, 1.0)
+    data, noise = _sequences(), H0_NOISE.get(norm, 0.0)
 
     def step(i: int) -> float:
         x, y = data[i % len(data)]
-        lstm.train()
-        out, _ = lstm(x, initial_state(noise, len(x), HIDDEN, rng))
-        loss = loss_fn(head(out[:, -1]), y)
-        d_out = np.zeros_like(out)
-        d_out[:, -1] = head.backward(loss_fn.backward())
-        lstm.backward(d_out)
-        clip_grad_norm(params, 1.0)
-        opt.step()
-        opt.zero_grad()
-        return loss
+        return trainer.train_step(x, y, initial_state(noise, len(x), HIDDEN, rng))
 
     return step, (lstm, head)
 
@@ -211,7 +202,7 @@ def layer_shares(model: str, steps: int) -> dict[str, float]:
                 _timed(layer, method, type(layer).__name__, totals, active)
     else:
         lstm, head = net
-        for method in ("forward", "backward"):
+        for method in ("forward", "backward", "backward_params"):
             _timed(lstm, method, "LSTM", totals, active)
             _timed(head, method, "Linear", totals, active)
         for norm in (lstm.norm_ih, lstm.norm_hh, lstm.norm_c):

@@ -64,9 +64,9 @@ class NumpyLstmTrainer:
         self.opt.zero_grad()
         out, _ = self.lstm(x, hx)
         loss = self.loss(self.head(out[:, -1]), y)
-        d_out = np.zeros_like(out)
-        d_out[:, -1] = self.head.backward(self.loss.backward())   # the loss sees the last step
-        self.lstm.backward_params(d_out)   # the sequences need no gradient
+        # the loss sees only the last step, h_T: its gradient enters as dL/dh_T, with no (N, T, H)
+        # array of zeros for the other steps; the sequences need no gradient
+        self.lstm.backward_params(None, dh_n=self.head.backward(self.loss.backward()))
         if self.clip:
             clip_grad_norm(self.params, self.clip)
         self.opt.step()
