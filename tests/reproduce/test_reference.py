@@ -161,9 +161,10 @@ def test_demonstrations_are_compared_by_their_verdict(full):
     assert f"{demo['statistic']}: not shown vs the reference's shown" in row["detail"]
 
 
-def test_timed_experiments_are_compared_by_verdicts_only():
-    """cost's statistics are wall-clock timings: their numbers never repeat, their verdicts
-    must."""
+def test_timed_experiments_are_compared_by_the_claims_verdict_only():
+    """cost's statistics are wall-clock timings: their numbers never repeat, and a part whose
+    interval sits near its bar flips between runs (seen on one quiet machine); the claim's
+    verdict must repeat."""
     quick = _by_size("quick")
     results = as_results(quick, ["cost"])
     entry = results["experiments"]["cost"]
@@ -175,10 +176,14 @@ def test_timed_experiments_are_compared_by_verdicts_only():
                                      c["interval"]["per_seed"]]
     row = compare(results)["experiments"]["cost"]
     assert row["status"] == "within tolerance", row
-    assert "compared by verdicts only" in row["detail"]
+    assert "compared by the claim's verdict only" in row["detail"]
     entry["criteria"][0]["verdict"] = "does not hold" if entry["criteria"][0]["verdict"] != \
         "does not hold" else "holds"
-    assert compare(results)["experiments"]["cost"]["status"] == "does not reproduce"
+    assert compare(results)["experiments"]["cost"]["status"] == "within tolerance"
+    entry["verdict"] = "does not hold" if entry["verdict"] != "does not hold" else "holds"
+    row = compare(results)["experiments"]["cost"]
+    assert row["status"] == "does not reproduce", row
+    assert "the reference's" in row["detail"]
 
 
 def test_a_changed_experiment_design_does_not_reproduce(full):

@@ -57,16 +57,19 @@ KEYS = ("size", "data", "fingerprint", "engine", "seeds", "steps_scale")
 
 
 # Experiments whose statistics are wall-clock measurements: no two runs give the same numbers,
-# on any machine, so they are compared by their verdicts only (measured: the demo's cost
-# experiment moved by 0.88 of the reference's half-width between two runs on one machine).
+# on any machine, so they are compared by the claim's verdict only (measured: the demo's cost
+# experiment moved by 0.88 of the reference's half-width between two runs on one machine, and a
+# part whose interval sits near its bar -- BN / no-BN training step time -- held in one quiet run
+# and was inconclusive in the next).
 BY_VERDICT = {"cost": "its statistics are timings, which vary with the machine and its load"}
 
 
 def tolerance_text(name: str | None = None) -> str:
     """The tolerance rule of experiment ``name`` in words."""
     if name in BY_VERDICT:
-        return (f"every part's verdict and the claim's the same ({BY_VERDICT[name]}; "
-                f"compared by verdicts only)")
+        return (f"the claim's verdict the same ({BY_VERDICT[name]}, and a part's verdict "
+                f"flips when its interval sits near the bar; compared by the claim's verdict "
+                f"only)")
     return (f"every evidence part's statistic within {TOLERANCE:g} of the reference's "
             f"95%-interval half-width on every seed ({EXACT:g} relative where the reference's "
             f"value is the same on every seed), and every part's verdict and the claim's the "
@@ -186,7 +189,7 @@ def _within_tolerance(run: dict, ref: dict, by_verdict: bool = False) -> tuple[b
     if set(mine) != set(ref_crit):
         return False, "its criteria are not the reference's"
     other = [s for s, c in ref_crit.items() if mine[s]["verdict"] != c["verdict"]]
-    if other:
+    if other and not by_verdict:
         return False, (f"{other[0]}: {mine[other[0]]['verdict']} vs the reference's "
                        f"{ref_crit[other[0]]['verdict']}")
     worst, where = 0.0, ""
@@ -212,7 +215,7 @@ def _within_tolerance(run: dict, ref: dict, by_verdict: bool = False) -> tuple[b
     if run.get("verdict") != ref["verdict"]:
         return False, f"verdict {run.get('verdict')} vs the reference's {ref['verdict']}"
     if by_verdict:
-        return True, "the same verdicts"
+        return True, "the same claim verdict"
     if worst > 1:
         return False, f"largest difference {worst:.3g} x the tolerance ({where})"
     return True, (f"largest difference {worst:.3g} x the tolerance" + (f" ({where})"
