@@ -4,11 +4,17 @@ writes ``src/normlab/data/reference/<size>-<data>-<engine>.json.gz`` (the trimme
 engine. ``make reference`` runs the quick reproduction and ships it; ``make reference-full``
 does the same for the confirmatory full size (hours on two cores), or ships an existing run's
 results with ``make reference-full FULL_RESULTS=path/results.json``.
+
+``--update`` replaces only the run's experiments in the reference of the same configuration and
+keeps the others: after a code change that moves one experiment, rerun that experiment alone
+(``normlab reproduce NAME --size full``) instead of the whole block. The reference's ``updates``
+list says which experiments came from which run.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -23,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="a finished reproduction's results.json")
     parser.add_argument("--into", type=Path, default=FOLDER, help="the reference folder")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only this run's experiments in the reference of the "
+                             "same configuration, keeping the others")
     args = parser.parse_args(argv)
     results = json.loads(args.results.read_text(encoding="utf-8"))
     unfinished = [n for n, e in results.get("experiments", {}).items() if "verdict" not in e]
@@ -30,9 +39,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"results: expected a finished reproduction (verdicts computed), got "
                      f"no verdict for {', '.join(unfinished)}")
     reference = trim(results)
+    path = args.into / file_name(reference["key"])
+    if args.update:
+        if not path.is_file():
+            parser.error(f"--update: expected an existing reference at {path}, got none")
+        old = json.loads(gzip.decompress(path.read_bytes()).decode("utf-8"))
+        if old.get("key") != reference["key"]:
+            parser.error(f"--update: expected a run of the reference's configuration "
+                         f"({describe(old.get('key', {}))}), got {describe(reference['key'])}")
+        run = {k: reference[k] for k in ("normlab", "environment", "wall_time")}
+        reference = {**old, "experiments": {**old["experiments"], **reference["experiments"]},
+                     "updates": [*old.get("updates", []),
+                                 {"experiments": list(reference["experiments"]), **run}]}
     data = encode(reference)
     args.into.mkdir(parents=True, exist_ok=True)
-    path = args.into / file_name(reference["key"])
     atomic_write_bytes(path, data, "--into")
     print(f"{path}: {describe(reference['key'])}, {len(reference['experiments'])} experiments "
           f"({', '.join(reference['experiments'])}), {len(data):,} bytes")

@@ -286,3 +286,34 @@ def test_make_reference_ships_a_finished_run_and_refuses_an_unfinished_one(full,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no verdict for conv-bn" in proc.stderr
     assert not (tmp_path / "ref2").exists()
+
+
+def test_make_reference_update_replaces_only_the_runs_experiments(full, tmp_path):
+    """--update: one experiment rerun after a code change replaces its entry; the others stay,
+    and a run of another configuration is refused with the reference unchanged."""
+    tool = [sys.executable, str(ROOT / "tools" / "make_reference.py")]
+    both, path = tmp_path / "both.json", tmp_path / "ref" / "full-mnist5k-numpy.json.gz"
+    both.write_text(json.dumps(as_results(full, ["init-scale", "conv-bn"])))
+    assert subprocess.run([*tool, str(both), "--into", str(tmp_path / "ref")],
+                          capture_output=True, timeout=120).returncode == 0
+    rerun = as_results(full, ["conv-bn"])
+    rerun["experiments"]["conv-bn"]["verdict"] = "holds"
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(rerun))
+    proc = subprocess.run([*tool, str(one), "--into", str(tmp_path / "ref"), "--update"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    merged = json.loads(gzip.decompress(path.read_bytes()))
+    assert list(merged["experiments"]) == ["init-scale", "conv-bn"]
+    assert merged["experiments"]["conv-bn"]["verdict"] == "holds"
+    assert merged["experiments"]["init-scale"] == trim(as_results(full, ["init-scale"])
+                                                       )["experiments"]["init-scale"]
+    assert [u["experiments"] for u in merged["updates"]] == [["conv-bn"]]
+
+    before = path.read_bytes()
+    rerun["config"]["seeds"] = [1000, 1001, 1002]
+    one.write_text(json.dumps(rerun))
+    proc = subprocess.run([*tool, str(one), "--into", str(tmp_path / "ref"), "--update"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--update: expected a run of the reference's" in proc.stderr
+    assert path.read_bytes() == before
