@@ -87,8 +87,8 @@ def cell_forward(act, c_prev, c):
 def step_forward(a_x, a_h, b, act, c_prev, c, tanh_c, h):
     """A whole step after the recurrent product when no cell norm sits between c_t and its
     tanh: :func:`gate_inputs`, tanh, :func:`cell_forward`, tanh(c_t) and :func:`hidden_state`
-    in one pass per row, with :func:`~.fast_tanh.tanh_value` (one call from Python instead of
-    five; at N = H = 64, 8 us instead of 12 us of compiled work plus ~6 us of calls)."""
+    in one pass per row, with :func:`~.fast_tanh.tanh_value`: one call from Python instead of
+    five, 8.4 us instead of 13.3 us per step at N = H = 64, calls included."""
     n, gates = act.shape
     hidden = gates // 4
     s = _sigmoid_scale(gates, act.dtype)
