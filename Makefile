@@ -56,6 +56,9 @@ reference-full: $(VENV)/.stamp-run
 bench: $(VENV)/.stamp-run
 	$(BIN)/normlab bench
 
+# clean also drops numba's compile cache, which misses edits to a helper in another file than
+# the compiled function that calls it (docs/guide/development.md)
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis site docs/api docs/auto_tutorials \
 		docs/sg_execution_times.rst
+	find src -name '*.nbi' -delete -o -name '*.nbc' -delete
