@@ -2,9 +2,10 @@
 
 NumPy's SIMD tanh cannot be called from numba, and numba's own tanh is a libm call per value
 (~10x slower than NumPy's over an array), so a loop that wants tanh in the same pass as other
-math (the LSTM step, :mod:`.lstm_pointwise`) needs one that LLVM can vectorise: for float32,
-Eigen's rational approximation below; float64 keeps libm's ``math.tanh`` (float64 runs in the
-gradient checks, where exactness matters and speed does not).
+math (the LSTM step, :func:`normlab.kernels.lstm.step_forward`) needs one that LLVM can
+vectorise: for float32, Eigen's rational approximation below; float64 keeps libm's
+``math.tanh`` (float64 runs in the gradient checks, where exactness matters and speed does
+not).
 """
 
 from __future__ import annotations
