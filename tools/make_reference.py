@@ -14,13 +14,12 @@ list says which experiments came from which run.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
 
 from normlab._io import atomic_write_bytes
-from normlab.reproduce.reference import describe, encode, file_name, trim
+from normlab.reproduce.reference import decode, describe, encode, file_name, trim
 
 FOLDER = Path(__file__).resolve().parents[1] / "src" / "normlab" / "data" / "reference"
 
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.update:
         if not path.is_file():
             parser.error(f"--update: expected an existing reference at {path}, got none")
-        old = json.loads(gzip.decompress(path.read_bytes()).decode("utf-8"))
+        old = decode(path.read_bytes())
         if old.get("key") != reference["key"]:
             parser.error(f"--update: expected a run of the reference's configuration "
                          f"({describe(old.get('key', {}))}), got {describe(reference['key'])}")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from normlab.reproduce import reference as ref_mod
-from normlab.reproduce.reference import compare, encode, shipped, trim
+from normlab.reproduce.reference import compare, decode, encode, shipped, trim
 
 ROOT = Path(__file__).resolve().parents[2]
 NORMLAB = [sys.executable, "-m", "normlab.cli"]
@@ -303,7 +303,7 @@ def test_make_reference_update_replaces_only_the_runs_experiments(full, tmp_path
     proc = subprocess.run([*tool, str(one), "--into", str(tmp_path / "ref"), "--update"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    merged = json.loads(gzip.decompress(path.read_bytes()))
+    merged = decode(path.read_bytes())
     assert list(merged["experiments"]) == ["init-scale", "conv-bn"]
     assert merged["experiments"]["conv-bn"]["verdict"] == "holds"
     assert merged["experiments"]["init-scale"] == trim(as_results(full, ["init-scale"])

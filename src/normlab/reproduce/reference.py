@@ -134,6 +134,11 @@ def encode(reference: dict) -> bytes:
     return gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)
 
 
+def decode(data: bytes) -> dict:
+    """The reference in a file's bytes (what :func:`encode` wrote)."""
+    return json.loads(gzip.decompress(data).decode("utf-8"))
+
+
 def file_name(key: dict) -> str:
     """``quick-mnist5k-numpy.json.gz``: one reference per size, data and engine."""
     return f"{key['size']}-{key['data']}-{key['engine']}.json.gz"
@@ -147,7 +152,7 @@ def shipped() -> list[dict]:
     refs = []
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".json.gz"):
-            ref = json.loads(gzip.decompress(entry.read_bytes()).decode("utf-8"))
+            ref = decode(entry.read_bytes())
             if ref.get("format") == FORMAT:
                 refs.append(ref)
     return refs
