@@ -109,6 +109,16 @@ def test_fast_relu_equals_readable_path(shape, dtype, transposed):
     assert_paths_equal(nn.ReLU(), x, dy)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_relu_keeps_the_readable_paths_bits(dtype):
+    """Bit for bit what np.maximum(x, 0) gives: -0.0 becomes +0.0 (array_equal cannot see the
+    sign of a zero), NaN and the infinities pass or clamp."""
+    x = np.array([-0.0, 0.0, np.nan, -np.inf, np.inf, -1.5, 2.5, 1e-45], dtype)
+    dy = np.ones_like(x)
+    fast, ref = run("numba", nn.ReLU(), x, dy), run("numpy", nn.ReLU(), x, dy)
+    assert fast[0].tobytes() == ref[0].tobytes()
+
+
 @pytest.mark.parametrize("kernel", [2, 3], ids=["2x2", "3x3"])
 def test_fast_maxpool_takes_channels_last_input(kernel):
     x = np.random.default_rng(5).standard_normal((2, 6, 7, 3)).astype(np.float32)
