@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import nn, optim
+from ..nn import fused
 from .numpy_layers import cnn_layer
 from .numpy_resnet import resnet_layer
 from .spec import CNN_KINDS, RESNET_KINDS, Spec, unknown
@@ -52,14 +53,9 @@ class NumpyTrainer:
         """Nothing to release (the torch trainers may hold processes)."""
 
     def forward_eval(self, x: np.ndarray, tap: int | None = None):
-        """(logits, input of layer ``tap`` or None) in eval mode (running statistics)."""
-        self.model.eval()
-        tapped = None
-        for i, layer in enumerate(self.model):
-            if i == tap:
-                tapped = x
-            x = layer(x)
-        return x, tapped
+        """(logits, input of layer ``tap`` or None) in eval mode (running statistics), with
+        the CNNs' BN -> ReLU -> max-pool groups fused (:mod:`normlab.nn.fused`)."""
+        return fused.forward_eval(self.model, x, tap)
 
     def batch_norm_1d(self, num_features: int, **options) -> nn.BatchNorm1d:
         return nn.BatchNorm1d(num_features, **options)

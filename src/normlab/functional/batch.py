@@ -106,7 +106,6 @@ def eval_checked(x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarra
                  weight: np.ndarray | None, bias: np.ndarray | None, eps: float) -> np.ndarray:
     """:func:`batch_norm_eval` of an ``x`` its caller has checked (:func:`check_input`, against
     the running statistics' channels)."""
-    _check_mean(running_mean)
     return _evaluate(x, running_mean, running_var, weight, bias, eps)
 
 
@@ -116,11 +115,18 @@ def _check_mean(running_mean) -> None:
 
 
 def _evaluate(x, running_mean, running_var, weight, bias, eps) -> np.ndarray:
+    scale, shift = eval_affine_checked(running_mean, running_var, weight, bias, eps)
+    return backend.for_array(x, "batch").evaluate(x, scale, shift)
+
+
+def eval_affine_checked(running_mean: np.ndarray, running_var: np.ndarray, weight, bias,
+                        eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`eval_scale_shift` after checking the buffers, parameters and eps against
+    ``running_mean`` (a 1-D array): the (scale, shift) the eval forward applies."""
+    _check_mean(running_mean)
     for name, p in (("running_var", running_var), ("weight", weight), ("bias", bias)):
         check_param(name, p, running_mean.shape)
-    eps = check_eps(eps)
-    scale, shift = eval_scale_shift(running_mean, running_var, weight, bias, eps)
-    return backend.for_array(x, "batch").evaluate(x, scale, shift)
+    return eval_scale_shift(running_mean, running_var, weight, bias, check_eps(eps))
 
 
 def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache

@@ -49,7 +49,8 @@ def backend() -> str:
 # families' from their declarations, None where a family has no kernel (the reference serves)
 FAMILIES: dict[str, str | None] = {
     **{f.name: f.kernel for f in NORM_FAMILIES.values()},
-    "loss": "loss", "conv": "conv", "pool": "pool", "activation": "activation", "lstm": "lstm"}
+    "loss": "loss", "conv": "conv", "pool": "pool", "activation": "activation", "lstm": "lstm",
+    "fused": "fused"}
 
 
 def for_array(x: np.ndarray, family: str) -> ModuleType | None:

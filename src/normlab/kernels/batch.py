@@ -75,10 +75,16 @@ def train(x: np.ndarray, weight, bias, eps: float) -> tuple[np.ndarray, BatchNor
     return _like(layout, out, x.shape), cache
 
 
+def eval_vectors(scale: np.ndarray, shift: np.ndarray, dtype) -> tuple[np.ndarray, ...]:
+    """(center, scale, shift) for the loops' (x - center) * scale + shift of an eval forward:
+    center 0, all three in the data dtype (the loops that fuse the map in compute the same
+    bits from the same three)."""
+    return np.zeros(scale.shape[0], dtype=dtype), scale.astype(dtype), shift.astype(dtype)
+
+
 def evaluate(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """y = x * scale + shift per channel (Alg. 2, line 11), scale/shift in the data dtype."""
-    center = np.zeros(x.shape[1], dtype=x.dtype)
-    scale, shift = scale.astype(x.dtype), shift.astype(x.dtype)
+    center, scale, shift = eval_vectors(scale, shift, x.dtype)
     layout, flat = _layout(x)
     out = outputs.empty(flat.shape, flat.dtype)
     if layout == "ncs":

@@ -12,7 +12,13 @@ import numpy as np
 from .. import functional as F
 from .._checks import check_positive_int
 from ..core.shapes import channel_axes, count
-from ..functional.batch import check_count, check_input, eval_checked, train_checked
+from ..functional.batch import (
+    check_count,
+    check_input,
+    eval_affine_checked,
+    eval_checked,
+    train_checked,
+)
 from ..functional.ghost import GhostCache, ghost_batch_stats, ghost_train_checked
 from ..functional.policy import NumpyOps, RunningOptions, check_mask, freeze_all, unfreeze_all
 from ..functional.running import check_options
@@ -92,6 +98,17 @@ class BatchNormBase(RunningOptions, NormBase):
         y, saved = self._normalize(real, batch_stats)
         self._cache = Masked(saved, mask, x.shape)
         return scatter(y, mask, x.shape)
+
+    def eval_affine(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The per-channel (scale, shift), float64, of the map y = x * scale + shift that
+        ``forward(x)`` applies now (Alg. 2, line 11), after the forward's checks of ``x``; None
+        where the forward normalises with batch statistics (training and not frozen, or no
+        running buffers)."""
+        if self._use_batch_stats():
+            return None
+        self._check_input(x, training=False)
+        weight, bias = self._params()
+        return eval_affine_checked(self.running_mean, self.running_var, weight, bias, self.eps)
 
     def _check_input(self, x, training: bool) -> np.ndarray:
         return check_input(x, self.num_features, training=training, ndims=self.input_ndims)
