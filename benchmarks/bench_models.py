@@ -7,6 +7,9 @@ trains it, on random data of the experiment's shapes:
   -> Linear on 14x14 images, batch 60, plain SGD (``experiments/conv_bn.py``);
 * ``batch-size CNN``: the same plus Linear 128 -> BN -> ReLU before the output, batch 32
   (``experiments/batch_size.py``, BN over the whole batch);
+* ``conv-bn CNN eval``: the eval forward of the conv-bn CNN (with BN) on 400 images, what
+  each of its ~24 validation passes per quick run is; "steps" are forwards, after three
+  training steps that move the running statistics off their initial values;
 * ``rnn-norm LSTM/<norm>``: LSTM (hidden 64) over 28 steps of 28 inputs + Linear head on the
   last step, batch 64, global gradient norm clipped at 1, SGD (``experiments/rnn_norm.py``),
   for each of its four norms. torch: ``torch.nn.LSTM`` for "none", else ``torch_lstm.py``.
@@ -42,8 +45,9 @@ import numpy as np
 IMAGE, CLASSES = (14, 14), 10
 SEQ_STEPS, SEQ_INPUTS, HIDDEN = 28, 28, 64
 CNNS = {"conv-bn CNN": dict(batch=60, hidden=None), "batch-size CNN": dict(batch=32, hidden=128)}
+EVALS = {"conv-bn CNN eval": dict(images=400)}
 LSTM_NORMS = ("none", "layer", "recurrent_batch", "sequence_batch")
-MODELS = (*CNNS, *(f"rnn-norm LSTM/{n}" for n in LSTM_NORMS))
+MODELS = (*CNNS, *EVALS, *(f"rnn-norm LSTM/{n}" for n in LSTM_NORMS))
 Step = Callable[[int], object]
 
 
@@ -71,6 +75,22 @@ def _cnn_step(name: str, engine: str) -> tuple[Step, object]:
 
     def step(i: int) -> float:
         return trainer.train_step(*data[i % len(data)])
+
+    return step, trainer.model
+
+
+def _cnn_eval(name: str, engine: str) -> tuple[Step, object]:
+    from normlab.engines import make_trainer
+    from normlab.runner.cnn import cnn_spec
+
+    trainer = make_trainer(engine, cnn_spec(IMAGE, CLASSES, "batch"), 0.01,
+                           np.random.default_rng(0), 0.1)
+    for x, y in _images(CNNS["conv-bn CNN"]["batch"], n=3):
+        trainer.train_step(x, y)
+    images = _images(EVALS[name]["images"], seed=1, n=1)[0][0]
+
+    def step(i: int) -> np.ndarray:
+        return trainer.forward_eval(images)[0]
 
     return step, trainer.model
 
@@ -138,6 +158,8 @@ def make_step(model: str, engine: str) -> tuple[Step, object]:
     """(step(i) -> loss, the model) for one of MODELS on "numpy" or "torch"."""
     if model in CNNS:
         return _cnn_step(model, engine)
+    if model in EVALS:
+        return _cnn_eval(model, engine)
     norm = model.rsplit("/", 1)[1]
     return _numpy_lstm_step(norm) if engine == "numpy" else _torch_lstm_step(norm)
 
@@ -196,10 +218,15 @@ def layer_shares(model: str, steps: int) -> dict[str, float]:
     step, net = make_step(model, "numpy")
     totals: dict[str, float] = defaultdict(float)
     active: set[str] = set()
-    if model in CNNS:
+    if model in CNNS or model in EVALS:
         for layer in net:
             for method in ("forward", "backward", "backward_params"):
                 _timed(layer, method, type(layer).__name__, totals, active)
+        if model in EVALS:   # BN -> ReLU -> max-pool groups that run fused skip their layers
+            from normlab import kernels
+
+            _timed(kernels.load("fused"), "relu_max_pool_2x2", "BN-ReLU-MaxPool2d fused",
+                   totals, active)
     else:
         lstm, head = net
         for method in ("forward", "backward", "backward_params"):
@@ -227,7 +254,7 @@ def model_rows(steps: int, rounds: int, models=MODELS, clock: str = "wall") -> l
     """One dict per model: steps/s per round for both engines, medians, ratio, shares."""
     rows = []
     for model in models:
-        lstm = model not in CNNS
+        lstm = model.startswith("rnn-norm")
         n = max(1, steps // 4) if lstm else steps   # an LSTM step costs ~4 CNN steps
         rates = steps_per_second(model, n, rounds, clock=clock)
         medians = {e: statistics.median(v) for e, v in rates.items()}

@@ -30,7 +30,7 @@ from ..data import Dataset
 from ..engines.spec import group_count
 from ..runner import resnet
 from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
-from ..runner.cnn import as_images, cnn_spec, image_shape
+from ..runner.cnn import cnn_spec, image_shape
 from ..runner.curve import eval_steps, final_accuracy, train_curve
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
@@ -215,7 +215,7 @@ class BatchSize(Experiment):
         stream = derive_seed(ctx.seed, self.name, "batches")   # one sample order for all runs
         p = parts(ctx.data)
         steps, lr = cfg["steps"], cfg["lr"]
-        images = [(as_images(q.x, pool=not resnet_model), q.y) for q in (p.train, p.val, p.test)]
+        images = [(q.images(pool=not resnet_model), q.y) for q in (p.train, p.val, p.test)]
         return train_curve(ctx, trainer, *images,
                            steps=steps, batch=cfg["batch"], evals=cfg["evals"], stream=stream,
                            lr_at=lambda s: lr * (1 + math.cos(math.pi * s / steps)) / 2)

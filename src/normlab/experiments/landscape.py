@@ -29,7 +29,6 @@ from ..data import Dataset
 from ..engines.spec import mlp_spec
 from ..runner import resnet
 from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
-from ..runner.cnn import as_images
 from ..runner.design import DesignChange
 from ..runner.evidence import Criterion, Published
 from ..runner.holdout import parts
@@ -159,8 +158,8 @@ class Landscape(Experiment):
         if cfg.get("arch") == "resnet":
             spec = resnet.resnet_spec(ctx.data.image_shape, cfg["n_classes"],
                                       "batch" if cfg["bn"] else "none")
-            x, y = as_images(p.train.x, pool=False), p.train.y
-            x_val = as_images(p.val.x, pool=False)
+            x, y = p.train.images(pool=False), p.train.y
+            x_val = p.val.images(pool=False)
         else:
             spec = mlp_spec(cfg["sizes"], "relu", cfg["bn"])
             (x, y), x_val = p.train.flat(), p.val.flat()[0]

@@ -23,7 +23,7 @@ from ..data import Dataset
 from ..engines.spec import mlp_spec
 from ..runner import resnet
 from ..runner.base import Experiment, Metrics, Run, RunContext, derive_seed
-from ..runner.cnn import as_images, cnn_spec, image_shape
+from ..runner.cnn import cnn_spec, image_shape
 from ..runner.curve import (
     eval_steps,
     final_accuracy,
@@ -196,12 +196,11 @@ class LearningRate(Experiment):
         elif cfg.get("arch") == "resnet":
             spec = resnet.resnet_spec(ctx.data.image_shape, cfg["n_classes"],
                                       "batch" if cfg["bn"] else "none")
-            train, val, test = ((as_images(q.x, pool=False), q.y)
-                                for q in (p.train, p.val, p.test))
+            train, val, test = ((q.images(pool=False), q.y) for q in (p.train, p.val, p.test))
         else:
             spec = cnn_spec(image_shape(ctx.data.image_shape), cfg["n_classes"],
                             "batch" if cfg["bn"] else "none")
-            train, val, test = ((as_images(q.x), q.y) for q in (p.train, p.val, p.test))
+            train, val, test = ((q.images(), q.y) for q in (p.train, p.val, p.test))
         # Shared "init"/"batches" streams per model: all rates and both nets start equal.
         trainer = ctx.trainer(spec, cfg["init_std"], ctx.rng("init", cfg["model"]), cfg["lr"])
         stream = derive_seed(ctx.seed, self.name, "batches", cfg["model"])
