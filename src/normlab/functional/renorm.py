@@ -128,10 +128,11 @@ def renorm_train_checked(x: np.ndarray, running_mean: np.ndarray, running_var: n
     _, bn = train_checked(x, None, None, eps)  # validates eps; affine-free
     r, d = renorm_correction(bn.mean, bn.var, running_mean, running_var, eps, r_max, d_max)
     gamma = np.ones_like(r) if weight is None else weight
-    scale = (gamma * r).astype(bn.x_hat.dtype)
+    x_hat = bn.x_hat   # a property that recomputes x_hat from x on the kernel path: once
+    scale = (gamma * r).astype(x_hat.dtype)
     shift = gamma * d + (0.0 if bias is None else bias)
-    y = bn.x_hat * per_channel(scale, x.ndim)
-    y += per_channel(shift.astype(bn.x_hat.dtype), x.ndim)
+    y = x_hat * per_channel(scale, x.ndim)
+    y += per_channel(shift.astype(x_hat.dtype), x.ndim)
     cache = RenormCache(bn._replace(weight=scale), r, d, weight is not None)
     return y.astype(x.dtype, copy=False), cache
 

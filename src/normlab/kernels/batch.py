@@ -19,11 +19,11 @@ from ._jit import blocks
 
 def _layout(x: np.ndarray) -> tuple[str, np.ndarray]:
     """("mc", (M, C) view) for (N, C) and channels-last, else ("ncs", (N, C, S) contiguous)."""
-    if x.ndim == 2 and x.flags.c_contiguous:   # the common (N, C) case, without moveaxis
-        return "mc", x
     n_batch, n_c = x.shape[:2]
+    if x.flags.c_contiguous:   # the common cases, without moveaxis: (N, C) and NCHW
+        return ("mc", x) if x.ndim == 2 else ("ncs", x.reshape(n_batch, n_c, -1))
     last = np.moveaxis(x, 1, -1)
-    if last.flags.c_contiguous and (x.ndim == 2 or not x.flags.c_contiguous):
+    if last.flags.c_contiguous:   # channels-last
         return "mc", last.reshape(-1, n_c)
     return "ncs", np.ascontiguousarray(x).reshape(n_batch, n_c, -1)
 
