@@ -81,6 +81,16 @@ def test_fast_conv_matches_readable_path(case, dtype, training):
     assert_paths_agree(conv, x, training)
 
 
+@pytest.mark.parametrize("stride", [1, 2], ids=["same-planes", "strided-rows"])
+def test_fast_conv_takes_a_read_only_input(stride):
+    """A read-only array (a memory-mapped file, a broadcast view) is read, never written: it
+    used to fail numba's typing of the walk that im2col and col2im share."""
+    conv = nn.Conv2d(3, 4, 3, stride=stride, padding=1, rng=0)
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    x.flags.writeable = False
+    assert_paths_agree(conv, x)
+
+
 @pytest.mark.parametrize("layout", ["channels_last", "reversed"])
 def test_fast_conv_takes_non_contiguous_input(layout):
     conv = nn.Conv2d(3, 4, 3, padding=1, rng=0)

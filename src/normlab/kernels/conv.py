@@ -43,6 +43,10 @@ def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride, 
     a backward then makes the patches again.
     """
     x = np.ascontiguousarray(x)
+    if not x.flags.writeable:
+        # im2col and col2im share one compiled walk that writes the image in col2im: numba
+        # cannot type it for a read-only array (np.load(mmap_mode="r"), a broadcast view)
+        x = x.copy()
     n = x.shape[0]
     c_out, _, kh, kw = weight.shape
     ho, wo = out_hw
