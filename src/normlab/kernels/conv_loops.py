@@ -13,8 +13,8 @@ For stride 1 with (Ho, Wo) == (H, W) -- the "same" convolutions of the experimen
 the input is first copied channel-major, (C, margin + N*H*W + margin): there a tap's whole row
 of the patch matrix is its channel's N planes shifted by one constant offset, so the row is one
 pass that takes the shifted value where the tap lies inside the image and 0 elsewhere (a
-per-tap mask of one plane). The earlier form, one copy per (tap, image) and then a pass zeroing
-the edges, spent twice as long on the scattered zeroing as on the copy (:func:`_walk_planes`).
+per-tap mask of one plane; :func:`_walk_planes`). One copy per (tap, image) followed by a pass
+zeroing the edges spends twice as long on that scattered zeroing as on the copy.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _walk_planes(image, cols, kh, kw, ph, pw, dh, dw, adjoint):
 
     Works on a channel-major copy with a margin on both sides as wide as the largest shift, so
     a shifted read or write never leaves the buffer; what falls in the margin or on a
-    neighbouring image is masked to 0 (col2im adds those zeros, changing nothing).
+    neighbouring image is masked to 0 (col2im adds those zeros: at most a -0.0 becomes 0.0).
     """
     n_, c_, h, w = image.shape
     shifts, inside = _plane_taps(kh, kw, ph, pw, dh, dw, n_, h, w)
@@ -142,6 +142,7 @@ def _walk_rows(image, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, adjoint):
 
 @jit
 def _walk(image, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, adjoint):
+    """im2col's (``adjoint`` False) or col2im's pass: the shifted planes where they apply."""
     n_, c_, h, w = image.shape
     if sh == 1 and sw == 1 and ho == h and wo == w:
         _walk_planes(image, cols, kh, kw, ph, pw, dh, dw, adjoint)
