@@ -14,14 +14,20 @@ from __future__ import annotations
 import numpy as np
 
 from . import outputs
-from ._jit import jit
+from ._jit import inline, jit
+
+
+@inline
+def relu_value(v):
+    """max(v, 0) with np.maximum's bits: NaN fails the comparison and passes, -0.0 becomes 0
+    (also the clamp of :mod:`.fused`)."""
+    return 0 if v <= 0 else v
 
 
 @jit
 def _relu(x, y):
     for i in range(x.size):
-        v = x[i]
-        y[i] = 0 if v <= 0 else v   # NaN fails the comparison and passes, as in np.maximum
+        y[i] = relu_value(x[i])
 
 
 @jit

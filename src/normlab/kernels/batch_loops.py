@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import jit, pjit
+from ._jit import inline, jit, pjit
 from .sums import CHUNK, chan_merge, grad_sums, sum64
 
 ROW_CHUNK_BYTES = 32 * 1024   # rows reduced together in the mc layout (L1/L2 resident)
@@ -95,6 +95,13 @@ def train_ncs(x, weight, bias, eps, y, mean_out, var_out, inv_std_out, offset_ou
                 y[a, c, b] = (x[a, c, b] - mu) * k + t
 
 
+@inline
+def affine_value(x, center, scale, shift):
+    """(x - center) * scale + shift: the eval map of the affine loops here and of
+    :mod:`.fused`, one expression so that they round alike."""
+    return (x - center) * scale + shift
+
+
 @pjit
 def affine_ncs(x, center, scale, shift, y):
     """y = (x - center) * scale + shift per channel of (A, C, B); one read, one write."""
@@ -104,7 +111,7 @@ def affine_ncs(x, center, scale, shift, y):
         c = i - a * n_c
         mu, k, t = center[c], scale[c], shift[c]
         for b in range(n_b):
-            y[a, c, b] = (x[a, c, b] - mu) * k + t
+            y[a, c, b] = affine_value(x[a, c, b], mu, k, t)
 
 
 @pjit
@@ -280,7 +287,7 @@ def affine_mc(x, center, scale, shift, n_blocks, y):
         for r in range(t * n_m // n_blocks, (t + 1) * n_m // n_blocks):
             x_row, y_row = x[r], y[r]
             for c in range(n_c):
-                y_row[c] = (x_row[c] - center[c]) * scale[c] + shift[c]
+                y_row[c] = affine_value(x_row[c], center[c], scale[c], shift[c])
 
 
 @pjit

@@ -4,10 +4,10 @@ In eval mode the three layers are a per-channel affine map (Alg. 2, line 11), a 
 2x2 window maximum, and nothing is kept for a backward: one pass can read each window once and
 write its output, where the layers write and read back two full-size maps and the pooling
 records each window's winner. The clamp moves after the maximum (relu and max commute), so it
-runs once per window. The values are the layers' own bits: the affine map is the expression of
-:func:`.batch_loops.affine_ncs` on the same (center, scale, shift), the clamp that of
-:mod:`.activation`, and the maximum is exact. At (400, 16, 14, 14) float32: 640 us against
-1,890 us for the three layers' kernels.
+runs once per window. The values are the layers' own bits: the affine map is the BN loops'
+:func:`.batch_loops.affine_value` on the same (center, scale, shift), the clamp is
+:func:`.activation.relu_value`, and the maximum is exact. At (400, 16, 14, 14) float32:
+640 us against 1,890 us for the three layers' kernels.
 
 :mod:`normlab.nn.fused` decides when a model's layers qualify; a NaN anywhere in a window
 makes this pass decline (None), and the layers then run one by one with their NaN rules.
@@ -19,14 +19,16 @@ import numpy as np
 
 from . import outputs
 from ._jit import jit
+from .activation import relu_value
 from .batch import eval_vectors
+from .batch_loops import affine_value
 
 
 @jit
 def affine_relu_max_2x2(x, center, scale, shift, affine, y):
     """y = max_pool_2x2(relu(v)) with v = (x - center[c]) * scale[c] + shift[c] (``affine``)
     or v = x, as the max of each window's v clamped once: relu and max commute. Only values,
-    no winners (eval). Returns how many windows have a NaN sum, as :func:`max_pool_2x2`: 0
+    no winners (eval). Returns how many windows have a NaN sum, as :func:`.pool.max_pool_2x2`: 0
     means y is exact."""
     n_, c_ = x.shape[:2]
     ho, wo = y.shape[2], y.shape[3]
@@ -38,18 +40,18 @@ def affine_relu_max_2x2(x, center, scale, shift, affine, y):
                 top, bottom, yr = x[n, c, 2 * oh], x[n, c, 2 * oh + 1], y[n, c, oh]
                 for ow in range(wo):
                     a, b, d, e = top[2 * ow], top[2 * ow + 1], bottom[2 * ow], bottom[2 * ow + 1]
-                    if affine:   # the expression of batch_loops.affine_ncs: the same bits
-                        a = (a - mu) * k + t
-                        b = (b - mu) * k + t
-                        d = (d - mu) * k + t
-                        e = (e - mu) * k + t
+                    if affine:   # the BN eval loops' expression: the same bits
+                        a = affine_value(a, mu, k, t)
+                        b = affine_value(b, mu, k, t)
+                        d = affine_value(d, mu, k, t)
+                        e = affine_value(e, mu, k, t)
                     best = a
                     best = b if b > best else best
                     best = d if d > best else best
                     best = e if e > best else best
                     total = a + b + d + e
                     suspect += total != total
-                    yr[ow] = 0 if best <= 0 else best   # activation._relu's clamp
+                    yr[ow] = relu_value(best)
     return suspect
 
 
