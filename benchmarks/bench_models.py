@@ -64,14 +64,18 @@ def _images(batch: int, seed: int = 0, n: int = 8):
              rng.integers(0, CLASSES, batch)) for _ in range(n)]
 
 
-def _cnn_step(name: str, engine: str) -> tuple[Step, object]:
+def _cnn_trainer(name: str, engine: str):
+    """The trainer of CNNS[name] with BN, the same initial weights on either engine."""
     from normlab.engines import make_trainer
     from normlab.runner.cnn import cnn_spec
 
-    cfg = CNNS[name]
-    spec = cnn_spec(IMAGE, CLASSES, "batch", hidden=cfg["hidden"])
-    trainer = make_trainer(engine, spec, 0.01, np.random.default_rng(0), 0.1)
-    data = _images(cfg["batch"])
+    spec = cnn_spec(IMAGE, CLASSES, "batch", hidden=CNNS[name]["hidden"])
+    return make_trainer(engine, spec, 0.01, np.random.default_rng(0), 0.1)
+
+
+def _cnn_step(name: str, engine: str) -> tuple[Step, object]:
+    trainer = _cnn_trainer(name, engine)
+    data = _images(CNNS[name]["batch"])
 
     def step(i: int) -> float:
         return trainer.train_step(*data[i % len(data)])
@@ -80,11 +84,7 @@ def _cnn_step(name: str, engine: str) -> tuple[Step, object]:
 
 
 def _cnn_eval(name: str, engine: str) -> tuple[Step, object]:
-    from normlab.engines import make_trainer
-    from normlab.runner.cnn import cnn_spec
-
-    trainer = make_trainer(engine, cnn_spec(IMAGE, CLASSES, "batch"), 0.01,
-                           np.random.default_rng(0), 0.1)
+    trainer = _cnn_trainer("conv-bn CNN", engine)
     for x, y in _images(CNNS["conv-bn CNN"]["batch"], n=3):
         trainer.train_step(x, y)
     images = _images(EVALS[name]["images"], seed=1, n=1)[0][0]
